@@ -1,0 +1,34 @@
+"""Every case the suite knows, declared once as data.
+
+Each module here holds one registry (`CASES`) of one kind; tests, benchmarks, asv, the CLI
+and the report all read cases from here and declare none of their own.
+"""
+from __future__ import annotations
+
+import importlib
+
+from suite.cases.registry import Registry
+from suite.errors import UnknownCaseError
+
+# kind -> module under suite.cases whose CASES registry holds that kind.
+_KIND_MODULES = {
+    "model": "models",
+    "defect": "defects",
+    "op": "ops",
+    "function": "functions",
+    "parallel": "parallel",
+}
+
+
+def kinds() -> list[str]:
+    return list(_KIND_MODULES)
+
+
+def registry(kind: str) -> Registry:
+    if kind not in _KIND_MODULES:
+        raise UnknownCaseError("case kind", kind, _KIND_MODULES)
+    return importlib.import_module(f"suite.cases.{_KIND_MODULES[kind]}").CASES
+
+
+def all_registries() -> dict[str, Registry]:
+    return {kind: registry(kind) for kind in _KIND_MODULES}

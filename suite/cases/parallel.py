@@ -1,0 +1,4 @@
+"""Declared parallel cases (filled by the issue that builds their checker)."""
+from suite.cases.registry import Registry
+
+CASES: Registry = Registry("parallel")

@@ -1,0 +1,102 @@
+"""`torchsuite`: list cases, show the environment, train a model; `run` and `report` join later.
+
+Every user error (unknown name, absent device, bad file) is one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from suite.errors import SuiteError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_list(args) -> int:
+    from suite import cases
+
+    kinds = [args.kind] if args.kind else cases.kinds()
+    rows = [{"kind": kind, "name": case.name, "description": case.describe()}
+            for kind in kinds for case in cases.registry(kind)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max((len(r["name"]) for r in rows), default=0)
+        for r in rows:
+            print(f"{r['kind']:<9} {r['name']:<{width}}  {r['description']}")
+    return 0
+
+
+def _cmd_env(args) -> int:
+    from suite.environment import capture
+
+    info = capture()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from suite.cases.models import CASES
+    from suite.data import dataset
+    from suite.devices import require_device
+    from suite.training import train
+
+    spec = CASES.get(args.model)
+    device = require_device(args.device)
+    data, source = dataset(spec, root=args.data_root, download=args.download)
+    losses = train(spec, data, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=device)
+    print(f"{spec.name} on {device} ({source} data, {len(data)} samples): "
+          f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {len(losses)} steps")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchsuite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="every registered case with its kind")
+    p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("env", help="this machine and its PyTorch stack")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("train", help="train a registered model a few steps and print its loss")
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None, help="where the real datasets are (default $TORCHSUITE_DATA or ./data)")
+    p.add_argument("--download", action="store_true", help="download the real dataset if it is missing")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def _kinds():
+    from suite import cases
+
+    return cases.kinds()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SuiteError as err:
+        print(f"torchsuite: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("torchsuite: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Datasets for the registered models: the real ones from a data root, or synthetic stand-ins.
+
+Real data is read with torchvision's and torchaudio's own dataset classes and is never
+downloaded unless the caller passes ``download=True``. The synthetic stand-ins have the same
+sample shapes, dtypes and label ranges, and a learnable signal (each class adds its own fixed
+pattern to the noise), so a training check on them means something.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from suite.cases.models import SAMPLE_RATE, ModelSpec
+from suite.errors import SuiteError
+
+# Speech Commands v0.01: the 30 words the document's 30-class network is built for.
+SPEECH_COMMANDS_V001_LABELS = (
+    "bed", "bird", "cat", "dog", "down", "eight", "five", "four", "go", "happy",
+    "house", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
+    "sheila", "six", "stop", "three", "tree", "two", "up", "wow", "yes", "zero",
+)
+
+# Normalisation constants: MNIST's usual mean/std; CIFAR-10 as in the document (section 4.1).
+_MNIST_MEAN_STD = ((0.1307,), (0.3081,))
+_CIFAR_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+class DataUnavailableError(SuiteError):
+    pass
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("TORCHSUITE_DATA", "data"))
+
+
+def _image_transform(mean_std):
+    from torchvision import transforms
+
+    # The document passes no ToTensor to MNIST, so its loader yields PIL images (a defect).
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(*mean_std)])
+
+
+def mnist_transform():
+    return _image_transform(_MNIST_MEAN_STD)
+
+
+def mnist(root, train: bool = True, download: bool = False) -> Dataset:
+    from torchvision.datasets import MNIST
+
+    return _open(MNIST, "MNIST", root, train=train, download=download, transform=mnist_transform())
+
+
+def cifar10(root, train: bool = True, download: bool = False) -> Dataset:
+    # CIFAR-10's "python" batches are pickles. torchvision checks each file's MD5 against the
+    # official archive before unpickling it, so only the published files are ever loaded.
+    from torchvision.datasets import CIFAR10
+
+    return _open(CIFAR10, "CIFAR-10", root, train=train, download=download,
+                 transform=_image_transform(_CIFAR_MEAN_STD))
+
+
+class SpeechCommandsFeatures(Dataset):
+    """torchaudio's SPEECHCOMMANDS, each clip fixed to 1 s and turned into the model's features."""
+
+    def __init__(self, root, subset: str | None = "training", download: bool = False,
+                 url: str = "speech_commands_v0.01", frontend=None):
+        from torchaudio.datasets import SPEECHCOMMANDS
+
+        self.clips = _open(SPEECHCOMMANDS, "Speech Commands", root, url=url, subset=subset,
+                           download=download)
+        self.frontend = frontend
+        self.label_index = {label: i for i, label in enumerate(SPEECH_COMMANDS_V001_LABELS)}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, n: int):
+        waveform, sample_rate, label, *_ = self.clips[n]
+        if sample_rate != SAMPLE_RATE:
+            raise DataUnavailableError(f"clip {n} is {sample_rate} Hz; Speech Commands is {SAMPLE_RATE} Hz")
+        if label not in self.label_index:
+            raise DataUnavailableError(f"clip {n} has label {label!r}, not one of v0.01's 30 words")
+        clip = fix_length(waveform, SAMPLE_RATE)
+        features = self.frontend(clip) if self.frontend is not None else clip
+        return features, self.label_index[label]
+
+
+def fix_length(waveform: torch.Tensor, samples: int) -> torch.Tensor:
+    """Zero-pad or cut a (channels, time) clip to exactly `samples` (some clips are shorter)."""
+    have = waveform.shape[-1]
+    if have >= samples:
+        return waveform[..., :samples]
+    return torch.nn.functional.pad(waveform, (0, samples - have))
+
+
+def speech_commands(root, train: bool = True, download: bool = False, frontend=None) -> Dataset:
+    return SpeechCommandsFeatures(root, subset="training" if train else "testing",
+                                  download=download, frontend=frontend)
+
+
+def _open(dataset_class, title: str, root, download: bool, **kwargs):
+    try:
+        return dataset_class(root=str(root), download=download, **kwargs)
+    except RuntimeError as err:  # torchvision/torchaudio say "not found" with RuntimeError
+        raise DataUnavailableError(
+            f"{title} not found under {root} ({err}); pass download=True to fetch it, or use the "
+            "synthetic stand-in") from None
+
+
+_REAL_LOADERS = {"mnist": mnist, "cifar10": cifar10, "speech_commands": speech_commands}
+
+
+def real_dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = False) -> Dataset:
+    root = default_root() if root is None else Path(root)
+    loader = _REAL_LOADERS[spec.dataset]
+    if spec.frontend is not None:
+        return loader(root, train=train, download=download, frontend=spec.frontend())
+    return loader(root, train=train, download=download)
+
+
+def synthetic_dataset(spec: ModelSpec, size: int = 512, seed: int = 0, train: bool = True,
+                      signal: float = 2.0) -> TensorDataset:
+    """Balanced labels; sample = N(0, 1) noise + `signal` x its class's fixed random pattern.
+
+    The class patterns depend on `seed` only, so the train and test splits share them and
+    differ in their noise and label order.
+    """
+    patterns = torch.randn((spec.num_classes, *spec.input_shape), dtype=spec.input_dtype,
+                           generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(2 * seed + (0 if train else 1) + 1)
+    labels = (torch.arange(size) % spec.num_classes)[torch.randperm(size, generator=g)]
+    noise = torch.randn((size, *spec.input_shape), generator=g, dtype=spec.input_dtype)
+    return TensorDataset(noise + signal * patterns[labels], labels)
+
+
+def dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = False,
+            synthetic_size: int = 512, seed: int = 0) -> tuple[Dataset, str]:
+    """The real dataset when it is under `root` (or downloaded), else the synthetic stand-in.
+
+    Returns the dataset and where it came from: "real" or "synthetic".
+    """
+    try:
+        return real_dataset(spec, root, train=train, download=download), "real"
+    except DataUnavailableError:
+        if download:
+            raise
+        return synthetic_dataset(spec, synthetic_size, seed=seed, train=train), "synthetic"

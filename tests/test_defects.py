@@ -1,0 +1,45 @@
+"""Each of the document's defects: its literal code fails, the suite's correction works."""
+import re
+
+import pytest
+
+from suite.cases.defects import CASES as DEFECTS
+
+
+@pytest.fixture(params=DEFECTS.names())
+def defect(request):
+    return DEFECTS.get(request.param)
+
+
+def test_every_defect_shows_either_an_error_or_a_symptom(defect):
+    assert (defect.raises is None) != (defect.symptom is None)
+
+
+def test_the_documents_literal_code_fails(defect, tmp_path):
+    if defect.raises is not None:
+        with pytest.raises(defect.raises, match=defect.match):
+            defect.literal(tmp_path)
+    else:
+        observed = defect.literal(tmp_path)
+        assert defect.symptom(observed), f"{defect.name}: literal code did not show the defect: {observed!r}"
+
+
+def test_the_correction_works(defect, tmp_path):
+    observed = defect.corrected(tmp_path)
+    if defect.symptom is not None:
+        assert not defect.symptom(observed), f"{defect.name}: correction still shows the defect: {observed!r}"
+
+
+def test_design_lists_no_defect_that_is_not_declared():
+    expected = {"mnist_fc1_input_size", "mnist_net_recreated_each_step", "mnist_no_totensor",
+                "cross_entropy_loss_missing", "speech_fc1_needs_10x10", "speech_clip_length",
+                "librosa_calls_missing", "variable_deprecated"}
+    assert set(DEFECTS.names()) == expected
+
+
+def test_readme_table_names_every_defect():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [d.name for d in DEFECTS if not re.search(rf"`{d.name}`", readme)]
+    assert not missing, f"README's defect table lacks {missing}"
