@@ -32,3 +32,27 @@ def pytest_collection_modifyitems(config, items):
                 reasons[marker] = missing_reason(kind, count)
             if reasons[marker]:
                 item.add_marker(pytest.mark.skip(reason=reasons[marker]))
+
+
+@pytest.fixture
+def check_function():
+    """check_function(fn, inputs, *, reference=None) for a test: runs the custom-Function battery,
+    fails the test with the report's table when a check fails, and returns the report."""
+    from suite.conformance.function_check import assert_function_conforms
+
+    return assert_function_conforms
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-benchmark, which may not be installed
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Saved benchmark runs name the PyTorch stack, so --benchmark-compare shows when it changed."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    machine_info["torch"] = {
+        "version": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "threads": torch.get_num_threads(),
+    }

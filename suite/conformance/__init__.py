@@ -6,4 +6,7 @@ device, passed, detail, seconds.
 """
 
 VERDICT_SOURCES: list[str] = [
+    "suite.conformance.ddp:verdicts",
+    "suite.conformance.gradients:verdicts",
+    "suite.conformance.function_check:verdicts",
 ]

@@ -1,0 +1,304 @@
+"""The checks of check_function, one method each, on one Function and one set of inputs.
+
+Helpers here read what a Function declares (jvp, vmap, once_differentiable) so that
+check_function (suite/conformance/function_check.py) runs only the checks that apply.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from suite.conformance.gradients import gradcheck_result, nondeterminism_tolerance
+from suite.conformance.jacobians import float_outputs, largest_gap, numerical_jacobians, reverse_jacobians
+from suite.conformance.outcome import first_line
+
+# assert_close's float64 defaults: two float64 implementations of one formula agree this well.
+REFERENCE_RTOL, REFERENCE_ATOL = 1e-7, 1e-7
+# Every @once_differentiable wrapper shares this code object, whatever function it wraps.
+_ONCE_DIFFERENTIABLE_CODE = once_differentiable(lambda ctx: None).__code__
+
+
+def defines(fn: type[Function], method: str) -> bool:
+    return getattr(fn, method) is not getattr(Function, method)
+
+
+def backward_method(fn: type[Function]) -> str:
+    return "vjp" if defines(fn, "vjp") else "backward"
+
+
+def is_once_differentiable(fn: type[Function]) -> bool:
+    return getattr(getattr(fn, backward_method(fn)), "__code__", None) is _ONCE_DIFFERENTIABLE_CODE
+
+
+def declares_vmap(fn: type[Function]) -> bool:
+    return bool(getattr(fn, "generate_vmap_rule", False)) or defines(fn, "vmap")
+
+
+def as_float64(inputs: tuple) -> tuple:
+    """Floating tensors in float64, detached; they keep requires_grad, or all get it if none had it."""
+    floats = [a for a in inputs if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    anyone = any(a.requires_grad for a in floats)
+    out = []
+    for a in inputs:
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            out.append(a.detach().to(torch.float64).requires_grad_(a.requires_grad or not anyone))
+        else:
+            out.append(a.detach() if isinstance(a, torch.Tensor) else a)
+    return tuple(out)
+
+
+def _close(expected, actual, what: str, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL, labels=None) -> tuple[str, str]:
+    """(verdict, detail) comparing two sequences of tensors; None counts as zeros, NaN as a miss.
+    Item k is called labels[k] in the detail, else "{what} {k}"."""
+    if len(expected) != len(actual):
+        return "fail", f"{len(actual)} {what}s, expected {len(expected)}"
+    worst = None
+    for k, (e, a) in enumerate(zip(expected, actual)):
+        if e is None and a is None:
+            continue
+        e = torch.zeros_like(a) if e is None else e.detach()
+        a = torch.zeros_like(e) if a is None else a.detach()
+        if e.shape != a.shape:
+            return "fail", f"{labels[k] if labels else f'{what} {k}'}: shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+        missed = ~torch.isclose(a, e, rtol=rtol, atol=atol)
+        if missed.any():
+            gaps = torch.where(missed, (a - e).abs().nan_to_num(nan=float("inf")), 0).reshape(-1)
+            i = int(gaps.argmax())
+            if worst is None or float(gaps[i]) > worst[0]:
+                worst = (float(gaps[i]), k, i, float(e.reshape(-1)[i]), float(a.reshape(-1)[i]))
+    if worst is None:
+        return "pass", f"equal within rtol {rtol:g}, atol {atol:g}"
+    gap, k, i, e, a = worst
+    return "fail", f"{labels[k] if labels else f'{what} {k}'} element {i}: {a:.6g}, expected {e:.6g} (off by {gap:.3g}; rtol {rtol:g}, atol {atol:g})"
+
+
+class FunctionBattery:
+    """One Function on one set of float64 inputs; each method is one check -> (verdict, detail)."""
+
+    def __init__(self, fn, inputs, reference):
+        self.fn, self.reference = fn, reference
+        self.args = as_float64(tuple(inputs))
+        self.diff = [i for i, a in enumerate(self.args) if isinstance(a, torch.Tensor) and a.requires_grad]
+        self.once = is_once_differentiable(fn)
+        self.output_mask: list[bool] = []  # which floating outputs require grad; set by forward()
+
+    # --- helpers -------------------------------------------------------------------------
+    def call(self, *args):
+        # Clones: an in-place Function (mark_dirty) must not modify gradcheck's leaves or our samples.
+        return self.fn.apply(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+
+    def call_reference(self, *args):
+        return self.reference(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+
+    def differentiable_outputs(self, f, args=None):
+        outs = float_outputs(f(*(args or self.args)))
+        return [o for o, keep in zip(outs, self.output_mask) if keep]
+
+    def cotangents(self, outs, seed=1, requires_grad=False):
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device).requires_grad_(requires_grad)
+                for o in outs]
+
+    def first_grads(self, f, create_graph=False, args=None):
+        args = args or self.args
+        outs = self.differentiable_outputs(f, args)
+        inputs = [args[i] for i in self.diff if args[i].requires_grad]
+        # With create_graph the cotangents require grad, as in gradgradcheck: a once_differentiable
+        # backward only plants its double-backward error when its incoming gradient requires grad.
+        return outs, inputs, torch.autograd.grad(outs, inputs, self.cotangents(outs, requires_grad=create_graph),
+                                                 allow_unused=True, create_graph=create_graph, retain_graph=True)
+
+    def second_grads(self, f):
+        """d<grad, w>/d inputs for a random w: a Hessian-vector product. None where it is zero."""
+        _, inputs, grads = self.first_grads(f, create_graph=True)
+        g = torch.Generator().manual_seed(2)
+        weights = [torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device) for x in inputs]
+        terms = [(gr * w).sum() for gr, w in zip(grads, weights) if gr is not None and gr.requires_grad]
+        if not terms:  # no first-order gradient depends on the inputs: the second derivative is zero
+            return tuple(None for _ in inputs)
+        return torch.autograd.grad(sum(terms), inputs, allow_unused=True)
+
+    # --- checks --------------------------------------------------------------------------
+    def forward(self):
+        out = self.call(*self.args)
+        outs = float_outputs(out)
+        self.output_mask = [o.requires_grad for o in outs]
+        if not any(self.output_mask):
+            return "fail", "no floating output requires grad: the Function is not differentiable"
+        shapes = ", ".join(str(tuple(o.shape)) for o in outs)
+        return "pass", f"{len(outs)} floating output(s) {shapes}; differentiable args {self.diff}"
+
+    def reference_output(self):
+        return _close(float_outputs(self.call_reference(*self.args)), float_outputs(self.call(*self.args)), "output")
+
+    def gradcheck(self):
+        r = gradcheck_result("gradcheck", self.call, self.args, fast_mode=False)
+        return r.verdict, r.detail
+
+    def gradgradcheck(self):
+        r = gradcheck_result("gradgradcheck", self.call, self.args, fast_mode=False)
+        if r.verdict == "fail":
+            return "fail", f"{r.detail}; {self._second_order_gap()}"
+        return r.verdict, r.detail
+
+    def _second_order_gap(self) -> str:
+        """The worst entry of the Jacobian of (inputs, v) -> J^T v: numerical vs autograd's."""
+        outs = self.differentiable_outputs(self.call)
+        vs = self.cotangents(outs)
+        n_in = len(self.diff)
+
+        def backward_of(*xs_and_vs):
+            # Finite differences call this under no_grad with plain tensors; backward needs a graph.
+            with torch.enable_grad():
+                xs = [x if x.requires_grad else x.detach().requires_grad_() for x in xs_and_vs[:n_in]]
+                args = list(self.args)
+                for i, x in zip(self.diff, xs):
+                    args[i] = x
+                out = self.differentiable_outputs(self.call, tuple(args))
+                grads = torch.autograd.grad(out, xs, xs_and_vs[n_in:], create_graph=True, allow_unused=True)
+            return tuple(g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs))
+
+        points = [self.args[i].detach() for i in self.diff] + [v.detach() for v in vs]
+        try:
+            numerical = numerical_jacobians(backward_of, points)
+            analytical = reverse_jacobians(backward_of, points)
+        except Exception as error:
+            return f"second-order Jacobian unavailable: {first_line(error)}"
+        labels = self.diff + [f"v{k}" for k in range(len(vs))]
+        return largest_gap(numerical, analytical, labels).replace("d(output", "d(grad")
+
+    def once_differentiable(self):
+        # Fresh leaves: backward() below accumulates into .grad, which must not touch the samples.
+        args = tuple(a.detach().requires_grad_() if i in self.diff else a for i, a in enumerate(self.args))
+        outs = self.differentiable_outputs(self.call, args)
+        inputs = [args[i] for i in self.diff]
+        # The cotangents require grad, as in gradgradcheck: a once_differentiable backward only
+        # plants its error node when its incoming gradient requires grad.
+        vs = self.cotangents(outs, requires_grad=True)
+        grads = torch.autograd.grad(outs, inputs, vs, create_graph=True, allow_unused=True)
+        carriers = [g for g in grads if g is not None and g.requires_grad]
+        if not carriers:
+            return "fail", "double backward does not raise: the gradients silently carry no graph"
+        try:
+            # backward() rather than grad(): grad() prunes the error node, which leads to no input.
+            torch.autograd.backward(sum(g.sum() for g in carriers))
+        except RuntimeError as error:
+            if "once_differentiable" in str(error):
+                return "pass", f"double backward raises: {first_line(error)}"
+            return "fail", f"double backward raises, but not the once_differentiable error: {first_line(error)}"
+        return "fail", "double backward gave numbers although backward is @once_differentiable"
+
+    def forward_ad(self):
+        r = gradcheck_result("forward_ad", self.call, self.args, fast_mode=False, check_forward_ad=True,
+                             check_backward_ad=False, check_undefined_grad=False)
+        return r.verdict, r.detail
+
+    def vmap(self):
+        batch = 3
+        g = torch.Generator().manual_seed(3)
+        batched = [torch.randn((batch, *a.shape), generator=g, dtype=a.dtype).to(a.device)
+                   if i in self.diff else a for i, a in enumerate(self.args)]
+        in_dims = tuple(0 if i in self.diff else None for i in range(len(self.args)))
+        mapped = float_outputs(torch.func.vmap(self.call, in_dims=in_dims)(*batched))
+        looped = [float_outputs(self.call(*[b[k] if d == 0 else b for b, d in zip(batched, in_dims)]))
+                  for k in range(batch)]
+        stacked = [torch.stack([row[j] for row in looped]) for j in range(len(mapped))]
+        verdict, detail = _close(stacked, mapped, "vmapped output", rtol=1e-10, atol=1e-12)
+        if verdict == "fail":
+            return verdict, detail
+
+        def per_sample_vjp(*args):
+            def of_diff(*xs):
+                full = list(args)
+                for i, x in zip(self.diff, xs):
+                    full[i] = x
+                return tuple(o for o, keep in zip(float_outputs(self.call(*full)), self.output_mask) if keep)
+            outs, pullback = torch.func.vjp(of_diff, *[args[i] for i in self.diff])
+            return pullback(tuple(torch.ones_like(o) for o in outs))
+
+        mapped_grads = torch.func.vmap(per_sample_vjp, in_dims=in_dims)(*batched)
+        looped_grads = [per_sample_vjp(*[b[k] if d == 0 else b for b, d in zip(batched, in_dims)])
+                        for k in range(batch)]
+        stacked = [torch.stack([row[j] for row in looped_grads]) for j in range(len(mapped_grads))]
+        verdict, detail = _close(stacked, mapped_grads, "vmapped vjp", rtol=1e-10, atol=1e-12)
+        return verdict, ("outputs and per-sample vjps equal a loop over the batch" if verdict == "pass" else detail)
+
+    def reentrant(self):
+        outs = self.differentiable_outputs(self.call)
+        inputs = [self.args[i] for i in self.diff]
+        us = self.cotangents(outs)
+        first = torch.autograd.grad(outs, inputs, us, retain_graph=True, allow_unused=True)
+        second = torch.autograd.grad(outs, inputs, us, allow_unused=True)
+        verdict, detail = _close(first, second, "gradient", rtol=0, atol=nondeterminism_tolerance(inputs))
+        return verdict, ("the same backward twice gives identical gradients" if verdict == "pass"
+                         else f"backward is not reentrant: {detail}")
+
+    def grad_per_input(self):
+        returned = self._probe_backward(self.args)
+        if returned is None:
+            return "fail", "backward was never called"
+        if len(returned) != len(self.args):
+            return "fail", f"backward returned {len(returned)} gradient(s) for {len(self.args)} forward inputs"
+        wrong = [f"arg {i} ({type(a).__name__}) got a {type(r).__name__}"
+                 for i, (a, r) in enumerate(zip(self.args, returned))
+                 if not isinstance(a, torch.Tensor) and r is not None]
+        if wrong:
+            return "fail", "non-tensor inputs need None gradients: " + "; ".join(wrong)
+        plain = sum(not isinstance(a, torch.Tensor) for a in self.args)
+        return "pass", f"{len(returned)} gradients, None for the {plain} non-tensor input(s)"
+
+    def _probe_backward(self, args) -> tuple | None:
+        """Run backward through a subclass that records what the user's backward returns."""
+        recorded: list[tuple] = []
+        method = backward_method(self.fn)
+        original = getattr(self.fn, method)
+
+        def recording(ctx, *grads):
+            result = original(ctx, *grads)
+            recorded.append(result if isinstance(result, tuple) else (result,))
+            return result
+
+        probe = type(f"Probe{self.fn.__name__}", (self.fn,), {method: staticmethod(recording)})
+        outs = [o for o, keep in zip(float_outputs(probe.apply(*[a.clone() if isinstance(a, torch.Tensor) else a
+                                                                   for a in args])), self.output_mask) if keep]
+        outs = [o for o in outs if o.requires_grad]
+        try:
+            if outs:
+                torch.autograd.backward(outs, self.cotangents(outs))
+        except RuntimeError:
+            if not recorded:  # autograd rejecting what backward returned is this check's to report
+                raise
+        return recorded[0] if recorded else None
+
+    def needs_input_grad(self):
+        if len(self.diff) < 2:
+            return "skip", "fewer than two differentiable inputs: nothing to freeze"
+        _, _, full = self.first_grads(self.call)
+        notes = []
+        for k, frozen in enumerate(self.diff):
+            args = tuple(a.detach() if i == frozen else a for i, a in enumerate(self.args))
+            outs = self.differentiable_outputs(self.call, args)
+            if not any(o.requires_grad for o in outs):
+                continue
+            _, _, partial = self.first_grads(self.call, args=args)
+            expected = [g for j, g in enumerate(full) if j != k]
+            labels = [f"gradient of arg {i}" for i in self.diff if i != frozen]
+            verdict, detail = _close(expected, partial, "gradient", rtol=1e-12, atol=1e-12, labels=labels)
+            if verdict == "fail":
+                return "fail", f"with arg {frozen} frozen (needs_input_grad False) the others change: {detail}"
+            returned = self._probe_backward(args)
+            if returned is not None and len(returned) > frozen and returned[frozen] is not None:
+                notes.append(str(frozen))
+        unused = f"; computes unneeded gradients for frozen arg(s) {', '.join(notes)} (allowed, wasted work)" \
+            if notes else ""
+        return "pass", "freezing any one input leaves the other gradients unchanged" + unused
+
+    def reference_grad(self):
+        _, _, mine = self.first_grads(self.call)
+        _, _, theirs = self.first_grads(self.call_reference)
+        return _close(theirs, mine, "gradient", labels=[f"gradient of arg {i}" for i in self.diff])
+
+    def reference_gradgrad(self):
+        return _close(self.second_grads(self.call_reference), self.second_grads(self.call), "second-order gradient",
+                      labels=[f"Hessian-vector product of arg {i}" for i in self.diff])

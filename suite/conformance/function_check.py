@@ -1,0 +1,131 @@
+"""check_function: a battery of checks for a custom torch.autograd.Function.
+
+    report = check_function(MyFn, (x, y, 2.0), reference=lambda x, y, k: k * x * y)
+    print(report)            # one row per check: pass, fail or skip, with a detail
+    assert report.passed     # or: assert_function_conforms(MyFn, (x, y, 2.0))
+
+It checks what applies, from what the Function declares:
+- forward runs; with a reference, its outputs equal the reference's;
+- gradcheck (first order) and gradgradcheck (second order), or, when backward is
+  @once_differentiable, that double backward raises a clear error instead;
+- forward mode (gradcheck with check_forward_ad) when the Function defines jvp;
+- vmap (outputs and per-sample vjps equal a loop) when it sets generate_vmap_rule or defines vmap;
+- backward is reentrant: the same backward twice gives bit-identical gradients;
+- backward returns one gradient per forward input, None for each non-tensor input;
+- needs_input_grad: with one input frozen, the others' gradients do not change;
+- with a reference, equal first- and second-order gradients.
+
+Everything runs in float64 (floating inputs are converted; finite differences need double
+precision, see suite/conformance/gradients.py). Tolerances: gradcheck's eps 1e-6, atol 1e-5,
+rtol 1e-3; comparisons with the reference use assert_close's float64 defaults, rtol 1e-7,
+atol 1e-7; reentrancy demands exact equality on the CPU. A failing Function never raises: every problem
+becomes a "fail" row whose detail says by how much.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch.autograd import Function
+
+from suite.conformance.function_battery import FunctionBattery, declares_vmap, defines
+from suite.conformance.outcome import CheckResult, run_check, verdict_record
+
+
+@dataclass
+class FunctionReport:
+    function: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
+
+    def failures(self) -> list[str]:
+        return [c.name for c in self.checks if c.verdict == "fail"]
+
+    def __str__(self) -> str:
+        width = max(len(c.name) for c in self.checks)
+        status = "conforms" if self.passed else f"FAILS {', '.join(self.failures())}"
+        lines = [f"check_function({self.function}): {status}", f"  {'check':<{width}}  verdict  detail"]
+        lines += [f"  {c.name:<{width}}  {c.verdict:<7}  {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+
+def _plan(battery: FunctionBattery) -> list[tuple[str, Callable | str]]:
+    """(check name, method or the reason it is skipped), in report order."""
+    fn, has_ref = battery.fn, battery.reference is not None
+    no_ref = "no reference given"
+    return [
+        ("forward", battery.forward),
+        ("reference_output", battery.reference_output if has_ref else no_ref),
+        ("gradcheck", battery.gradcheck),
+        ("gradgradcheck", "backward is @once_differentiable" if battery.once else battery.gradgradcheck),
+        ("once_differentiable", battery.once_differentiable if battery.once else "backward is not @once_differentiable"),
+        ("forward_ad", battery.forward_ad if defines(fn, "jvp") else "the Function defines no jvp"),
+        ("vmap", battery.vmap if declares_vmap(fn) else "neither generate_vmap_rule nor vmap is declared"),
+        ("reentrant", battery.reentrant),
+        ("grad_per_input", battery.grad_per_input),
+        ("needs_input_grad", battery.needs_input_grad),
+        ("reference_grad", battery.reference_grad if has_ref else no_ref),
+        ("reference_gradgrad", (battery.reference_gradgrad if not battery.once else "backward is @once_differentiable")
+         if has_ref else no_ref),
+    ]
+
+
+CHECK_NAMES = ("forward", "reference_output", "gradcheck", "gradgradcheck", "once_differentiable", "forward_ad",
+               "vmap", "reentrant", "grad_per_input", "needs_input_grad", "reference_grad", "reference_gradgrad")
+
+
+def check_function(fn: type[Function], inputs: tuple, *, reference: Callable | None = None) -> FunctionReport:
+    """Run every check that applies to `fn` on `inputs`; never raises for a failing Function."""
+    if not (isinstance(fn, type) and issubclass(fn, Function)):
+        raise TypeError(f"check_function needs a torch.autograd.Function subclass, not {fn!r}")
+    if not isinstance(inputs, tuple):
+        raise TypeError(f"inputs must be a tuple of forward's arguments, not {type(inputs).__name__}")
+    battery = FunctionBattery(fn, inputs, reference)
+    report = FunctionReport(fn.__name__)
+    for name, step in _plan(battery):
+        if isinstance(step, str):
+            report.checks.append(CheckResult(name, "skip", step))
+        elif report.checks and report.checks[0].verdict == "fail":
+            report.checks.append(CheckResult(name, "skip", "forward failed"))
+        else:
+            report.checks.append(run_check(name, step))
+    return report
+
+
+def assert_function_conforms(fn: type[Function], inputs: tuple, *, reference: Callable | None = None) -> FunctionReport:
+    """check_function, raising AssertionError with the report's table when a check fails."""
+    report = check_function(fn, inputs, reference=reference)
+    if not report.passed:
+        raise AssertionError(f"\n{report}")
+    return report
+
+
+def verdicts(device: str, quick: bool) -> Iterator[dict]:
+    """Verdict records for `torchsuite run`, one per check of each catalogued Function.
+
+    A correct Function's record passes when its check did not fail. A deliberately wrong one
+    gives one record, for the check its case names: it passes when that check caught the flaw.
+    The battery is small either way, so quick changes nothing.
+    """
+    from suite.cases.functions import CASES
+
+    for case in CASES:
+        inputs = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in case.inputs())
+        report = check_function(case.function, inputs, reference=case.reference)
+        if case.expected == "conforms":
+            rows = [(c, c.passed) for c in report.checks]
+        else:
+            caught = report.check(case.expected)
+            rows = [(caught, caught.verdict == "fail")]
+        for result, passed in rows:
+            yield verdict_record("function", case.name, result, device, passed)

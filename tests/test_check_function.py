@@ -1,0 +1,165 @@
+"""The check_function battery: what it passes, what it catches, and how it reports."""
+import pytest
+import torch
+from torch.autograd import Function
+
+import suite
+from suite.cases import function_examples as ok
+from suite.cases.functions import CASES as FUNCTIONS, CONFORMS, FunctionCase
+from suite.conformance.function_battery import declares_vmap, defines, is_once_differentiable
+from suite.conformance.function_check import CHECK_NAMES, assert_function_conforms, check_function, verdicts
+from suite.conformance.outcome import VERDICTS
+
+pytest_plugins = ["pytester"]
+
+CORRECT = [c for c in FUNCTIONS if c.expected == CONFORMS]
+WRONG = [c for c in FUNCTIONS if c.expected != CONFORMS]
+
+
+def _report(case):
+    return check_function(case.function, case.inputs(), reference=case.reference)
+
+
+@pytest.mark.parametrize("case", CORRECT, ids=lambda c: c.name)
+def test_every_correct_function_conforms(case):
+    report = _report(case)
+    assert report.passed, f"\n{report}"
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+    assert all(c.verdict in VERDICTS and c.detail for c in report.checks)
+
+
+@pytest.mark.parametrize("case", WRONG, ids=lambda c: c.name)
+def test_every_wrong_function_is_flagged_by_its_expected_check(case):
+    report = _report(case)
+    flagged = report.check(case.expected)
+    assert not report.passed
+    assert flagged.verdict == "fail", f"{case.expected} missed the flaw ({case.feature}):\n{report}"
+    assert any(ch.isdigit() for ch in flagged.detail) or "None" in flagged.detail, flagged.detail
+
+
+@pytest.mark.parametrize("case", CORRECT + WRONG, ids=lambda c: c.name)
+def test_checks_apply_from_what_the_function_declares(case):
+    report = _report(case)
+    fn = case.function
+    assert (report.check("forward_ad").verdict == "skip") == (not defines(fn, "jvp"))
+    assert (report.check("vmap").verdict == "skip") == (not declares_vmap(fn))
+    once = is_once_differentiable(fn)
+    assert (report.check("gradgradcheck").verdict == "skip") == once
+    assert (report.check("once_differentiable").verdict == "skip") == (not once)
+
+
+def test_the_catalogue_covers_the_function_api():
+    features = {c.name for c in CORRECT}
+    assert {"saved_input", "saved_output", "setup_context", "mark_dirty", "mark_non_differentiable",
+            "materialize_grads_off", "once_differentiable", "twice_differentiable", "jvp", "generate_vmap_rule",
+            "non_tensor_arguments", "broadcasting"} <= features
+    caught_by = {c.expected for c in WRONG}
+    assert {"gradcheck", "gradgradcheck", "forward_ad", "reference_output", "reentrant"} <= caught_by
+    assert all("\n" not in c.describe() for c in FUNCTIONS)
+
+
+def test_an_expected_verdict_must_name_a_check():
+    with pytest.raises(ValueError, match="neither 'conforms' nor a check"):
+        FunctionCase("x", ok.CubeSavedInput, lambda: (torch.ones(1),), "typo", expected="gradchek")
+
+
+def test_once_differentiable_double_backward_raises_and_that_is_a_pass():
+    check = _report(FUNCTIONS.get("once_differentiable")).check("once_differentiable")
+    assert check.verdict == "pass" and "once_differentiable" in check.detail
+
+
+def test_the_report_prints_a_table_with_one_row_per_check():
+    report = _report(FUNCTIONS.get("wrong_scale"))
+    table = str(report).splitlines()
+    assert table[0].startswith("check_function(CubeWrongScale): FAILS gradcheck")
+    assert table[1].split() == ["check", "verdict", "detail"]
+    assert len(table) == 2 + len(CHECK_NAMES)
+    assert any(line.split()[:2] == ["gradcheck", "fail"] for line in table[2:])
+
+
+def test_assert_function_conforms_raises_with_the_table():
+    case = FUNCTIONS.get("swapped_gradients")
+    with pytest.raises(AssertionError, match=r"(?s)check_function\(SwappedGradients\).*gradcheck +fail"):
+        assert_function_conforms(case.function, case.inputs(), reference=case.reference)
+    good = FUNCTIONS.get("broadcasting")
+    assert assert_function_conforms(good.function, good.inputs()).passed
+
+
+def test_the_public_names_are_the_battery():
+    assert suite.check_function is check_function
+    assert suite.assert_function_conforms is assert_function_conforms
+
+
+class _RaisingForward(Function):
+    @staticmethod
+    def forward(ctx, x):
+        raise ValueError("broken forward")
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _RaisingBackward(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise ValueError("broken backward")
+
+
+def test_a_failing_function_is_reported_never_raised():
+    x = torch.randn(3, dtype=torch.float64)
+    forward = check_function(_RaisingForward, (x,))
+    assert forward.check("forward").verdict == "fail" and "broken forward" in forward.check("forward").detail
+    assert all(c.verdict == "skip" for c in forward.checks[1:])
+    backward = check_function(_RaisingBackward, (x,))
+    assert backward.check("gradcheck").verdict == "fail" and "broken backward" in backward.check("gradcheck").detail
+
+
+def test_only_a_function_class_and_a_tuple_are_accepted():
+    with pytest.raises(TypeError, match="Function subclass"):
+        check_function(torch.sin, (torch.ones(2),))
+    with pytest.raises(TypeError, match="tuple"):
+        check_function(ok.CubeSavedInput, [torch.ones(2)])
+
+
+def test_float32_inputs_are_checked_in_float64_and_left_untouched():
+    x = torch.randn(3, 4)  # float32: gradcheck's finite differences would be noise
+    before = x.clone()
+    assert check_function(ok.MulInPlace, (x, 2.5)).passed  # an in-place Function, too
+    assert x.dtype == torch.float32 and torch.equal(x, before)
+
+
+def test_function_verdicts_pass_for_the_whole_catalogue():
+    records = list(verdicts("cpu", quick=True))
+    assert {r["case"] for r in records} == set(FUNCTIONS.names())
+    assert all(r["suite"] == "function" and r["kind"] == "conformance" for r in records)
+    assert [r for r in records if not r["passed"]] == []
+    flagged = {r["case"]: r["check"] for r in records if r["case"] in {c.name for c in WRONG}}
+    assert flagged == {c.name: c.expected for c in WRONG}
+
+
+def test_the_pytest_fixture_fails_a_test_with_the_table(pytester):
+    pytester.makepyfile(
+        """
+        import torch
+        from suite.cases import function_examples as ok, function_flaws as bad
+
+        def test_good(check_function):
+            check_function(ok.CubeSavedInput, (torch.randn(3, dtype=torch.float64),), reference=lambda x: x ** 3)
+
+        def test_bad(check_function):
+            check_function(bad.CubeWrongScale, (torch.randn(3, dtype=torch.float64),))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*check_function(CubeWrongScale): FAILS gradcheck*"])
+
+
+@pytest.mark.gpu
+def test_function_verdicts_pass_on_cuda():
+    assert [r for r in verdicts("cuda", quick=False) if not r["passed"]] == []

@@ -1,0 +1,88 @@
+"""gradcheck of the document's models w.r.t. input and parameters, from the models registry."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.gradcheck import GradcheckError
+
+from suite.cases import function_flaws as bad
+from suite.cases.models import CASES as MODELS
+from suite.conformance.model_gradients import (MODEL_CHECKS, KinkRecorder, check_model, full_subset_names,
+                                               model_results)
+
+
+@pytest.mark.parametrize("check", MODEL_CHECKS)
+def test_model_gradients(model_spec, check):
+    result = check_model(model_spec, check)
+    assert result.verdict == "pass", result.detail
+
+
+def test_the_fast_check_covers_every_parameter_and_the_input(model_spec):
+    model = model_spec.build(seed=0)
+    elements = sum(p.numel() for p in model.parameters()) + 2 * int(torch.tensor(model_spec.input_shape).prod())
+    assert f"{elements:,} elements" in check_model(model_spec, "gradcheck_fast").detail
+
+
+def test_the_full_subset_is_every_bias_and_the_first_weight(model_spec):
+    model = model_spec.build(seed=0)
+    names = full_subset_names(model)
+    params = dict(model.named_parameters())
+    assert names[0] == next(iter(params)) and names[0].endswith("weight")
+    assert set(names[1:]) == {n for n in params if n.endswith("bias")}
+    assert sum(params[n].numel() for n in names) < 700  # what keeps full mode to seconds
+
+
+class _TinyNet(nn.Module):
+    """Takes the speech model's input; its last step is a custom Function with a wrong backward.
+    Small (303 parameters) because a failing full-mode check is as slow as a passing one."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(100, 3)
+
+    def forward(self, x):
+        return bad.CubeWrongScale.apply(self.fc(torch.flatten(x, 1)))
+
+
+def test_a_model_with_a_wrong_gradient_fails_both_checks():
+    broken = dataclasses.replace(MODELS.get("speech_cnn"), name="broken", factory=_TinyNet)
+    for check in MODEL_CHECKS:
+        result = check_model(broken, check)
+        assert result.verdict == "fail" and "seed 0" in result.detail, result
+
+
+def test_the_kink_recorder_sees_a_finite_difference_cross_relu_zero():
+    x = torch.tensor([1e-7, 0.5], dtype=torch.float64, requires_grad=True)
+    recorder = KinkRecorder()
+    with recorder:
+        F.relu(x)
+    with recorder, pytest.raises(GradcheckError):
+        torch.autograd.gradcheck(F.relu, (x,), eps=1e-6)
+    assert recorder.crossed(calls_per_forward=1)
+
+
+def test_the_kink_recorder_sees_a_max_pool_tie_change_winner():
+    x = torch.tensor([[[[1.0, 1.0 + 1e-8], [0.0, 0.0]]]], dtype=torch.float64, requires_grad=True)
+    recorder = KinkRecorder()
+    with recorder:
+        F.max_pool2d(x, 2)
+    with recorder, pytest.raises(GradcheckError):
+        torch.autograd.gradcheck(lambda t: F.max_pool2d(t, 2), (x,), eps=1e-6)
+    assert recorder.crossed(calls_per_forward=1)
+
+
+def test_the_kink_recorder_stays_quiet_away_from_kinks():
+    x = torch.tensor([0.3, -0.5], dtype=torch.float64, requires_grad=True)
+    recorder = KinkRecorder()
+    with recorder:
+        F.relu(x)
+        torch.autograd.gradcheck(F.relu, (x,))
+    assert len(recorder.pieces) > 3 and not recorder.crossed(calls_per_forward=1)
+
+
+def test_quick_model_results_run_only_fast_mode():
+    results = list(model_results(quick=True))
+    assert [name for name, _ in results] == MODELS.names()
+    assert all(r.name == "gradcheck_fast" and r.passed for _, r in results)
