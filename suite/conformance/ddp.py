@@ -1,0 +1,227 @@
+"""DDP equivalence: N ranks on N shards must train exactly as one process on the whole batch.
+
+The document's P(x) = 1/N sum_i f_i(x): DDP averages the ranks' gradients, so with a mean loss
+every step equals the whole-batch step up to float rounding. `check_ddp_equivalence` runs
+DDP in a shared worker pool beside a whole-batch reference and reports the first step, tensor
+and size of any divergence, naming the cause when it is a known one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from suite.conformance.ddp_feeding import Feeding
+from suite.conformance.ddp_training import TOLERANCES, TrainingJob, train_and_compare
+from suite.devices import require_device
+
+SUM_LOSS, BATCHNORM, DROPOUT, UNEXPLAINED = "sum_loss", "batchnorm", "dropout", "unexplained"
+
+_CAUSES = {
+    SUM_LOSS: "the gradients are exactly 1/{n} of the reference's: the loss sums over its batch "
+              "and DDP averages over {n} ranks; multiply each rank's loss by {n}, or use a mean",
+    BATCHNORM: "BatchNorm normalises each rank's shard with that shard's batch statistics, not "
+               "the whole batch's (broadcast_buffers then copies rank 0's running statistics); "
+               "use SyncBatchNorm",
+    DROPOUT: "dropout draws its masks on each rank, so the ranks drop other units than the "
+             "whole-batch reference does; compare with dropout off",
+    UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout) explains it",
+}
+
+
+@dataclass(frozen=True)
+class Divergence:
+    step: int  # 1-based
+    rank: int
+    category: str  # gradient, buffer or parameter
+    tensor: str
+    max_abs_diff: float
+
+    def __str__(self) -> str:
+        return (f"step {self.step}, rank {self.rank}, {self.category} {self.tensor}: "
+                f"max abs diff {self.max_abs_diff:.3g}")
+
+
+@dataclass
+class DDPReport:
+    passed: bool
+    world_size: int
+    steps: int
+    backend: str
+    device: str
+    rtol: float
+    atol: float
+    divergence: Divergence | None = None
+    reason: str | None = None  # a known cause (SUM_LOSS, BATCHNORM, DROPOUT) or UNEXPLAINED
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, all steps and ranks
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def sgd(params) -> torch.optim.Optimizer:
+    """The default optimizer: plain SGD, so a divergence is not blurred by optimizer state."""
+    return torch.optim.SGD(params, lr=0.05)
+
+
+def default_backend(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def resolve_group(backend: str | None, device: str, world_size: int) -> str:
+    """The backend to use; DeviceUnavailableError when the device (count) is absent."""
+    backend = backend or default_backend(device)
+    # NCCL drives one GPU per rank; gloo over CUDA tensors may share one GPU between ranks.
+    require_device(device, world_size if backend == "nccl" else 1)
+    return backend
+
+
+def _as_steps(tensors) -> tuple:
+    return (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+
+
+def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Callable,
+                          optimizer_fn: Callable | None = None, world_size: int = 2,
+                          steps: int = 3, ddp_kwargs: dict | None = None,
+                          backend: str | None = None, device: str = "cpu",
+                          accumulate: int = 1, scheme: str = "shards", loss_scale: float = 1.0,
+                          timeout: float | None = None) -> DDPReport:
+    """Train model_fn() with DDP on `world_size` ranks and compare every step with one process.
+
+    inputs/targets: the global batch, used at every step, or a sequence of one per step.
+    The batch is split into world_size contiguous equal shards, rank r taking shard r; the
+    reference trains on the whole batch from rank 0's initial state. After every step the
+    parameters, gradients and buffers of every rank must be close to the reference's
+    (torch.testing.assert_close's tolerances for the dtype; float32: rtol 1.3e-6, atol 1e-5).
+    model_fn, loss_fn and optimizer_fn (params -> optimizer; default `sgd`) must be
+    module-level so the workers can import them.
+
+    accumulate > 1 splits each shard into micro-batches, all but the last under no_sync()
+    (the loss must be a mean). scheme "uneven": rank r stops after steps - r steps, inside a
+    Join context; "sampler": inputs is a data set that DistributedSampler shares out at every
+    step. loss_scale multiplies each rank's loss (world_size turns a sum loss into DDP's).
+
+    A model that diverges gives a report with passed False; it does not raise. An absent
+    device raises DeviceUnavailableError; a failed worker raises WorkerError.
+    """
+    backend = resolve_group(backend, device, world_size)
+    job = make_job(model_fn, inputs, targets, loss_fn=loss_fn, optimizer_fn=optimizer_fn,
+                   world_size=world_size, steps=steps, ddp_kwargs=ddp_kwargs, device=device,
+                   accumulate=accumulate, scheme=scheme, loss_scale=loss_scale)
+    return run_job(job, world_size, backend, timeout)
+
+
+def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_size: int,
+             steps: int, ddp_kwargs=None, device="cpu", accumulate=1, scheme="shards",
+             loss_scale=1.0) -> TrainingJob:
+    """A validated TrainingJob: shapes that split as the scheme needs, one target per input."""
+    job = TrainingJob(model_fn=model_fn, loss_fn=loss_fn, optimizer_fn=optimizer_fn or sgd,
+                      inputs=_as_steps(inputs), targets=_as_steps(targets), steps=steps,
+                      ddp_kwargs=dict(ddp_kwargs or {}), device=device,
+                      feeding=Feeding(scheme, accumulate), loss_scale=loss_scale)
+    for x, y in zip(job.inputs, job.targets):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} inputs but {len(y)} targets")
+        job.feeding.validate(len(x), world_size)
+    return job
+
+
+def run_job(job: TrainingJob, world_size: int, backend: str, timeout: float | None = None
+            ) -> DDPReport:
+    """Run a job on the shared pool for (world_size, backend, device) and merge its report."""
+    from suite.distributed import get_pool
+
+    outcomes = get_pool(world_size, backend, job.device).run(train_and_compare, job, timeout=timeout)
+    return build_report(outcomes, world_size=world_size, steps=job.steps, backend=backend,
+                        device=job.device, dtype=job.inputs[0].dtype)
+
+
+def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backend: str,
+                 device: str, dtype: torch.dtype = torch.float32) -> DDPReport:
+    """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
+    rtol, atol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+    report = DDPReport(passed=True, world_size=world_size, steps=steps, backend=backend,
+                       device=device, rtol=rtol, atol=atol)
+    first = None
+    for outcome in outcomes:
+        for record in outcome["records"]:
+            for category, diff in record["max"].items():
+                report.max_abs_diff[category] = max(report.max_abs_diff.get(category, 0.0), diff)
+            if record["first"] and (first is None or record["step"] < first[0].step):
+                first = (Divergence(record["step"], outcome["rank"], *record["first"]), record,
+                         outcome["traits"])
+    tolerance = f"rtol {rtol:g}, atol {atol:g}"
+    if first is None:
+        maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
+        report.detail = (f"equivalent: {steps} steps on {world_size} ranks ({backend}, {device}); "
+                         f"max abs diff {maxima or 'none'} ({tolerance})")
+        return report
+    divergence, record, traits = first
+    report.passed, report.divergence = False, divergence
+    report.reason = _cause(record, traits)
+    report.detail = (f"diverges at {divergence} ({tolerance}); {report.reason}: "
+                     + _CAUSES[report.reason].format(n=world_size))
+    return report
+
+
+def _cause(record: dict, traits: dict) -> str:
+    if record.get("grads_scaled_by_world_size"):
+        return SUM_LOSS
+    if traits.get("batchnorm"):
+        return BATCHNORM
+    if traits.get("dropout"):
+        return DROPOUT
+    return UNEXPLAINED
+
+
+# -- the declared cases ------------------------------------------------------------------------
+
+def check_case(case, device: str = "cpu", backend: str | None = None,
+               world_size: int | None = None, timeout: float | None = None) -> DDPReport:
+    """Check one case of suite.cases.parallel (at its own world size unless one is given)."""
+    world_size = world_size or case.world_size
+    backend = resolve_group(backend, device, world_size)
+    return run_job(case_job(case, world_size, device), world_size, backend, timeout)
+
+
+def case_job(case, world_size: int, device: str = "cpu") -> TrainingJob:
+    """The TrainingJob of a declared case at `world_size` ranks."""
+    inputs, targets = case.data(world_size)
+    return make_job(case.model, inputs, targets, loss_fn=case.loss, optimizer_fn=case.optimizer,
+                    world_size=world_size, steps=case.steps, ddp_kwargs=case.ddp_kwargs,
+                    device=device, accumulate=case.accumulate, scheme=case.scheme,
+                    loss_scale=world_size if case.rescale_loss else 1.0)
+
+
+def judge(case, report: DDPReport) -> tuple[bool, str]:
+    """Whether the report is the case's expected verdict, and a one-line detail saying so."""
+    if case.expected == "equivalent":
+        ok = report.passed
+        expectation = "expected equivalent"
+    else:
+        ok = not report.passed and report.reason == case.expected_reason
+        expectation = f"expected to diverge from {case.expected_reason}"
+    return ok, f"{'as' if ok else 'NOT as'} {expectation}: {report.detail}"
+
+
+def verdicts(device: str, quick: bool) -> Iterator[dict]:
+    """One conformance verdict per parallel case (quick: the cases marked quick, 2 ranks)."""
+    from suite.cases.parallel import CASES
+    from suite.devices import cuda_count
+    from suite.errors import SuiteError
+
+    for case in CASES:
+        if (quick and not case.quick) or case.gpus_needed > (cuda_count() if device == "cuda" else 0):
+            continue
+        backend = "nccl" if device == "cuda" and cuda_count() >= case.world_size else "gloo"
+        start = time.perf_counter()
+        try:
+            passed, detail = judge(case, check_case(case, device=device, backend=backend))
+        except SuiteError as error:
+            passed, detail = False, f"error: {error}"
+        yield {"kind": "conformance", "suite": "ddp", "case": case.name, "check": "equivalence",
+               "device": device, "passed": passed, "detail": detail,
+               "seconds": time.perf_counter() - start}

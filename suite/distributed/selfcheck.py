@@ -1,0 +1,44 @@
+"""Small functions to send to a WorkerPool: the pool's own tests, and a quick health check.
+
+They live in the package, not in tests/, so that a worker imports them by module name
+whatever sys.path it started with.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def rank_report(rank: int, world_size: int) -> dict:
+    """What each rank sees, after an all-reduce proving the group works."""
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([float(rank)])
+    dist.all_reduce(total)
+    return {"rank": rank, "world_size": world_size, "pid": os.getpid(),
+            "rank_sum": total.item(), "threads": torch.get_num_threads()}
+
+
+def kill_rank(rank: int, world_size: int, victim: int = 1) -> None:
+    """The victim dies at once (SIGKILL: no cleanup); the others wait for it in a barrier."""
+    import torch.distributed as dist
+
+    if rank == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.barrier()
+
+
+def hang_rank(rank: int, world_size: int, victim: int = 1, seconds: float = 3600.0) -> None:
+    import torch.distributed as dist
+
+    if rank == victim:
+        time.sleep(seconds)
+    dist.barrier()
+
+
+def raise_on_rank(rank: int, world_size: int, victim: int = 1) -> None:
+    if rank == victim:
+        raise ValueError(f"rank {rank} was told to fail\nand this second line stays in the details")
+    return None

@@ -1,0 +1,57 @@
+"""The loop each pool worker runs: join the process group, then run calls until told to stop.
+
+Kept apart from pool.py so that a spawned worker imports only what it needs.
+"""
+from __future__ import annotations
+
+import datetime
+import traceback
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _error_payload(error: BaseException) -> tuple[str, str]:
+    return one_line(error), traceback.format_exc()
+
+
+def _join_group(rank, world_size, backend, device, store_host, store_port, timeout_s):
+    import torch
+    import torch.distributed as dist
+
+    # 2 cores are shared by every rank: more threads per rank only oversubscribe them.
+    torch.set_num_threads(1)
+    if device == "cuda":
+        # NCCL needs one GPU per rank; gloo over CUDA tensors may share the only one.
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = dist.TCPStore(store_host, store_port, is_master=False, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def worker_main(rank, world_size, backend, device, store_host, store_port, timeout_s, conn):
+    """Messages in: (call_id, fn, args) or None to stop. Out: ("ready"|call_id, ok, payload)."""
+    try:
+        _join_group(rank, world_size, backend, device, store_host, store_port, timeout_s)
+    except BaseException as error:  # the parent must learn why, not wait for a timeout
+        conn.send(("ready", False, _error_payload(error)))
+        return
+    conn.send(("ready", True, None))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: nothing left to serve
+            break
+        if message is None:
+            break
+        call_id, fn, args = message
+        try:
+            conn.send((call_id, True, fn(rank, world_size, *args)))
+        except BaseException as error:
+            conn.send((call_id, False, _error_payload(error)))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

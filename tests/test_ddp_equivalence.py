@@ -1,0 +1,210 @@
+"""DDP equals one process on the whole batch: every declared parallel case reaches its verdict.
+
+The cases come from suite.cases.parallel; the process groups are the shared pools (one per
+world size), so the whole file starts each group once.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from suite.cases.parallel import CASES, adam, cross_entropy_sum, tiny_mlp
+from suite.conformance.ddp import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
+                                   verdicts)
+from suite.devices import cuda_count, missing_reason
+from suite.distributed import get_pool
+from suite.errors import DeviceUnavailableError
+
+
+def _hardware_marks(case):
+    if case.gpus_needed >= 2:
+        return [pytest.mark.multigpu]
+    return [pytest.mark.gpu] if case.gpus_needed == 1 else []
+
+
+CPU_CASES = [c for c in CASES if not c.gpus_needed]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_hardware_marks(c)) for c in CASES])
+def test_case_reaches_its_expected_verdict(case):
+    report = check_case(case, device="cuda" if case.gpus_needed else "cpu")
+    passed, detail = judge(case, report)
+    assert passed, detail
+
+
+# -- the checker's own behaviour ---------------------------------------------------------------
+
+def _batch(size=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(size, 8, generator=generator), torch.randint(0, 4, (size,), generator=generator)
+
+
+@pytest.mark.distributed
+def test_ranks_drawing_their_own_weights_still_match_a_reference_from_rank_0s():
+    # tiny_mlp draws fresh weights on every call and every rank is seeded differently: only
+    # DDP's broadcast of rank 0's state, which the reference copies, can make them agree.
+    report = check_ddp_equivalence(tiny_mlp, *_batch(), loss_fn=torch.nn.functional.cross_entropy)
+    assert report.passed, report.detail
+    assert (report.backend, report.world_size, report.steps, report.divergence) == ("gloo", 2, 3, None)
+    assert (report.rtol, report.atol) == (1.3e-6, 1e-5)
+    assert set(report.max_abs_diff) == {"gradient", "parameter"}
+    assert report.detail.startswith("equivalent: 3 steps on 2 ranks (gloo, cpu)")
+
+
+@pytest.mark.distributed
+def test_a_sum_loss_diverges_at_step_1_by_exactly_the_world_size_and_rescaling_fixes_it():
+    inputs, targets = _batch(6)
+    report = check_ddp_equivalence(tiny_mlp, inputs, targets, loss_fn=cross_entropy_sum,
+                                   optimizer_fn=adam, world_size=3)
+    assert not report.passed and report.reason == SUM_LOSS
+    assert (report.divergence.step, report.divergence.category, report.divergence.tensor) == (1, "gradient", "0.weight")
+    assert report.divergence.max_abs_diff > 100 * report.atol
+    assert "exactly 1/3 of the reference's" in report.detail and "\n" not in report.detail
+    rescaled = check_ddp_equivalence(tiny_mlp, inputs, targets, loss_fn=cross_entropy_sum,
+                                     optimizer_fn=adam, world_size=3, loss_scale=3)
+    assert rescaled.passed, rescaled.detail
+
+
+def test_a_batch_that_does_not_split_into_equal_shards_is_an_error():
+    with pytest.raises(ValueError, match="a global batch of 7 does not split into 2 equal shards"):
+        check_ddp_equivalence(tiny_mlp, *_batch(7), loss_fn=torch.nn.functional.cross_entropy)
+
+
+def test_an_absent_device_is_an_error_naming_it():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path needs a machine without it")
+    with pytest.raises(DeviceUnavailableError, match="device 'cuda' requested but unavailable"):
+        check_ddp_equivalence(tiny_mlp, *_batch(), loss_fn=torch.nn.functional.cross_entropy,
+                              device="cuda")
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+def test_the_matrix_covers_every_required_configuration():
+    assert len(CASES) >= 30 and {c.world_size for c in CPU_CASES} == {2, 3}
+    options = {key for c in CASES for key in c.ddp_kwargs}
+    assert {"gradient_as_bucket_view", "static_graph", "bucket_cap_mb", "find_unused_parameters",
+            "broadcast_buffers"} <= options
+    assert {c.scheme for c in CASES} == {"shards", "uneven", "sampler"}
+    assert any(c.accumulate > 1 for c in CASES) and any(c.rescale_loss for c in CASES)
+    assert {c.expected_reason for c in CASES if c.expected == "diverges"} == {"sum_loss", "batchnorm", "dropout"}
+    assert {"mnist_cnn", "cifar10_lenet", "speech_cnn"} <= {c.family for c in CASES}
+    assert {"SGD", "Adam"} <= {type(c.optimizer(tiny_mlp().parameters())).__name__ for c in CASES}
+    assert any(c.quick for c in CASES) and all(c.world_size == 2 for c in CASES if c.quick)
+
+
+def test_every_case_describes_itself_in_one_line():
+    for case in CASES:
+        text = case.describe()
+        assert text and "\n" not in text and text.endswith(case.expected_reason + ")" if case.expected_reason else case.expected)
+
+
+# -- torchsuite run and torchrun ---------------------------------------------------------------
+
+@pytest.mark.distributed
+def test_quick_verdicts_are_records_of_world_size_2_cases_that_pass():
+    records = list(verdicts("cpu", quick=True))
+    assert 3 <= len(records) <= 6
+    assert {r["case"] for r in records} <= {c.name for c in CASES if c.world_size == 2}
+    for r in records:
+        assert (r["kind"], r["suite"], r["check"], r["device"]) == ("conformance", "ddp", "equivalence", "cpu")
+        assert r["passed"] is True, r["detail"]
+        assert r["seconds"] > 0
+
+
+TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_join_w2"]
+TORCHRUN_TIMEOUT_S = 120
+
+
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    """torchrun and the workers it started share the session made for them: end them all."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torchrun_launch(request, tmp_path_factory):
+    """Start the torchrun launch when this module starts, and check it in its own test.
+
+    torchrun and its two workers spend seconds importing torch; started early, that overlaps
+    the module's other tests instead of adding to the run's wall time (2 cores here).
+    """
+    if not any(item.originalname == "test_torchrun_launch_prints_one_passing_verdict_per_case"
+               for item in request.session.items):
+        yield None
+        return
+    log = tmp_path_factory.mktemp("torchrun") / "output.txt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "suite.distributed", "--cases", ",".join(TORCHRUN_CASES), "--timeout", "60"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    yield proc, log
+    _stop_process_group(proc)
+
+
+@pytest.mark.distributed
+def test_torchrun_launch_prints_one_passing_verdict_per_case(torchrun_launch):
+    proc, log = torchrun_launch
+    try:
+        returncode = proc.wait(timeout=TORCHRUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_process_group(proc)
+        pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT_S} s:\n{log.read_text()}")
+    output = log.read_text()
+    assert returncode == 0, output
+    lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
+    assert all("(world size 2): as expected" in line for line in lines)
+
+
+def test_torchrun_runs_one_case_per_configuration_preferring_the_launched_world_size():
+    from suite.distributed.__main__ import select_cases
+
+    families = {c.family for c in CPU_CASES}
+    at_2, at_3, at_16 = (select_cases(None, n, "cpu") for n in (2, 3, 16))
+    for chosen in (at_2, at_3, at_16):
+        assert sorted(c.family for c in chosen) == sorted(families)  # each once, no GPU-only case
+    assert all(c.world_size == 2 for c in at_2)
+    assert {c.name for c in at_3} == {c.name for c in CPU_CASES if c.world_size == 3} | {"mlp_unused_layer_static_graph_w2"}
+    assert "mlp_sync_batchnorm_w2" in {c.name for c in select_cases(None, 2, "cuda")}
+
+
+@pytest.mark.distributed
+def test_the_torchrun_entry_reports_a_verdict_that_is_not_the_expected_one():
+    from suite.distributed.__main__ import verdict_lines
+
+    # On one rank there is nothing to average: the sum loss that must diverge does not.
+    lines = get_pool(1).run(verdict_lines, "mlp_sum_loss_w2", "cpu", "gloo")[0]
+    assert [(ok, line.split(":")[0]) for ok, line in lines] == [(False, "FAIL mlp_sum_loss_w2 (world size 1)")]
+    assert "NOT as expected to diverge from sum_loss: equivalent" in lines[0][1]
+
+
+# -- GPUs --------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", [c for c in CPU_CASES if c.world_size == 2 and c.quick], ids=lambda c: c.name)
+def test_gloo_over_cuda_tensors_on_one_gpu(case):
+    passed, detail = judge(case, check_case(case, device="cuda", backend="gloo"))
+    assert passed, detail
+
+
+@pytest.mark.multigpu
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: c.name)
+def test_nccl_with_one_process_per_gpu(case):
+    if cuda_count() < case.world_size:
+        pytest.skip(missing_reason("cuda", case.world_size))
+    passed, detail = judge(case, check_case(case, device="cuda", backend="nccl"))
+    assert passed, detail
