@@ -1,0 +1,129 @@
+"""Check the timing core against independent measurements of LeNet's CPU train step.
+
+Prints the acceptance figures:
+  agreement  |core median - independent Timer median| / independent median   (target < 3%)
+  overhead   what the core adds to each iteration over a bare loop            (target < 1%),
+             measured twice: directly, as the core's own per-iteration cost on an empty step
+             over the LeNet step's median (exact, hardly touched by load), and statistically,
+             as the median over rounds of core / bare-loop - 1 (as noisy as the machine)
+
+The independent step is written here by hand (not built by suite.timing), timed by a plain
+torch.utils.benchmark.Timer and by a bare perf_counter loop. The three methods run
+interleaved, round after round, in rotating order, so a change in machine load hits all three
+alike. Usage:
+    python scripts/validate_timing.py [--threads N] [--rounds 5] [--min-run-time 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import time
+
+import torch
+from torch.utils.benchmark import Timer
+
+from suite import time_model
+from suite.cases.models import CASES
+from suite.timing.measure import measure
+
+MODEL = "cifar10_lenet"
+
+
+def hand_written_train_step(batch_size: int):
+    spec = CASES.get(MODEL)
+    model = spec.build(seed=0)
+    optimizer = spec.make_optimizer(model.parameters())
+    inputs, labels = spec.example_batch(batch_size)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        spec.loss_fn(model(inputs), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def independent_timer_median(step, threads: int, min_run_time: float) -> float:
+    timer = Timer("step()", globals={"step": step}, num_threads=threads)
+    timer.timeit(5)  # warm-up
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def bare_loop_median(step, threads: int, min_run_time: float) -> float:
+    """Each step timed alone with perf_counter, garbage collection off as timeit (and Timer) has it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    gc.disable()
+    try:
+        for _ in range(5):
+            step()
+        per_step, spent = [], 0.0
+        while spent < min_run_time:
+            start = time.perf_counter()
+            step()
+            elapsed = time.perf_counter() - start
+            per_step.append(elapsed)
+            spent += elapsed
+        return statistics.median(per_step)
+    finally:
+        gc.enable()
+        torch.set_num_threads(before)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-run-time", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))
+    args = parser.parse_args()
+
+    print(f"{MODEL} train step, batch {args.batch_size}, {args.threads} threads, "
+          f"{args.rounds} interleaved rounds of {args.min_run_time:g} s each; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    step = hand_written_train_step(args.batch_size)
+    core, independent, bare, wall = [], [], [], []
+    for round_index in range(args.rounds):
+        methods = ["core", "independent", "bare"]
+        methods = methods[round_index % 3:] + methods[:round_index % 3]  # rotate the order
+        for method in methods:
+            if method == "core":
+                started = time.perf_counter()
+                record = time_model(MODEL, mode="train", threads=args.threads,
+                                    batch_size=args.batch_size, min_run_time=args.min_run_time)
+                wall.append(time.perf_counter() - started)
+                core.append(record["median_s"])
+            elif method == "independent":
+                independent.append(independent_timer_median(step, args.threads, args.min_run_time))
+            else:
+                bare.append(bare_loop_median(step, args.threads, args.min_run_time))
+        print(f"  round {round_index + 1}: core {core[-1] * 1e3:.3f} ms, independent Timer "
+              f"{independent[-1] * 1e3:.3f} ms, bare loop {bare[-1] * 1e3:.3f} ms "
+              f"(core noisy: {record['noisy']}, IQR/median {record['iqr_fraction']:.1%})")
+
+    core_ms, independent_ms, bare_ms = (statistics.median(v) * 1e3 for v in (core, independent, bare))
+    agreement = abs(core_ms - independent_ms) / independent_ms
+    paired_overhead = statistics.median(c / b - 1 for c, b in zip(core, bare))
+    empty = measure(lambda: None, threads=args.threads, devices=[torch.device("cpu")],
+                    min_run_time=args.min_run_time, warmup_steps=5)
+    clock_pair_s = statistics.median(-time.perf_counter() + time.perf_counter() for _ in range(10_000))
+    # per iteration: the Timer loop and call (empty step), plus one clock pair per block
+    core_cost_s = statistics.median(empty.samples) + clock_pair_s / record["steps_per_sample"]
+    overhead = core_cost_s / (core_ms / 1e3)
+    print(f"medians over rounds: core {core_ms:.3f} ms, independent Timer {independent_ms:.3f} ms, "
+          f"bare loop {bare_ms:.3f} ms")
+    print(f"agreement: core vs independent Timer differ by {agreement:.2%} (target < 3%): "
+          f"{'PASS' if agreement < 0.03 else 'FAIL'}")
+    print(f"overhead: the core's own cost per iteration (empty step + clock reads per "
+          f"{record['steps_per_sample']}-step block) {core_cost_s * 1e9:.0f} ns, "
+          f"{overhead:.4%} of the step (target < 1%): {'PASS' if overhead < 0.01 else 'FAIL'}")
+    print(f"overhead cross-check: median over rounds of core / bare loop - 1 = {paired_overhead:+.2%} "
+          f"(noise of this machine included)")
+    print(f"time_model wall time per call: {statistics.median(wall):.2f} s for "
+          f"{args.min_run_time:g} s of timed iterations; load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

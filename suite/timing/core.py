@@ -1,0 +1,93 @@
+"""time_model: the one function in torchsuite that times anything.
+
+Everything that reports a speed (pytest-benchmark tests, asv benchmarks, `torchsuite run`)
+calls this and stores the record it returns (fields: suite.timing.record).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from suite.cases.models import CASES as MODELS
+from suite.cases.models import ModelSpec
+from suite.timing.flops import count_flops
+from suite.timing.measure import cuda_event_seconds, measure, torch_threads
+from suite.timing.memory import peak_bytes, reset_peak
+from suite.timing.options import DDP_SETUPS, TimingOptions, resolve_options
+from suite.timing.peak import calibrate_peak, peak_dtype_for
+from suite.timing.record import build_record
+from suite.timing.steps import build_step
+
+# GPU-side time is read over this much work after the host-clock samples.
+CUDA_EVENT_SECONDS = 0.2
+
+
+def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: str | None = None,
+               batch_size: int | None = None, threads: int | None = None,
+               world_size: int | None = None, setup: str | None = None, dtype: str = "float32",
+               channels_last: bool = False, min_run_time: float | None = None,
+               quick: bool = False) -> dict:
+    """Time one registered model in one setup; return one record (suite.timing.record).
+
+    mode: "train" or "eval". device: "cpu" (default) or "cuda". setup: "cpu", "cpu-ddp",
+    "cuda", "cuda-ddp" or "dataparallel"; by default "cpu"/"cuda", or "<device>-ddp" when
+    world_size > 1. batch_size: per device, default the registry's for the device kind.
+    threads: torch threads (per rank for DDP), default all cores (divided among DDP ranks).
+    world_size: DDP ranks or DataParallel GPUs (default 2 ranks on CPU, every GPU on CUDA).
+    dtype: "float32" or "bfloat16" (AMP autocast). min_run_time: seconds of timed iterations
+    (1.0, quick 0.2). A requested absent device raises DeviceUnavailableError.
+    """
+    spec = spec_or_name if isinstance(spec_or_name, ModelSpec) else MODELS.get(spec_or_name)
+    options = resolve_options(
+        spec, mode=mode, device=device, batch_size=batch_size, threads=threads,
+        world_size=world_size, setup=setup, dtype=dtype, channels_last=channels_last,
+        min_run_time=min_run_time, quick=quick)
+    calibration = calibrate_peak(options.device, peak_dtype_for(options.device, options.dtype),
+                                 threads=options.calibration_threads, quick=quick)
+    if options.setup in DDP_SETUPS:
+        from suite.timing.distributed import time_ddp
+
+        result = time_ddp(spec, options)
+    else:
+        result = time_in_process(spec, options)
+    with torch_threads(options.threads):
+        flops = count_flops(spec, options.mode, options.batch_size) * options.world_size
+    return build_record(model=spec.name, options=options, sampling=result["sampling"],
+                        peak_mem=result["peak_mem"], flops=flops, calibration=calibration,
+                        device_s=result["device_s"])
+
+
+def devices_for(options: TimingOptions) -> list[torch.device]:
+    if options.device == "cpu":
+        return [torch.device("cpu")]
+    return [torch.device("cuda", i) for i in range(options.world_size)]
+
+
+def in_process_step(spec: ModelSpec, options: TimingOptions):
+    """(step, devices) for the one-process setups: cpu, cuda, dataparallel (one process, all GPUs)."""
+    devices = devices_for(options)
+    wrap = None
+    if options.setup == "dataparallel":
+        wrap = lambda model: nn.DataParallel(model, device_ids=[d.index for d in devices])  # noqa: E731
+    # DataParallel splits one batch across its GPUs: give it batch_size per GPU.
+    step = build_step(spec, options.mode, devices[0], options.batch_size * options.world_size,
+                      dtype=options.dtype, channels_last=options.channels_last, wrap=wrap)
+    return step, devices
+
+
+def time_in_process(spec: ModelSpec, options: TimingOptions) -> dict:
+    with torch_threads(options.threads):
+        step, devices = in_process_step(spec, options)
+        reset_peak(devices)
+        sampling = measure(step, threads=options.threads, devices=devices,
+                           min_run_time=options.min_run_time, warmup_steps=options.warmup_steps)
+        peak_mem = peak_bytes(devices)
+        device_s = None
+        if options.setup == "cuda":
+            median = sorted(sampling.samples)[len(sampling.samples) // 2]
+            device_s = cuda_event_seconds(step, devices[0], _event_steps(median))
+    return {"sampling": sampling, "peak_mem": peak_mem, "device_s": device_s}
+
+
+def _event_steps(step_s: float) -> int:
+    return max(1, min(1000, round(CUDA_EVENT_SECONDS / step_s)))

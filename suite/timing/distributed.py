@@ -1,0 +1,71 @@
+"""The DDP setups: every rank times its own DDP train step with the same measurement loop.
+
+The processes come from the DDP engineer's reusable pool (suite.distributed.pool), so a run
+over many models spawns its process group once per world size, not once per model.
+"""
+from __future__ import annotations
+
+import torch
+
+from suite.cases.models import CASES as MODELS
+from suite.cases.models import ModelSpec
+from suite.errors import SuiteError
+from suite.timing.measure import cuda_event_seconds, measure, torch_threads
+from suite.timing.memory import peak_bytes, reset_peak
+from suite.timing.options import TimingOptions
+from suite.timing.steps import build_step
+
+BACKEND = {"cpu": "gloo", "cuda": "nccl"}
+# Spawning, model building and warm-up come on top of the timed part.
+TIMEOUT_FIXED_S = 120.0
+TIMEOUT_PER_RUN_TIME = 10.0
+
+
+def time_ddp(spec: ModelSpec, options: TimingOptions) -> dict:
+    """Rank 0's measurement of a DDP run over options.world_size processes."""
+    try:
+        from suite.distributed.pool import get_pool
+    except ImportError as err:
+        raise SuiteError(f"setup {options.setup!r} needs suite.distributed.pool: {err}") from err
+    pool = get_pool(options.world_size, backend=BACKEND[options.device], device=options.device)
+    # A registered model travels by name; an ad-hoc spec must be picklable itself.
+    spec_ref = spec.name if spec.name in MODELS and MODELS.get(spec.name) is spec else spec
+    timeout = TIMEOUT_FIXED_S + TIMEOUT_PER_RUN_TIME * options.min_run_time
+    per_rank = pool.run(time_ddp_rank, spec_ref, options.to_dict(), timeout=timeout)
+    return per_rank[0]
+
+
+def time_ddp_rank(rank: int, world_size: int, spec_ref, options: dict) -> dict:
+    """Runs in every worker, inside its initialised process group (the pool's contract)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    spec = MODELS.get(spec_ref) if isinstance(spec_ref, str) else spec_ref
+    if options["device"] == "cuda":
+        # One GPU per rank; syncing only its own keeps other GPUs free of this rank's context.
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+        wrap = lambda model: DistributedDataParallel(model, device_ids=[rank])  # noqa: E731
+    else:
+        device = torch.device("cpu")
+        wrap = DistributedDataParallel
+
+    def slowest_rank(value: float) -> float:
+        shared = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        return float(shared.item())
+
+    with torch_threads(options["threads"]):
+        step = build_step(spec, options["mode"], device, options["batch_size"],
+                          dtype=options["dtype"], channels_last=options["channels_last"],
+                          wrap=wrap)
+        reset_peak([device])
+        sampling = measure(step, threads=options["threads"], devices=[device],
+                           min_run_time=options["min_run_time"],
+                           warmup_steps=options["warmup_steps"], agree=slowest_rank)
+        peak_mem = peak_bytes([device])
+        device_s = None
+        if device.type == "cuda":
+            # Same step count on every rank, or the all-reduces would not pair up.
+            device_s = cuda_event_seconds(step, device, sampling.steps_per_sample)
+    return {"sampling": sampling, "peak_mem": peak_mem, "device_s": device_s}

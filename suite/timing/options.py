@@ -1,0 +1,115 @@
+"""Resolving time_model's keyword arguments into one validated, complete set of options."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from suite.cases.models import ModelSpec
+from suite.devices import cuda_count, require_device
+from suite.errors import SuiteError
+from suite.timing.measure import all_cores
+from suite.timing.steps import DTYPES, MODES
+
+# setup -> device kind it runs on
+SETUP_DEVICE = {
+    "cpu": "cpu",
+    "cpu-ddp": "cpu",
+    "cuda": "cuda",
+    "cuda-ddp": "cuda",
+    "dataparallel": "cuda",
+}
+SETUPS = tuple(SETUP_DEVICE)
+DDP_SETUPS = ("cpu-ddp", "cuda-ddp")
+DEFAULT_CPU_DDP_WORLD_SIZE = 2
+
+# Full runs: enough samples for a stable median; quick runs: a smoke-level figure in seconds.
+MIN_RUN_TIME = 1.0
+QUICK_MIN_RUN_TIME = 0.2
+WARMUP_STEPS = 5
+QUICK_WARMUP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    mode: str
+    device: str
+    setup: str
+    world_size: int
+    batch_size: int  # per device
+    threads: int  # per process
+    dtype: str
+    channels_last: bool
+    min_run_time: float
+    warmup_steps: int
+    quick: bool
+
+    @property
+    def peak_devices(self) -> int:
+        """How many calibrated devices the run's peak adds up: GPUs, or 1 for the CPU."""
+        return self.world_size if self.device == "cuda" else 1
+
+    @property
+    def calibration_threads(self) -> int:
+        """CPU threads the whole run uses, the fair thread count for its peak.
+
+        On GPUs host threads do not change the matmul peak: one calibration (at all cores,
+        the default key) serves every GPU setup.
+        """
+        if self.device == "cuda":
+            return all_cores()
+        if self.setup == "cpu-ddp":
+            return min(all_cores(), self.threads * self.world_size)
+        return self.threads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_size: int | None,
+                    threads: int | None, world_size: int | None, setup: str | None, dtype: str,
+                    channels_last: bool, min_run_time: float | None, quick: bool) -> TimingOptions:
+    if mode not in MODES:
+        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if dtype not in DTYPES:
+        raise SuiteError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    setup = _resolve_setup(setup, device, world_size)
+    device = SETUP_DEVICE[setup]
+    world_size = _resolve_world_size(setup, world_size)
+    if device == "cuda":
+        require_device("cuda", world_size)
+    if threads is None:
+        threads = max(1, all_cores() // world_size) if setup in DDP_SETUPS else all_cores()
+    if threads < 1:
+        raise SuiteError(f"threads must be at least 1, got {threads}")
+    batch_size = batch_size or spec.batch_size(device)
+    if min_run_time is None:
+        min_run_time = QUICK_MIN_RUN_TIME if quick else MIN_RUN_TIME
+    return TimingOptions(
+        mode=mode, device=device, setup=setup, world_size=world_size, batch_size=batch_size,
+        threads=threads, dtype=dtype, channels_last=channels_last, min_run_time=min_run_time,
+        warmup_steps=QUICK_WARMUP_STEPS if quick else WARMUP_STEPS, quick=quick,
+    )
+
+
+def _resolve_setup(setup: str | None, device: str | None, world_size: int | None) -> str:
+    if setup is None:
+        kind = device or "cpu"
+        if kind not in ("cpu", "cuda"):
+            raise SuiteError(f"unknown device {kind!r}; valid: cpu, cuda")
+        return kind if (world_size or 1) == 1 else f"{kind}-ddp"
+    if setup not in SETUP_DEVICE:
+        raise SuiteError(f"unknown setup {setup!r}; valid: {', '.join(SETUPS)}")
+    if device is not None and device != SETUP_DEVICE[setup]:
+        raise SuiteError(f"setup {setup!r} runs on {SETUP_DEVICE[setup]}, not {device!r}")
+    return setup
+
+
+def _resolve_world_size(setup: str, world_size: int | None) -> int:
+    if setup in ("cpu", "cuda"):
+        if world_size not in (None, 1):
+            raise SuiteError(f"setup {setup!r} is one process on one device; world_size must be 1")
+        return 1
+    if world_size is None:
+        world_size = DEFAULT_CPU_DDP_WORLD_SIZE if setup == "cpu-ddp" else max(1, cuda_count())
+    if world_size < 1:
+        raise SuiteError(f"world_size must be at least 1, got {world_size}")
+    return world_size

@@ -1,0 +1,155 @@
+"""What a full timing run covers: setups per device, batch-size sweeps, scaling efficiency."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Iterator, NamedTuple
+
+from suite.cases.models import CASES as MODELS
+from suite.devices import missing_reason, require_device
+from suite.timing.measure import all_cores
+from suite.timing.steps import MODES
+
+
+class SetupVariant(NamedTuple):
+    """A way to run a model, declared once for pytest-benchmark, asv and iter_setups."""
+
+    id: str
+    kwargs: dict  # time_model keywords
+    modes: tuple[str, ...]
+    device: str
+    devices_needed: int = 1
+    distributed: bool = False  # runs on the DDP process pool
+    in_quick_runs: bool = True
+
+
+VARIANTS = (
+    SetupVariant("cpu", {"setup": "cpu"}, MODES, "cpu"),
+    # one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
+    SetupVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",), "cpu",
+                 distributed=True),
+    SetupVariant("cuda", {"setup": "cuda"}, MODES, "cuda"),
+    SetupVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
+                 in_quick_runs=False),
+    SetupVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
+                 in_quick_runs=False),
+    # world_size left to time_model: every GPU
+    SetupVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2),
+    # DDP is about the gradient all-reduce, which eval does not have
+    SetupVariant("cuda-ddp", {"setup": "cuda-ddp"}, ("train",), "cuda", devices_needed=2,
+                 distributed=True),
+)
+VARIANT_BY_ID = {v.id: v for v in VARIANTS}
+
+
+def variant_skip_reason(variant: SetupVariant) -> str | None:
+    """Why `variant` cannot run here (absent hardware or process pool), or None."""
+    reason = missing_reason(variant.device, variant.devices_needed)
+    if reason is None and variant.distributed:
+        reason = _pool_missing_reason()
+    if reason is None and variant.id == "cpu-ddp" and all_cores() < 2:
+        reason = f"needs 2 CPU cores for 2 ranks; this process may use {all_cores()}"
+    return reason
+
+
+class TimingCase(NamedTuple):
+    """One time_model call of a run; skip_reason is set when its hardware is absent."""
+
+    model: str
+    mode: str
+    kwargs: dict
+    skip_reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        options = ",".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("quick",))
+        return f"{self.model}/{self.mode}/{options}"
+
+    def time(self) -> dict:
+        from suite.timing.core import time_model
+
+        return time_model(self.model, mode=self.mode, **self.kwargs)
+
+
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... up to the core count, and the core count itself."""
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [cores]
+
+
+def iter_setups(devices: list[str], quick: bool = False,
+                models: list[str] | None = None) -> Iterator[TimingCase]:
+    """Every (model, mode, time_model kwargs) a run over `devices` ("cpu", "cuda") should time.
+
+    The VARIANTS of each requested device, for every registered model and each variant's
+    modes. Full runs also sweep CPU threads (1, 2, 4, ... all cores) and CPU DDP world sizes
+    (2 .. cores); quick runs take all cores, world size 2 and fp32 on GPUs. Cases whose
+    hardware is absent (several GPUs, say) come with a skip_reason; a requested device kind
+    that is absent raises DeviceUnavailableError.
+    """
+    for kind in devices:
+        require_device(kind)
+    cores = all_cores()
+    for spec in MODELS.select(models):
+        for variant in VARIANTS:
+            if variant.device not in devices or (quick and not variant.in_quick_runs):
+                continue
+            reason = variant_skip_reason(variant)
+            for kwargs in _expand(variant, cores, quick):
+                for mode in variant.modes:
+                    yield TimingCase(spec.name, mode, {**kwargs, "quick": quick}, reason)
+
+
+def _expand(variant: SetupVariant, cores: int, quick: bool) -> list[dict]:
+    if quick:
+        return [dict(variant.kwargs)]
+    if variant.id == "cpu":
+        return [{**variant.kwargs, "threads": n} for n in thread_counts(cores)]
+    if variant.id == "cpu-ddp":
+        return [{**variant.kwargs, "world_size": n} for n in range(2, max(cores, 2) + 1)]
+    return [dict(variant.kwargs)]
+
+
+def _pool_missing_reason() -> str | None:
+    if importlib.util.find_spec("suite.distributed.pool") is None:
+        return "suite.distributed.pool (the DDP process pool) is not installed"
+    return None
+
+
+def sweep_batch_sizes(model: str, batch_sizes: list[int] | None = None, **kwargs) -> Iterator[dict]:
+    """time_model records for several batch sizes (default: 1/4x to 4x the registry's)."""
+    from suite.timing.core import time_model
+    from suite.timing.options import SETUP_DEVICE
+
+    if batch_sizes is None:
+        kind = SETUP_DEVICE[kwargs["setup"]] if kwargs.get("setup") else kwargs.get("device") or "cpu"
+        default = MODELS.get(model).batch_size(kind)
+        batch_sizes = sorted({max(1, default // 4), max(1, default // 2), default, default * 2, default * 4})
+    for batch_size in batch_sizes:
+        yield time_model(model, batch_size=batch_size, **kwargs)
+
+
+def attach_scaling_efficiency(records: list[dict]) -> list[dict]:
+    """Set scaling_efficiency = throughput(N) / (N * throughput(1)) on multi-device records.
+
+    The baseline is the single-device record ("cpu" for cpu-ddp, "cuda" otherwise) of the same
+    model, mode, per-device batch, dtype, memory format, and on CPU the same threads per rank.
+    Records without a baseline keep None. Returns the records, changed in place.
+    """
+    baselines = {_baseline_key(r, r["setup"]): r for r in records if r["setup"] in ("cpu", "cuda")}
+    for record in records:
+        if record["setup"] in ("cpu", "cuda"):
+            continue
+        base_setup = "cpu" if record["setup"] == "cpu-ddp" else "cuda"
+        base = baselines.get(_baseline_key(record, base_setup))
+        if base:
+            record["scaling_efficiency"] = record["throughput"] / (record["world_size"] * base["throughput"])
+    return records
+
+
+def _baseline_key(record: dict, setup: str) -> tuple:
+    threads = record["threads"] if setup == "cpu" else None
+    return (record["model"], record["mode"], setup, record["batch_size"], record["dtype"],
+            record["channels_last"], threads)

@@ -1,0 +1,74 @@
+"""A quick asv pass against the installed environment records the core's numbers for every model."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.cases.models import CASES as MODELS
+from suite.devices import cuda_count
+
+REPO = Path(__file__).resolve().parents[1]
+MACHINE = "torchsuite-test"
+
+
+def _asv(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "asv", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _head_commit():
+    if shutil.which("git") is None:
+        pytest.skip("git is needed for --set-commit-hash")
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"not a git checkout with a commit: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _results(results_dir: Path) -> dict:
+    """{(benchmark, model, mode, setup): value} from asv's result file (format 2, columns)."""
+    (path,) = [p for p in (results_dir / MACHINE).glob("*.json") if p.name != "machine.json"]
+    data = json.loads(path.read_text())
+    column = {name: i for i, name in enumerate(data["result_columns"])}
+    values = {}
+    for name, row in data["results"].items():
+        params = row[column["params"]]
+        for index, value in enumerate(row[column["result"]] or []):
+            model = params[0][index // (len(params[1]) * len(params[2]))]
+            mode = params[1][index // len(params[2]) % len(params[1])]
+            setup = params[2][index % len(params[2])]
+            values[(name, model.strip("'"), mode.strip("'"), setup.strip("'"))] = value
+    return values
+
+
+def test_quick_asv_run_records_every_model_on_cpu(tmp_path):
+    commit = _head_commit()
+    config = json.loads("\n".join(line for line in (REPO / "asv.conf.json").read_text().splitlines()
+                                  if not line.strip().startswith("//")))
+    config.update(repo=str(REPO), benchmark_dir=str(REPO / "benchmarks"),
+                  results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"),
+                  env_dir=str(tmp_path / "env"))
+    config_path = tmp_path / "asv.conf.json"
+    config_path.write_text(json.dumps(config))
+    # asv keeps its machine file in $HOME; a private one leaves the user's alone.
+    env = {**os.environ, "HOME": str(tmp_path), "TORCHSUITE_QUICK": "1"}
+    machine = _asv(["machine", "--yes", "--machine", MACHINE, "--config", str(config_path)], env, tmp_path)
+    assert machine.returncode == 0, machine.stderr
+    run = _asv(["run", "--config", str(config_path), "-E", f"existing:{sys.executable}",
+                "--set-commit-hash", commit, "--quick", "--machine", MACHINE,
+                "--bench", r"Models\.(time_iteration|track_throughput)"], env, tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    values = _results(tmp_path / "results")
+    for model in MODELS.names():
+        for mode in ("train", "eval"):
+            seconds = values[("models.Models.time_iteration", model, mode, "cpu")]
+            throughput = values[("models.Models.track_throughput", model, mode, "cpu")]
+            assert seconds > 0 and throughput > 0, (model, mode, seconds, throughput)
+    if cuda_count() < 2:  # absent hardware is a skip, which asv stores as NaN, not a failure
+        assert math.isnan(values[("models.Models.time_iteration", "cifar10_lenet", "train", "cuda-ddp")])

@@ -1,0 +1,60 @@
+"""pytest-benchmark tests, generated from the model registry and the setup variants.
+
+Each test times one (model, setup, mode) through suite.time_model and hands the core's raw
+samples to pytest-benchmark (suite.timing.benchmark_bridge), so nothing is timed twice.
+Without a benchmark option (--benchmark-only, --benchmark-json, --benchmark-enable, ...) a
+plain `pytest` run takes quick figures: a few seconds in all, a smoke test of the timing path.
+"""
+import json
+
+import pytest
+import torch
+
+from suite.cases.models import CASES as MODELS
+from suite.timing.benchmark_bridge import benchmark_time_model, benchmarks_requested
+from suite.timing.plan import VARIANTS
+
+
+def _marks(variant):
+    marks = [pytest.mark.distributed] if variant.distributed else []
+    if variant.device == "cuda":
+        marks.append(pytest.mark.multigpu if variant.devices_needed > 1 else pytest.mark.gpu)
+    return marks
+
+
+CASES = [
+    pytest.param(model, variant, mode, id=f"{model}-{variant.id}-{mode}", marks=_marks(variant))
+    for model in MODELS.names() for variant in VARIANTS for mode in variant.modes
+]
+
+
+@pytest.mark.parametrize(("model", "variant", "mode"), CASES)
+def test_time_model(benchmark, request, model, variant, mode):
+    benchmark.group = f"{variant.id}-{mode}"
+    quick = not benchmarks_requested(request.config)
+    record = benchmark_time_model(benchmark, model, mode=mode, quick=quick, **variant.kwargs)
+    assert record["model"] == model and record["samples"]
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_benchmark_statistics_are_the_core_samples_and_machine_info_names_torch(pytester):
+    pytester.makepyfile(
+        """
+        from suite.timing.benchmark_bridge import benchmark_time_model
+
+        def test_one(benchmark):
+            record = benchmark_time_model(benchmark, "speech_cnn", mode="eval", quick=True,
+                                          min_run_time=0.05)
+            assert benchmark.stats.stats.data == record["samples"]
+            assert benchmark.stats.stats.median == record["median_s"]
+        """
+    )
+    result = pytester.runpytest_subprocess("--benchmark-json", "out.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    saved = json.loads((pytester.path / "out.json").read_text())
+    assert saved["machine_info"]["torch"]["version"] == torch.__version__
+    (bench,) = saved["benchmarks"]
+    assert bench["extra_info"]["mode"] == "eval" and bench["extra_info"]["flops"] > 0
+    assert bench["stats"]["rounds"] >= 1
