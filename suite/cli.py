@@ -1,4 +1,4 @@
-"""`torchsuite`: list cases, show the environment, train a model; `run` and `report` join later.
+"""`torchsuite`: run the suite, report on results, list cases, show the environment, train a model.
 
 Every user error (unknown name, absent device, bad file) is one line on stderr and exit 2.
 """
@@ -36,7 +36,12 @@ def _cmd_env(args) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key}: {value}")
+            if isinstance(value, dict):  # one line per field; lscpu's text only in --json
+                for sub_key, sub_value in value.items():
+                    if sub_key != "cpu_info":
+                        print(f"{key}.{sub_key}: {sub_value}")
+            else:
+                print(f"{key}: {value}")
     return 0
 
 
@@ -55,9 +60,43 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from suite.runner import run_suite
+
+    models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
+                     report_dir=args.report_dir, machine_name=args.machine_name)
+    print(path)  # stdout carries only the results file, for scripts; progress went to stderr
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from suite.report import build_report
+
+    written = build_report(args.files, out_dir=args.out, baseline=args.baseline)
+    print(f"wrote {len(written)} files into {args.out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsuite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the main job: conformance checks and timings into a results file and a report")
+    p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
+                   help="devices to run on (default all: the CPU and the GPUs when present)")
+    p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
+    p.add_argument("--quick", action="store_true", help="short timings and smaller checks (about a minute on a 2-core CPU)")
+    p.add_argument("--out", default="results", help="directory for the results file (default results/)")
+    p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")
+    p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="merge results files of several machines into tables and plots")
+    p.add_argument("files", nargs="+", help="torchsuite results, pytest-benchmark JSON or asv result files")
+    p.add_argument("--baseline", default=None, help="machine the speedups are relative to (default the first file's)")
+    p.add_argument("--out", default="reports", help="directory for the report (default reports/)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="every registered case with its kind")
     p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")

@@ -51,8 +51,61 @@ def capture(name: str | None = None) -> dict:
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "gpu_driver": _gpu_driver() if cuda else None,
+        "gpu_details": _gpu_details() if cuda else [],
+        "arch": platform.machine(),
+        "usable_cores": _usable_cores(),
+        "cpu_backends": _cpu_backends(),
+        "collect_env": _collect_env_summary(),
     }
     return info
+
+
+def _usable_cores() -> int | None:
+    # A container or taskset may allow fewer cores than the machine has; timings depend on these.
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _cpu_backends() -> dict:
+    import torch
+
+    return {
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "openmp": torch.backends.openmp.is_available(),
+    }
+
+
+def _gpu_details() -> list[dict]:
+    import torch
+
+    details = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        details.append({"name": props.name, "memory_bytes": props.total_memory,
+                        "capability": f"{props.major}.{props.minor}",
+                        "multiprocessors": props.multi_processor_count})
+    return details
+
+
+# The fields of torch.utils.collect_env that tell two stacks apart; the rest (pip and conda
+# package lists) is long and mostly repeats the versions captured above.
+_COLLECT_ENV_FIELDS = ("os", "libc_version", "gcc_version", "is_debug_build", "cuda_compiled_version",
+                       "cuda_runtime_version", "cudnn_version", "nvidia_driver_version",
+                       "nvidia_gpu_models", "hip_compiled_version", "caching_allocator_config",
+                       "cpu_info")
+
+
+def _collect_env_summary() -> dict:
+    try:
+        from torch.utils import collect_env
+
+        info = collect_env.get_env_info()
+        return {field: getattr(info, field, None) for field in _COLLECT_ENV_FIELDS}
+    except Exception as err:  # it shells out to lscpu, nvidia-smi...: a failure must not stop a run
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def _gpu_driver() -> str | None:

@@ -1,0 +1,78 @@
+"""Per-machine facts of a report: environments side by side, conformance verdicts, peaks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def environments(loaded) -> pd.DataFrame:
+    columns = {}
+    for m in loaded:
+        flat = {}
+        _flatten(m.environment, "", flat)
+        flat["results file"] = m.source
+        flat["run status"] = m.status
+        columns.setdefault(m.machine, {}).update(flat)
+    table = pd.DataFrame(columns)
+    return table.fillna("n/a")
+
+
+def _flatten(value, prefix: str, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "cpu_info":
+                continue  # lscpu's full text: too long for a side-by-side table, kept in the results file
+            _flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}", out)
+    elif isinstance(value, list):
+        out[prefix] = ", ".join(_flat_text(v) for v in value) or "none"
+    elif prefix.endswith("memory_bytes") and isinstance(value, (int, float)):
+        out[prefix] = f"{value / 2**30:.1f} GiB"
+    else:
+        out[prefix] = "n/a" if value is None else str(value)
+
+
+def _flat_text(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v / 2**30:.1f}GiB" if k.endswith("memory_bytes") else f"{k}={v}"
+                        for k, v in value.items())
+    return str(value)
+
+
+def conformance(loaded, machines: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary per machine, every check with its verdict per machine, 'missing' where not run)."""
+    rows = [{"machine": m.machine, **v} for m in loaded for v in m.verdicts]
+    rows += [{"machine": m.machine, "suite": e.get("stage", "run"), "case": e.get("step", "?"),
+              "check": "completed without error", "device": e.get("device", ""), "passed": False,
+              "detail": e.get("detail", "")} for m in loaded for e in m.errors]
+    if not rows:
+        empty = pd.DataFrame(columns=["machine", "passed", "failed", "total"])
+        return empty, pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    for column in ("suite", "case", "check", "device"):
+        frame[column] = frame.get(column, pd.Series(dtype=object)).fillna("").astype(str)
+    frame["passed"] = frame["passed"].astype(bool)
+    # Two runs of one machine: the later file's verdict stands, as for timings.
+    frame = frame.drop_duplicates(subset=["machine", "suite", "case", "check", "device"], keep="last")
+    summary = frame.groupby("machine")["passed"].agg(passed="sum", total="size").reindex(
+        [m for m in machines if m in set(frame["machine"])])
+    summary["failed"] = summary["total"] - summary["passed"]
+    frame["verdict"] = np.where(frame["passed"], "pass", "FAIL")
+    detail = frame.pivot_table(index=["suite", "case", "check", "device"], columns="machine",
+                               values="verdict", aggfunc="first").reindex(columns=machines)
+    detail = detail.astype(object).where(detail.notna(), "missing")  # a machine that did not run the check
+    return summary.reset_index()[["machine", "passed", "failed", "total"]], detail
+
+
+PEAK_COLUMNS = ["machine", "device", "device_name", "dtype", "threads", "matmul_size", "GFLOP/s", "iqr_fraction",
+                "noisy"]
+
+
+def peaks(loaded) -> pd.DataFrame:
+    """Each calibrated matmul peak, in GFLOP/s; the full calibration stays in the results file."""
+    rows = []
+    for m in loaded:
+        for p in m.peaks:
+            flops = p.get("flops_per_s")
+            rows.append({"machine": m.machine, **p,
+                         "GFLOP/s": round(flops / 1e9, 1) if isinstance(flops, (int, float)) else None})
+    return pd.DataFrame(rows).reindex(columns=PEAK_COLUMNS) if rows else pd.DataFrame(columns=PEAK_COLUMNS)

@@ -1,0 +1,107 @@
+"""PNG plots of a report (matplotlib, Agg: no display needed). A plot with no data says so in its image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from suite.report.tables import row_label
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str], errors=None) -> None:
+    labels = list(dict.fromkeys(frame["label"]))
+    width = 0.8 / max(len(machines), 1)
+    x = np.arange(len(labels))
+    for i, machine in enumerate(machines):
+        part = frame[frame["machine"] == machine].set_index("label").reindex(labels)
+        yerr = None
+        if errors is not None:
+            low, high = part[errors[0]], part[errors[1]]
+            yerr = np.vstack([(part[value] - low).clip(lower=0).fillna(0), (high - part[value]).clip(lower=0).fillna(0)])
+        positions = x + (i - (len(machines) - 1) / 2) * width
+        ax.bar(positions, part[value].astype(float), width, label=machine, yerr=yerr, capsize=2)
+        for position, missing in zip(positions, part[value].isna()):
+            if missing:  # an absent bar would read as 0
+                ax.annotate("missing", (position, 0), xycoords=("data", "axes fraction"), rotation=90,
+                            ha="center", va="bottom", fontsize=7, color="red")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_plots(comp: pd.DataFrame, scaling: pd.DataFrame, machines: list[str], baseline: str,
+                directory: Path) -> list[Path]:
+    plt = _pyplot()
+    present = comp[~comp["missing"]].assign(label=row_label)
+    written = []
+    try:
+        fig, ax = plt.subplots(figsize=(10, 5))
+        if present["throughput"].notna().any():
+            _grouped_bars(ax, present, "throughput", machines)
+            ax.set_ylabel("samples/s")
+            ax.set_yscale("log")
+            ax.set_title("Throughput by model and machine")
+        else:
+            _empty(ax, "no throughput figures")
+        written.append(_save(fig, directory / "throughput.png"))
+
+        fig, ax = plt.subplots(figsize=(10, 5))
+        with_speedup = present[present["speedup"].notna()]
+        if len(with_speedup):
+            others = [m for m in machines if m != baseline] or machines  # the baseline is the line at 1.0
+            _grouped_bars(ax, with_speedup[with_speedup["machine"].isin(others)], "speedup", others,
+                          errors=("speedup_ci_low", "speedup_ci_high"))
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+            ax.set_ylabel(f"speedup vs {baseline} (95% bootstrap CI)")
+            ax.set_title("Speedup against the baseline")
+        else:
+            _empty(ax, "no rows shared with the baseline")
+        written.append(_save(fig, directory / "speedup.png"))
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        if len(scaling) and scaling["efficiency"].notna().any():
+            for (machine, model, mode, setup), part in scaling.groupby(["machine", "model", "mode", "setup"]):
+                part = part.sort_values("world_size")
+                ax.plot([1, *part["world_size"]], [1.0, *part["efficiency"]], marker="o",
+                        label=f"{machine} {model} {mode} {setup}")
+            ax.set_xlabel("processes / GPUs")
+            ax.set_ylabel("scaling efficiency")
+            ax.set_ylim(bottom=0)
+            ax.set_title("Scaling efficiency (1.0 = linear)")
+            ax.legend(fontsize=7)
+        else:
+            _empty(ax, "no multi-process or multi-GPU timings")
+        written.append(_save(fig, directory / "scaling.png"))
+
+        fig, ax = plt.subplots(figsize=(10, 5))
+        with_peak = present[present["peak_fraction"].notna()]
+        if len(with_peak):
+            _grouped_bars(ax, with_peak, "peak_fraction", machines)
+            ax.set_ylabel("fraction of measured peak FLOP/s")
+            ax.set_title("Achieved fraction of each machine's measured peak")
+        else:
+            _empty(ax, "no FLOP counts")
+        written.append(_save(fig, directory / "peak_fraction.png"))
+    finally:
+        plt.close("all")
+    return written

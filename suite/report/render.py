@@ -1,0 +1,123 @@
+"""The report's sections, rendered once as Markdown and once as self-contained HTML.
+
+Every value that reaches the HTML goes through html.escape or DataFrame.to_html(escape=True):
+machine names and check details come from other people's files.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from suite.report import machines as machine_facts
+from suite.report import tables
+from suite.results import utc_now
+
+HOW_TO_READ = (
+    "Speedup is the baseline machine's median time per iteration divided by this machine's "
+    "(above 1: faster than the baseline; 1.0 for the baseline itself). The interval in brackets "
+    "is a 95% bootstrap interval of that ratio of medians, resampled from the raw per-iteration "
+    f"samples of both machines ({tables.BOOTSTRAP_RESAMPLES} resamples, fixed seed); it is absent "
+    "when either side kept fewer than 2 samples. \"(noisy)\" marks figures whose IQR/median is over "
+    f"{tables.NOISE_THRESHOLD:.0%}: repeat them before trusting them. \"missing\" marks a row "
+    "measured on another machine but not on this one (never a 0); \"no baseline\" a row the "
+    "baseline did not measure.")
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    index: bool = True
+    image: str | None = None
+
+
+def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.DataFrame]:
+    machines = tables.machine_order(loaded)
+    long = tables.long_table(loaded)
+    comp = tables.comparison(long, machines, baseline)
+    scaling = tables.scaling(long)
+    summary, verdicts = machine_facts.conformance(loaded, machines)
+    incomplete = [f"{m.machine} ({m.source}: {m.status})" for m in loaded if m.status != "complete"]
+    out = [Section("How to read this report", HOW_TO_READ + (
+        "\n\nIncomplete runs (interrupted or still running; their finished records are shown): "
+        + ", ".join(incomplete) if incomplete else "")),
+        Section("Machines", f"Baseline: {baseline}. Machines: {', '.join(machines)}.", machine_facts.environments(loaded))]
+    if len(comp):
+        out += [
+            Section("Throughput (samples/s)", "Rows: model, mode, device setup (xN: processes or GPUs; Nt: threads when not all cores); columns: machine.",
+                    tables.pivot_shown(comp, "throughput", machines), image="throughput.png"),
+            Section("Median time per iteration (s)", "", tables.pivot_shown(comp, "median_s", machines)),
+            Section(f"Speedup against {baseline}", "", tables.speedup_table(comp, machines), image="speedup.png"),
+            Section("Geometric mean speedup across models", "", tables.geometric_means(comp, machines)),
+            Section("Fraction of each machine's measured peak FLOP/s",
+                    "Achieved FLOP/s (FlopCounterMode's count / median time) over the machine's own calibrated peak.",
+                    tables.pivot_shown(comp, "peak_fraction", machines, digits=3), image="peak_fraction.png"),
+        ]
+    peaks = machine_facts.peaks(loaded)
+    if len(peaks):
+        out.append(Section("Calibrated peaks", "", peaks, index=False))
+    out.append(Section("Multi-process / multi-GPU scaling",
+                       "Efficiency = throughput / (processes x single-device throughput of the same model, mode, "
+                       "batch per device and, on CPU, threads per process); n/a when that reference was not "
+                       "measured (a --quick run times the CPU at all cores only).",
+                       scaling if len(scaling) else None, index=False, image="scaling.png"))
+    if len(summary):
+        out.append(Section("Conformance", "Passed and failed checks per machine (crashed steps count as failed).",
+                           summary, index=False))
+        not_everywhere = verdicts[(verdicts != "pass").any(axis=1)] if len(verdicts) else verdicts
+        out.append(Section("Checks that did not pass on every machine",
+                           "" if len(not_everywhere) else "None: every check passed on every machine.",
+                           not_everywhere.reset_index() if len(not_everywhere) else None, index=False))
+    flagged = comp[comp["flags"] != ""][["machine", *tables.KEY, "flags"]] if len(comp) else comp
+    out.append(Section("Flags", "" if len(flagged) else "No noisy or missing rows.",
+                       flagged if len(flagged) else None, index=False))
+    errors = [{"machine": m.machine, "step": e.get("step", ""), "detail": e.get("detail", "")}
+              for m in loaded for e in m.errors]
+    if errors:
+        out.append(Section("Errors during the runs", "", pd.DataFrame(errors), index=False))
+    skipped = [{"machine": m.machine, "model": k.get("model", ""), "mode": k.get("mode", ""),
+                "setup": k.get("setup", ""), "world_size": k.get("world_size", 1), "reason": k.get("reason", "")}
+               for m in loaded for k in m.skipped]
+    if skipped:
+        out.append(Section("Skipped timings (hardware absent)", "", pd.DataFrame(skipped), index=False))
+    return out, comp, scaling
+
+
+def to_markdown(parts: list[Section]) -> str:
+    lines = ["# torchsuite report", "", f"Generated {utc_now()}.", ""]
+    for part in parts:
+        lines += [f"## {part.title}", ""]
+        if part.text:
+            lines += [part.text, ""]
+        if part.table is not None:
+            shown = part.table.astype(object).where(part.table.notna(), "n/a")  # "nan" reads like a bug
+            lines += [shown.to_markdown(index=part.index), ""]
+        if part.image:
+            lines += [f"![{part.title}]({part.image})", ""]
+    return "\n".join(lines)
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}
+table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}
+th,td{border:1px solid #ccc;padding:0.2em 0.5em;text-align:left}
+img{max-width:100%}"""
+
+
+def to_html(parts: list[Section], image_dir: Path) -> str:
+    body = [f"<h1>torchsuite report</h1><p>Generated {html.escape(utc_now())}.</p>"]
+    for part in parts:
+        body.append(f"<h2>{html.escape(part.title)}</h2>")
+        if part.text:
+            body.extend(f"<p>{html.escape(p)}</p>" for p in part.text.split("\n\n"))
+        if part.table is not None:
+            body.append(part.table.to_html(index=part.index, escape=True, na_rep="n/a", border=0))
+        if part.image and (image_dir / part.image).exists():
+            data = base64.b64encode((image_dir / part.image).read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(part.title)}" src="data:image/png;base64,{data}">')
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>torchsuite report</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,231 @@
+"""pandas tables of a report: the long table, the comparison against a baseline, pivots.
+
+A row is identified by KEY (model, mode, device, setup, world_size, batch_size, dtype,
+channels_last, threads_setting). threads_setting is "all" when a run used every core the
+machine let it use, else the thread count: a 2-core and a 64-core machine compare at "all"
+(each machine at full strength) and at the thread counts both measured. A key absent on some
+machine becomes an explicit "missing" row.
+
+Speedup = baseline median_s / this median_s. Its 95% interval is a bootstrap of that ratio of
+medians from the raw samples of both sides (2000 resamples, seed 0 for every row, so a report
+is reproducible); without at least 2 raw samples on both sides the interval is left empty.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from suite.errors import SuiteError, UnknownCaseError
+
+KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
+TIMING_COLUMNS = ["threads", "median_s", "iqr_s", "noisy", "throughput", "peak_mem_bytes", "flops",
+                  "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
+NOISE_THRESHOLD = 0.10
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+SINGLE_DEVICE_SETUP = {"cpu-ddp": "cpu", "cuda-ddp": "cuda", "dataparallel": "cuda"}
+
+
+class EmptyResultsError(SuiteError):
+    pass
+
+
+def long_table(loaded) -> pd.DataFrame:
+    """One row per timing of every machine; later files win over earlier ones for the same machine and key."""
+    rows = [{"machine": m.machine, "source": m.source, **t,
+             "threads_setting": _threads_setting(t.get("threads"), m.environment)}
+            for m in loaded for t in m.timings]
+    if not rows:
+        return pd.DataFrame(columns=["machine", "source", *KEY, *TIMING_COLUMNS, "samples"])
+    table = pd.DataFrame(rows)
+    for column in [*KEY, *TIMING_COLUMNS, "samples"]:
+        if column not in table:
+            table[column] = None
+    # One-device setups are world size 1 whatever the file says; elsewhere an unknown stays unknown.
+    one_device = table["setup"].isin(["cpu", "cuda"]) | table["setup"].isna()
+    table["world_size"] = pd.to_numeric(table["world_size"]).mask(one_device & table["world_size"].isna(), 1)
+    table["world_size"] = table["world_size"].astype("Int64")
+    table["batch_size"] = pd.to_numeric(table["batch_size"]).astype("Int64")
+    for column in ("model", "mode", "device", "setup", "dtype"):
+        table[column] = table[column].fillna("").astype(str)
+    table["channels_last"] = table["channels_last"].fillna(False).astype(bool)
+    numeric = [c for c in TIMING_COLUMNS if c != "noisy"]
+    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
+    # Recomputed rather than trusted: files from other tools carry no flag, and the rule must be one.
+    table["noisy"] = (table["iqr_s"] / table["median_s"]) > NOISE_THRESHOLD
+    if table["throughput"].isna().any():
+        derived = table["batch_size"].astype("Float64") * table["world_size"].astype("Float64") / table["median_s"]
+        table["throughput"] = table["throughput"].fillna(derived.astype(float))
+    return table.drop_duplicates(subset=["machine", *KEY], keep="last").reset_index(drop=True)
+
+
+def _threads_setting(threads, environment: dict) -> str:
+    cores = environment.get("usable_cores") or environment.get("cores")
+    if threads is None or pd.isna(threads):
+        return "all"  # formats that do not say ran with the default, every core
+    return "all" if cores and int(threads) >= int(cores) else str(int(threads))
+
+
+def machine_order(loaded) -> list[str]:
+    return list(dict.fromkeys(m.machine for m in loaded))
+
+
+def choose_baseline(loaded, baseline: str | None) -> str:
+    machines = machine_order(loaded)
+    if baseline is None:
+        return machines[0]
+    if baseline not in machines:
+        raise UnknownCaseError("baseline machine", baseline, machines)
+    return baseline
+
+
+def _median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
+    a, b = _as_array(baseline_samples), _as_array(samples)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    med_a = np.median(a[rng.integers(0, len(a), (BOOTSTRAP_RESAMPLES, len(a)))], axis=1)
+    med_b = np.median(b[rng.integers(0, len(b), (BOOTSTRAP_RESAMPLES, len(b)))], axis=1)
+    low, high = np.percentile(med_a / med_b, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _as_array(samples) -> np.ndarray:
+    if samples is None or (isinstance(samples, float) and math.isnan(samples)):
+        return np.empty(0)
+    values = np.asarray([s for s in samples if s is not None], dtype=float)
+    return values[np.isfinite(values) & (values > 0)]
+
+
+def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.DataFrame:
+    """Every machine x KEY, with speedup against the baseline and flags; absent rows are explicit."""
+    keys = table[KEY].drop_duplicates()
+    grid = pd.DataFrame({"machine": machines}).merge(keys, how="cross")
+    full = grid.merge(table, on=["machine", *KEY], how="left", indicator=True)
+    full["missing"] = full.pop("_merge") == "left_only"
+    base = table[table["machine"] == baseline][[*KEY, "median_s", "samples"]]
+    full = full.merge(base.rename(columns={"median_s": "baseline_median_s", "samples": "baseline_samples"}),
+                      on=KEY, how="left")
+    full["speedup"] = full["baseline_median_s"] / full["median_s"]
+    # The baseline against itself has speedup 1.0 by definition; an interval there would only confuse.
+    intervals = [_median_ratio_interval(bs, s) if not missing and machine != baseline else (math.nan, math.nan)
+                 for bs, s, missing, machine in zip(full["baseline_samples"], full["samples"], full["missing"],
+                                                    full["machine"])]
+    full["speedup_ci_low"] = [i[0] for i in intervals]
+    full["speedup_ci_high"] = [i[1] for i in intervals]
+    full["noisy"] = full["noisy"].fillna(False).astype(bool)
+    full["flags"] = [_flags(row, baseline) for row in full.itertuples()]
+    ordered = ["machine", *KEY, *TIMING_COLUMNS, "speedup", "speedup_ci_low", "speedup_ci_high",
+               "missing", "flags", "source"]
+    rank = {m: i for i, m in enumerate(machines)}
+    full = full.sort_values(by=["model", "mode", "setup", "world_size", "batch_size", "machine"],
+                            key=lambda s: s.map(rank) if s.name == "machine" else s)
+    return full[ordered + ["samples"]].reset_index(drop=True)
+
+
+def _flags(row, baseline: str) -> str:
+    flags = []
+    if row.missing:
+        flags.append(f"missing on {row.machine}")
+    elif pd.isna(row.baseline_median_s):
+        flags.append(f"missing on baseline {baseline}")
+    if row.noisy:
+        flags.append("noisy")
+    return "; ".join(flags)
+
+
+def row_label(frame: pd.DataFrame) -> pd.Series:
+    """model / mode / setup (xN), the way a reader names a row."""
+    label = frame["model"] + " " + frame["mode"] + " " + frame["setup"]
+    world = frame["world_size"].astype("string").fillna("?")  # "?": a file that did not say how many
+    label = label.where(world == "1", label + " x" + world)
+    label = label.where(frame["dtype"].isin(["float32", ""]), label + " " + frame["dtype"])
+    label = label.where(~frame["channels_last"].astype(bool), label + " channels_last")
+    threads = frame["threads_setting"].astype(str)
+    return label.where(threads == "all", label + " " + threads + "t")
+
+
+def shown(value: float, noisy: bool, missing: bool, digits: int = 4) -> str:
+    """A cell for the Markdown/HTML pivots: never a blank that reads as 0."""
+    if missing:
+        return "missing"
+    if value is None or pd.isna(value):
+        return "n/a"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
+    return text + " (noisy)" if noisy else text
+
+
+def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int = 4) -> pd.DataFrame:
+    frame = comp.assign(row=row_label(comp))
+    frame["cell"] = [shown(v, n, m, digits) for v, n, m in zip(frame[value], frame["noisy"], frame["missing"])]
+    # The row's setup names its device (cpu, cpu-ddp, cuda, ...): one column per machine suffices.
+    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
+    return table[[m for m in machines if m in table.columns]].fillna("missing")
+
+
+def speedup_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
+    frame = comp.assign(row=row_label(comp))
+
+    def cell(r):
+        if r.missing or pd.isna(r.speedup):
+            return "missing" if r.missing else "no baseline"
+        ci = "" if pd.isna(r.speedup_ci_low) else f" [{r.speedup_ci_low:.3g}, {r.speedup_ci_high:.3g}]"
+        return f"{r.speedup:.3g}{ci}" + (" (noisy)" if r.noisy else "")
+
+    frame["cell"] = [cell(r) for r in frame.itertuples()]
+    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
+    return table[[m for m in machines if m in table.columns]]
+
+
+def geometric_means(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
+    """Geometric mean of the speedups across models, per mode and device setup, and over everything."""
+    usable = comp[comp["speedup"].notna() & (comp["speedup"] > 0)].copy()
+    usable["log"] = np.log(usable["speedup"])
+    usable["group"] = row_label(usable.assign(model="")).str.strip()
+    per_group = usable.groupby(["group", "machine"])["log"].agg(["mean", "size"]).reset_index()
+    overall = usable.groupby("machine")["log"].agg(["mean", "size"]).reset_index().assign(group="all rows")
+    both = pd.concat([per_group, overall])
+    both["cell"] = [f"{math.exp(m):.3g} (n={n})" for m, n in zip(both["mean"], both["size"])]
+    table = both.pivot_table(index="group", columns="machine", values="cell", aggfunc="first", sort=False)
+    return table[[m for m in machines if m in table.columns]].fillna("n/a")
+
+
+def scaling(table: pd.DataFrame) -> pd.DataFrame:
+    """Multi-process/multi-GPU efficiency: throughput / (world_size x single-device throughput).
+
+    The single-device reference is the same machine, model, mode, per-device batch, dtype and
+    memory format on one device ("cpu" for cpu-ddp, "cuda" otherwise), on CPU at the same
+    threads per process, the rule suite.timing.plan.attach_scaling_efficiency uses.
+    """
+    columns = ["machine", "model", "mode", "setup", "world_size", "batch_size", "dtype", "threads",
+               "throughput", "reference_setup", "reference_throughput", "efficiency", "noisy"]
+    multi = table[(table["world_size"] > 1).fillna(False)]
+    single = table[(table["world_size"] == 1).fillna(False)]
+    rows = []
+    for r in multi.itertuples():
+        base_setup = SINGLE_DEVICE_SETUP.get(r.setup, r.device)
+        match = single[(single["machine"] == r.machine) & (single["model"] == r.model)
+                       & (single["mode"] == r.mode) & (single["setup"] == base_setup)
+                       & (single["dtype"] == r.dtype) & (single["channels_last"] == r.channels_last)]
+        if pd.notna(r.batch_size):
+            match = match[match["batch_size"] == r.batch_size]
+        if base_setup == "cpu" and pd.notna(r.threads):
+            match = match[match["threads"] == r.threads]
+        reference = match["throughput"].iloc[0] if len(match) else math.nan
+        rows.append({"machine": r.machine, "model": r.model, "mode": r.mode, "setup": r.setup,
+                     "world_size": r.world_size, "batch_size": r.batch_size, "dtype": r.dtype,
+                     "threads": r.threads, "throughput": r.throughput,
+                     # --quick runs time the CPU at all cores only: no 1-thread reference for CPU DDP.
+                     "reference_setup": base_setup if len(match) else "none measured",
+                     "reference_throughput": reference,
+                     "efficiency": r.throughput / (r.world_size * reference) if reference else math.nan,
+                     "noisy": r.noisy})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def require_records(loaded) -> None:
+    if not any(m.timings or m.verdicts or m.errors for m in loaded):
+        sources = ", ".join(m.source for m in loaded)
+        raise EmptyResultsError(f"no timing or conformance records in {sources}")

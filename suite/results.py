@@ -1,0 +1,176 @@
+"""The results file: one JSON object per run, rewritten atomically as records arrive.
+
+A crash or Ctrl-C at any moment leaves either the previous complete file or the new one,
+never a torn write: each rewrite goes to a temp file in the same directory, then os.replace
+swaps it in (a rename is atomic within one filesystem). JSON only, never pickle: a results
+file from an untrusted machine must be safe to load.
+
+Layout (schema_version 1):
+
+    {"format": "torchsuite-results", "schema_version": 1, "suite_version": "0.1.0",
+     "started_at": "...Z", "finished_at": "...Z" | null,
+     "status": "running" | "complete" | "interrupted" | "failed",
+     "machine": {...suite.environment.capture()...},
+     "run": {"devices": [...], "models": [...], "quick": bool},
+     "peaks": [{"device", "dtype", "peak_flops_per_s", ...}],
+     "records": [timing records (kind="timing") and verdicts (kind="conformance")]}
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from suite.errors import SuiteError
+
+SCHEMA_VERSION = 1
+FORMAT = "torchsuite-results"
+
+
+class ResultsFileError(SuiteError):
+    """A file that is missing, unreadable, truncated or not a torchsuite results file."""
+
+
+class FutureSchemaError(ResultsFileError):
+    """Written by a newer torchsuite than this one; guessing at its meaning would mislead."""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_ready(value):
+    """Plain JSON values: NaN/inf become null (JSON has no NaN); numpy/torch scalars their Python value."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy or torch scalar
+        return _json_ready(value.item())
+    if hasattr(value, "tolist"):  # arrays and tensors of raw samples
+        return _json_ready(value.tolist())
+    return str(value)  # torch.dtype, torch.device, Path: their names are what a reader needs
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(_json_ready(payload), f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():  # only when the write or the rename failed
+            temp.unlink()
+
+
+def _safe_file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "machine"
+
+
+def create_unique_file(directory: Path, machine_name: str) -> Path:
+    """A new empty file named machine + UTC time + pid, created exclusively: concurrent runs never share one."""
+    directory = Path(directory)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem = f"{_safe_file_stem(machine_name)}-{stamp}-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            path = directory / (f"{stem}.json" if attempt == 0 else f"{stem}-{attempt}.json")
+            try:
+                with open(path, "x"):
+                    return path
+            except FileExistsError:
+                continue
+    except OSError as err:  # read-only disk, a file where the directory should be: the user's to fix
+        raise ResultsFileError(f"cannot create a results file in {directory}: {err}") from None
+    raise ResultsFileError(f"cannot create a unique results file in {directory}")
+
+
+class ResultsStore:
+    """One run's results file, kept complete on disk after every added record."""
+
+    def __init__(self, directory, machine: dict, run: dict | None = None):
+        from suite import __version__
+
+        self.path = create_unique_file(directory, machine["name"])
+        self.data = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "suite_version": __version__,
+            "started_at": utc_now(),
+            "finished_at": None,
+            "status": "running",
+            "machine": machine,
+            "run": run or {},
+            "peaks": [],
+            "records": [],
+        }
+        self.save()
+
+    @property
+    def records(self) -> list[dict]:
+        return self.data["records"]
+
+    def save(self) -> None:
+        write_json_atomically(self.path, self.data)
+
+    def add_peak(self, peak: dict) -> None:
+        self.data["peaks"].append(peak)
+        self.save()
+
+    def add(self, record: dict) -> None:
+        self.data["records"].append(record)
+        self.save()
+
+    def finish(self, status: str = "complete") -> None:
+        self.data["status"] = status
+        self.data["finished_at"] = utc_now()
+        self.save()
+
+
+def validate(data, source: str = "results") -> dict:
+    """The parsed results object, or a ResultsFileError naming what is wrong with it."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT or "schema_version" not in data:
+        raise ResultsFileError(f"{source}: not a torchsuite results file")
+    version = data["schema_version"]
+    if not isinstance(version, int):
+        raise ResultsFileError(f"{source}: schema_version {version!r} is not an integer")
+    if version > SCHEMA_VERSION:
+        raise FutureSchemaError(
+            f"{source}: schema version {version} is newer than this torchsuite understands "
+            f"({SCHEMA_VERSION}); upgrade torchsuite to read it")
+    machine = data.get("machine")
+    if not isinstance(machine, dict) or not machine.get("name"):
+        raise ResultsFileError(f"{source}: no machine name")
+    if not isinstance(data.get("records"), list):
+        raise ResultsFileError(f"{source}: no records list")
+    return data
+
+
+def read_json(path) -> object:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsFileError(f"{path}: cannot read: {err}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ResultsFileError(f"{path}: not valid JSON (truncated?): {err}") from None
+
+
+def load(path) -> dict:
+    """A torchsuite results file, validated."""
+    return validate(read_json(path), str(path))

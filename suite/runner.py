@@ -1,0 +1,168 @@
+"""`torchsuite run`: every conformance check and every timing on this machine's devices, into one results file.
+
+The plan is made before anything runs (so the progress bar knows its length and a bad model
+name or absent device fails before any work). Each step's records are saved as they arrive;
+a step that crashes becomes an error record, so one broken checker does not cost the run.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from suite.progress import Progress
+from suite.results import ResultsStore
+
+PEAK_MODEL_DTYPE = "float32"
+
+
+@dataclass(frozen=True)
+class TimingApi:
+    """What the run needs from suite.timing; a parameter so tests can stand in for it."""
+
+    time_model: Callable[..., dict]
+    calibrate: Callable[[str, bool], dict]  # (device, quick) -> the peak the device's timings are divided by
+    iter_setups: Callable[..., Iterable]  # (devices, quick, models) -> cases with model, mode, kwargs, skip_reason
+    attach_scaling_efficiency: Callable[[list[dict]], object] = lambda records: records
+
+
+def default_timing_api() -> TimingApi:
+    from suite.timing import core, plan
+    from suite.timing.peak import calibrate_peak, peak_dtype_for
+
+    def calibrate(device: str, quick: bool) -> dict:
+        # The calibration time_model itself will use (same dtype rule, same cache key), measured up front.
+        return calibrate_peak(device, peak_dtype_for(device, PEAK_MODEL_DTYPE), quick=quick)
+
+    return TimingApi(core.time_model, calibrate, plan.iter_setups, plan.attach_scaling_efficiency)
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "calibration", "conformance", "timing" or "skip": the progress estimate groups by it
+    label: str
+    produce: Callable[[], Iterable[dict]]
+    context: dict  # what an error record says the step was
+
+
+def _resolve(source) -> Callable:
+    if callable(source):
+        return source
+    module_name, _, function_name = source.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _conformance_step(source, device: str, quick: bool) -> Step:
+    def produce():
+        for verdict in _resolve(source)(device, quick):
+            yield {"kind": "conformance", "device": device, **verdict}
+
+    name = source if isinstance(source, str) else f"{source.__module__}:{source.__qualname__}"
+    return Step("conformance", f"conformance {name} on {device}", produce,
+                {"stage": "conformance", "source": name, "device": device})
+
+
+def _timing_step(api: TimingApi, case) -> Step:
+    context = {"stage": "timing", "model": case.model, "mode": case.mode, **case.kwargs}
+
+    def produce():
+        if case.skip_reason:
+            yield {"kind": "skipped", **context, "reason": case.skip_reason}
+        else:
+            yield {"kind": "timing", **api.time_model(case.model, mode=case.mode, **case.kwargs)}
+
+    return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context)
+
+
+def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
+    def produce():
+        yield {"kind": "peak", "device": device, **api.calibrate(device, quick)}
+
+    return Step("calibration", f"peak FLOP/s on {device}", produce,
+                {"stage": "calibration", "device": device})
+
+
+def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[str],
+         timing: TimingApi) -> list[Step]:
+    steps = [_calibration_step(timing, device, quick) for device in devices]
+    steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
+    steps += [_timing_step(timing, case)
+              for case in timing.iter_setups(devices, quick, [spec.name for spec in models])]
+    return steps
+
+
+def _error_record(step: Step, err: BaseException) -> dict:
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
+    return {"kind": "error", **step.context, "step": step.label,
+            "detail": f"{type(err).__name__}: {err}{where}",
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
+
+
+def execute(steps: list[Step], store: ResultsStore, progress: Progress) -> None:
+    for step in steps:
+        progress.start(step.kind, step.label)
+        try:
+            for record in step.produce():
+                if record.get("kind") == "peak":
+                    store.add_peak(record)
+                else:
+                    store.add(record)
+        except Exception as err:  # a crashing checker or timing is a finding, not the end of the run
+            record = _error_record(step, err)
+            store.add(record)
+            progress.note(f"error in {step.label}: {record['detail']}")
+        progress.finish()
+
+
+def _summary(records: list[dict]) -> str:
+    verdicts = [r for r in records if r.get("kind") == "conformance"]
+    failed = sum(not r.get("passed") for r in verdicts)
+    count = lambda kind: sum(r.get("kind") == kind for r in records)  # noqa: E731
+    return (f"{len(verdicts) - failed} checks passed, {failed} failed, {count('error')} errors, "
+            f"{count('timing')} timings, {count('skipped')} skipped")
+
+
+def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
+              out_dir="results", report_dir="reports", machine_name: str | None = None,
+              verdict_sources: list[str] | None = None, timing: TimingApi | None = None,
+              stream=None) -> Path:
+    """Run everything, write the results file and this machine's report; the results file's path."""
+    from suite.cases.models import CASES
+    from suite.devices import resolve_devices
+    from suite.environment import capture
+
+    devices = resolve_devices(device_request)
+    models = CASES.select(model_names)
+    if verdict_sources is None:
+        from suite.conformance import VERDICT_SOURCES as verdict_sources
+    timing = timing or default_timing_api()
+    steps = plan(devices, models, quick, list(verdict_sources), timing)
+
+    stream = stream if stream is not None else sys.stderr
+    store = ResultsStore(out_dir, capture(machine_name), run={
+        "devices": devices, "models": [m.name for m in models], "quick": quick,
+        "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance"))})
+    progress = Progress([s.kind for s in steps], stream=stream)
+    progress.note(f"writing results to {store.path}")
+    try:
+        execute(steps, store, progress)
+        timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
+    except KeyboardInterrupt:
+        store.finish("interrupted")
+        progress.close(f"interrupted; finished records kept in {store.path}")
+        raise
+    except BaseException:
+        store.finish("failed")
+        raise
+    store.finish("complete")
+    progress.close(f"{_summary(store.records)}; results: {store.path}")
+
+    from suite.report import build_report
+
+    written = build_report([store.path], out_dir=report_dir)
+    stream.write(f"report: {Path(report_dir) / 'report.md'} ({len(written)} files)\n")
+    return store.path

@@ -1,0 +1,314 @@
+"""`torchsuite report`: merging machines, speedups, flags, other tools' formats, bad input."""
+import copy
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from suite import results
+from suite.cli import main
+from suite.report import build_report, sources
+from suite.runner import run_suite
+
+REPORT_FILES = ["comparison.csv", "report.md", "report.html", "throughput.png", "speedup.png",
+                "scaling.png", "peak_fraction.png"]
+
+
+def two_verdicts(device, quick):
+    """A conformance source that passes one check and fails one: the report must show both."""
+    yield {"suite": "report-test", "case": "identity", "check": "equal", "passed": True,
+           "detail": "", "seconds": 0.0}
+    yield {"suite": "report-test", "case": "<script>alert(1)</script>", "check": "equal",
+           "passed": False, "detail": "max abs diff 1e-3 & <more>", "seconds": 0.0}
+
+
+@pytest.fixture(scope="module")
+def real_results(tmp_path_factory):
+    """A results file from a real, short run on this machine (one model, quick timings)."""
+    root = tmp_path_factory.mktemp("run")
+    path = run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / "results",
+                     report_dir=root / "report", machine_name="alpha", verdict_sources=[two_verdicts],
+                     stream=io.StringIO())
+    data = results.load(path)
+    assert any(r["kind"] == "timing" for r in data["records"])
+    return path
+
+
+def twice_as_fast(data: dict, name: str) -> dict:
+    """The same run as if on a machine exactly twice as fast."""
+    faster = copy.deepcopy(data)
+    faster["machine"]["name"] = name
+    for record in faster["records"]:
+        if record["kind"] == "timing":
+            record["median_s"] /= 2
+            record["iqr_s"] /= 2
+            record["samples"] = [s / 2 for s in record["samples"]]
+            record["throughput"] *= 2
+            record["achieved_flops_per_s"] *= 2
+            record["peak_fraction"] *= 2
+    return faster
+
+
+def write(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+def read_comparison(out):
+    return pd.read_csv(out / "comparison.csv")
+
+
+def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_results, tmp_path, capsys):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+    out = tmp_path / "report"
+    assert main(["report", str(real_results), str(beta), "--baseline", "alpha", "--out", str(out)]) == 0
+    table = read_comparison(out)
+    assert set(table["machine"]) == {"alpha", "beta"}
+    assert (table.loc[table["machine"] == "beta", "speedup"] == 2.0).all()
+    assert (table.loc[table["machine"] == "alpha", "speedup"] == 1.0).all()
+    with_interval = table[(table["machine"] == "beta") & table["speedup_ci_low"].notna()]
+    assert len(with_interval)  # rows with fewer than 2 raw samples have none
+    assert ((with_interval["speedup_ci_low"] <= 2.0) & (2.0 <= with_interval["speedup_ci_high"])).all()
+    assert not table["missing"].any()
+    for name in REPORT_FILES:
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_one_row_per_machine_model_mode_setup_and_batch(real_results, tmp_path):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+    out = tmp_path / "report"
+    build_report([real_results, beta], out_dir=out)
+    table = read_comparison(out)
+    key = ["machine", "model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last",
+           "threads_setting"]
+    assert not table.duplicated(subset=key).any()
+    timings = [r for r in results.load(real_results)["records"] if r["kind"] == "timing"]
+    assert len(table) == 2 * len(timings)
+
+
+def test_the_baseline_defaults_to_the_first_files_machine(real_results, tmp_path):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+    out = tmp_path / "report"
+    build_report([beta, real_results], out_dir=out)
+    table = read_comparison(out)
+    assert (table.loc[table["machine"] == "alpha", "speedup"] == 0.5).all()
+
+
+def test_rows_on_one_machine_only_are_flagged_missing_never_zero(real_results, tmp_path):
+    data = twice_as_fast(results.load(real_results), "beta")
+    dropped = next(r for r in data["records"] if r["kind"] == "timing")
+    data["records"].remove(dropped)
+    beta = write(tmp_path / "beta.json", data)
+    out = tmp_path / "report"
+    build_report([real_results, beta], out_dir=out)
+    table = read_comparison(out)
+    missing = table[table["missing"]]
+    assert len(missing) == 1 and missing.iloc[0]["machine"] == "beta"
+    assert missing.iloc[0]["model"] == dropped["model"] and missing.iloc[0]["mode"] == dropped["mode"]
+    assert pd.isna(missing.iloc[0]["median_s"]) and pd.isna(missing.iloc[0]["speedup"])
+    assert "missing on beta" in missing.iloc[0]["flags"]
+    assert "missing" in (out / "report.md").read_text()
+
+
+def test_noisy_figures_are_flagged(real_results, tmp_path):
+    data = results.load(real_results)
+    record = next(r for r in data["records"] if r["kind"] == "timing")
+    record["iqr_s"] = record["median_s"] * 0.5
+    path = write(tmp_path / "noisy.json", data)
+    out = tmp_path / "report"
+    build_report([path], out_dir=out)
+    table = read_comparison(out)
+    row = table[(table["mode"] == record["mode"]) & (table["setup"] == record["setup"])
+                & (table["world_size"] == record["world_size"])]
+    assert row["noisy"].all() and row["flags"].str.contains("noisy").all()
+    assert "(noisy)" in (out / "report.md").read_text()
+
+
+def test_report_shows_environments_conformance_and_escapes_html(real_results, tmp_path):
+    out = tmp_path / "report"
+    build_report([real_results], out_dir=out)
+    markdown = (out / "report.md").read_text()
+    for heading in ("## Machines", "## Throughput", "## Speedup against alpha", "## Geometric mean",
+                    "## Fraction of each machine's measured peak", "## Multi-process", "## Conformance"):
+        assert heading in markdown
+    assert "FAIL" in markdown and "torch" in markdown
+    page = (out / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert 'src="data:image/png;base64,' in page  # self-contained: plots embedded
+
+
+def test_an_interrupted_run_is_reported_as_incomplete(real_results, tmp_path):
+    data = results.load(real_results)
+    data["status"] = "interrupted"
+    out = tmp_path / "report"
+    build_report([write(tmp_path / "cut.json", data)], out_dir=out)
+    assert "Incomplete runs" in (out / "report.md").read_text()
+
+
+def _bad_input_cases(real_results, tmp_path):
+    text = real_results.read_text()
+    future = json.loads(text)
+    future["schema_version"] = results.SCHEMA_VERSION + 1
+    empty = json.loads(text)
+    empty["records"] = []
+    return {
+        "missing": ([tmp_path / "nope.json"], [], "no such file"),
+        "truncated": ([_write_text(tmp_path / "cut.json", text[: len(text) // 2])], [], "not valid JSON"),
+        "not results": ([write(tmp_path / "other.json", {"hello": "world"})], [], "not a torchsuite"),
+        "future schema": ([write(tmp_path / "future.json", future)], [], "newer than this torchsuite"),
+        "unknown baseline": ([real_results], ["--baseline", "gamma"], "unknown baseline machine 'gamma'"),
+        "empty": ([write(tmp_path / "empty.json", empty)], [], "no timing or conformance records"),
+    }
+
+
+def _write_text(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "not results", "future schema", "unknown baseline",
+                                  "empty"])
+def test_bad_input_is_one_line_and_writes_nothing(real_results, tmp_path, capsys, case):
+    files, extra, message = _bad_input_cases(real_results, tmp_path)[case]
+    out = tmp_path / "out"
+    assert main(["report", *map(str, files), *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("torchsuite: error:") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]
+
+
+def test_a_failure_midway_leaves_the_previous_report_untouched(real_results, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    build_report([real_results], out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("plotting broke")
+
+    from suite.report import plots
+
+    monkeypatch.setattr(plots, "write_plots", fail)
+    with pytest.raises(RuntimeError):
+        build_report([real_results], out_dir=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "suite", "report", str(tmp_path / "absent.json"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# --- other tools' formats, written as their documentation describes them -------------------
+
+def pytest_benchmark_file(tmp_path, node="gamma", median=0.02):
+    """pytest-benchmark's --benchmark-json layout (with --benchmark-save-data's raw "data")."""
+    data = [median * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+    bench = {"group": None, "name": "test_train_speed[speech_cnn-train]", "fullname": "tests/test_timing.py::x",
+             "params": {"model": "speech_cnn", "mode": "train"}, "param": "speech_cnn-train",
+             "extra_info": {"setup": "cpu", "device": "cpu", "batch_size": 100, "dtype": "float32"},
+             "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 5},
+             "stats": {"min": min(data), "max": max(data), "mean": median, "stddev": 0.0001, "rounds": 5,
+                       "median": median, "iqr": data[3] - data[1], "q1": data[1], "q3": data[3],
+                       "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": min(data),
+                       "hd15iqr": max(data), "ops": 1 / median, "total": sum(data), "data": data, "iterations": 1}}
+    payload = {"machine_info": {"node": node, "processor": "x86_64", "machine": "x86_64",
+                                "python_implementation": "CPython", "python_version": "3.11.7",
+                                "release": "6.1", "system": "Linux", "cpu": {"brand_raw": "Test CPU", "count": 8}},
+               "commit_info": {"id": "abc", "dirty": False}, "benchmarks": [bench],
+               "datetime": "2026-11-28T00:00:00", "version": "5.3.1"}
+    return write(tmp_path / "bench.json", payload)
+
+
+def asv_result_file(tmp_path, machine="delta", median=0.05):
+    """asv 0.6's results/<machine>/<commit>-<env>.json (version 2) for benchmarks/models.py, with
+    the benchmarks.json asv writes beside the machine folders."""
+    results_dir = tmp_path / "asv" / "results"
+    (results_dir / machine).mkdir(parents=True)
+    names = {method: f"models.Models.{method}" for method in ("time_iteration", "track_throughput")}
+    write(results_dir / "benchmarks.json",
+          {**{name: {"param_names": ["model", "mode", "setup"], "type": method.split("_")[0]}
+              for method, name in names.items()}, "version": 2})
+    params = [["'speech_cnn'", "'mnist_cnn'"], ["'train'"], ["'cpu'", "'cuda-amp_bf16'"]]
+    # Cartesian order: speech_cnn/train/cpu, speech_cnn/train/cuda-amp_bf16, mnist_cnn/...: only the
+    # first ran (no GPU; mnist_cnn failed), the others are null as asv stores them.
+    samples = [median * f for f in (0.99, 1.0, 1.01)]
+    payload = {"commit_hash": "abc123", "env_name": "virtualenv-py3.11", "date": 1764288000000,
+               "params": {"machine": machine, "python": "3.11", "cpu": "Test CPU", "num_cpu": "4", "os": "Linux",
+                          "ram": "16GB"},
+               "python": "3.11", "requirements": {}, "env_vars": {},
+               "result_columns": ["result", "params", "version", "started_at", "duration", "stats_ci_99_a",
+                                  "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number", "stats_repeat",
+                                  "samples", "profile"],
+               "results": {
+                   names["time_iteration"]: [
+                       [median, None, None, None], params, "hash", 0, 1.0,
+                       [median * 0.9, None, None, None], [median * 1.1, None, None, None],
+                       [median * 0.99, None, None, None], [median * 1.01, None, None, None],
+                       [1, None, None, None], [3, None, None, None], [samples, None, None, None]],
+                   names["track_throughput"]: [[100 / median, None, None, None], params, "hash", 0, 1.0]},
+               "durations": {}, "version": 2}
+    return write(results_dir / machine / "abc123-virtualenv-py3.11.json", payload)
+
+
+def test_pytest_benchmark_json_is_recognised_by_its_keys(tmp_path):
+    loaded = sources.load_any(pytest_benchmark_file(tmp_path))
+    assert loaded.format == "pytest-benchmark" and loaded.machine == "gamma"
+    (row,) = loaded.timings
+    assert row["model"] == "speech_cnn" and row["mode"] == "train" and row["median_s"] == 0.02
+    assert len(row["samples"]) == 5
+
+
+def test_asv_results_are_recognised_and_failed_combinations_are_not_zeros(tmp_path):
+    loaded = sources.load_any(asv_result_file(tmp_path))
+    assert loaded.format == "asv" and loaded.machine == "delta"
+    (row,) = loaded.timings  # null results (failed, skipped) are no rows; track_ values join the timing's row
+    assert (row["model"], row["mode"], row["setup"], row["device"]) == ("speech_cnn", "train", "cpu", "cpu")
+    assert row["median_s"] == 0.05 and row["iqr_s"] == pytest.approx(0.05 * 0.02) and len(row["samples"]) == 3
+    assert row["throughput"] == pytest.approx(2000) and row["batch_size"] == 100  # the registry's CPU batch
+
+
+def test_all_three_formats_merge_into_one_comparison(real_results, tmp_path):
+    out = tmp_path / "report"
+    build_report([real_results, pytest_benchmark_file(tmp_path), asv_result_file(tmp_path)], out_dir=out)
+    table = read_comparison(out)
+    assert {"alpha", "gamma", "delta"} <= set(table["machine"])
+    shared = table[(table["model"] == "speech_cnn") & (table["mode"] == "train") & (table["setup"] == "cpu")
+                   & (table["threads_setting"] == "all")]
+    assert set(shared["machine"]) == {"alpha", "gamma", "delta"} and not shared["missing"].any()
+    assert shared["speedup"].notna().all()  # the three formats line up on the same row
+    with open(out / "comparison.csv") as f:
+        assert "speedup_ci_low" in next(csv.reader(f))
+
+
+def test_scaling_efficiency_divides_by_world_size_times_the_single_device_figure():
+    from suite.report.tables import scaling
+
+    def row(setup, world_size, throughput, device="cuda", threads=16):
+        return {"machine": "gpu box", "model": "mnist_cnn", "mode": "train", "device": device, "setup": setup,
+                "world_size": world_size, "batch_size": 1024, "dtype": "float32", "channels_last": False,
+                "threads": threads, "throughput": throughput, "noisy": False}
+
+    table = pd.DataFrame([row("cuda", 1, 1000.0), row("cuda-ddp", 2, 1800.0), row("dataparallel", 4, 2000.0),
+                          row("cpu", 1, 100.0, "cpu", threads=1), row("cpu", 1, 150.0, "cpu", threads=2),
+                          row("cpu-ddp", 2, 160.0, "cpu", threads=1)])
+    table["world_size"] = table["world_size"].astype("Int64")
+    table["batch_size"] = table["batch_size"].astype("Int64")
+    efficiency = scaling(table).set_index("setup")["efficiency"]
+    assert efficiency["cuda-ddp"] == pytest.approx(0.9)
+    assert efficiency["dataparallel"] == pytest.approx(0.5)
+    assert efficiency["cpu-ddp"] == pytest.approx(0.8)  # against 1 thread, the threads each rank had
+
+
+def test_an_output_path_that_is_a_file_is_a_one_line_error(real_results, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    assert main(["report", str(real_results), "--out", str(target)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "not a directory"

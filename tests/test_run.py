@@ -1,0 +1,183 @@
+"""`torchsuite run`: the main job end to end, its progress display, interruption and user errors."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from suite import results
+from suite.cli import main
+from suite.progress import Progress
+from suite.runner import TimingApi, run_suite
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "suite", "run", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def only_file(directory):
+    (path,) = [p for p in directory.iterdir() if p.suffix == ".json"]
+    return path
+
+
+def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
+    proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--out", str(tmp_path / "results"),
+                   "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box")
+    assert proc.returncode == 0, proc.stderr
+    data = results.load(only_file(tmp_path / "results"))
+    assert data["status"] == "complete" and data["machine"]["name"] == "ci box"
+    assert data["peaks"] and data["peaks"][0]["flops_per_s"] > 0
+    timings = [r for r in data["records"] if r["kind"] == "timing"]
+    assert {r["model"] for r in timings} == {"speech_cnn"}
+    assert {"cpu", "cpu-ddp"} <= {r["setup"] for r in timings}
+    assert all(r["samples"] and r["median_s"] > 0 for r in timings)
+    assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
+    for name in ("comparison.csv", "report.md", "report.html", "throughput.png"):
+        assert (tmp_path / "report" / name).exists()
+    assert "[1/" in proc.stderr and "left)" in proc.stderr  # plain progress lines: stderr is a pipe
+
+
+@pytest.mark.slow
+def test_the_full_quick_cpu_run_takes_under_three_minutes(tmp_path):
+    started = time.monotonic()
+    proc = run_cli("--device", "cpu", "--quick", "--out", str(tmp_path / "results"),
+                   "--report-dir", str(tmp_path / "report"))
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    data = results.load(only_file(tmp_path / "results"))
+    assert {r["model"] for r in data["records"] if r["kind"] == "timing"} == {"mnist_cnn", "cifar10_lenet",
+                                                                              "speech_cnn"}
+    assert elapsed < 180, f"--quick took {elapsed:.0f} s"
+
+
+@pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"), (signal.SIGKILL, "running")],
+                         ids=["ctrl-c", "crash"])
+def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent, status):
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--device", "cpu", "--quick", "--out", str(out),
+                             "--report-dir", str(tmp_path / "report")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(out.glob("*.json")) if out.exists() else []
+            if files and _record_count(files[0]) >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run finished before it could be stopped"
+        proc.send_signal(signal_sent)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        leftovers = _wait_for_session_to_empty(proc.pid)
+        if leftovers:
+            os.killpg(proc.pid, signal.SIGKILL)  # the run's own session: only what this test started
+    assert not leftovers, f"processes left behind: {leftovers}"
+    data = results.load(only_file(out))
+    assert data["status"] == status and len(data["records"]) >= 1
+    assert not (tmp_path / "report").exists()
+    if signal_sent == signal.SIGINT:
+        assert proc.returncode == 130, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        assert [p.name for p in out.iterdir()] == [only_file(out).name]  # no temp file left
+
+
+def _wait_for_session_to_empty(session_id: int, timeout: float = 30.0) -> list[str]:
+    """Processes still in the run's session after `timeout` s: DDP workers must notice their parent's end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = subprocess.run(["ps", "-s", str(session_id), "-o", "pid=,cmd="], capture_output=True, text=True)
+        alive = [line.strip()[:100] for line in listing.stdout.splitlines() if line.strip()]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def _record_count(path) -> int:
+    try:
+        return len(json.loads(path.read_text())["records"])
+    except (ValueError, KeyError):
+        return 0  # created but not yet written: the run has only just begun
+
+
+def test_an_unknown_model_is_a_one_line_error(capsys, tmp_path):
+    assert main(["run", "--models", "speech_cnn,resnet", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'resnet'" in err
+    assert not list(tmp_path.iterdir())  # nothing started, no empty results file
+
+
+def test_an_absent_device_is_a_one_line_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path needs a machine without it")
+    proc = run_cli("--device", "cuda", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "device 'cuda' requested but unavailable" in proc.stderr
+
+
+def crashing_source(device, quick):
+    yield {"suite": "run-test", "case": "first", "check": "ok", "passed": True, "detail": "", "seconds": 0.0}
+    raise RuntimeError("checker bug")
+
+
+NO_TIMINGS = TimingApi(time_model=None, calibrate=lambda device, quick: {"flops_per_s": 1.0},
+                       iter_setups=lambda devices, quick, models: [])
+
+
+def test_a_crashing_checker_becomes_an_error_record_and_the_run_goes_on(tmp_path):
+    stream = io.StringIO()
+    path = run_suite(device_request="cpu", quick=True, out_dir=tmp_path / "r", report_dir=tmp_path / "report",
+                     verdict_sources=[crashing_source, crashing_source], timing=NO_TIMINGS, stream=stream)
+    data = results.load(path)
+    assert data["status"] == "complete"
+    assert [r["kind"] for r in data["records"]] == ["conformance", "error", "conformance", "error"]
+    assert "RuntimeError: checker bug" in data["records"][1]["detail"]
+    assert "error in conformance" in stream.getvalue()
+    assert "FAIL" in (tmp_path / "report" / "report.md").read_text()  # a crash counts as a failed check
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_estimates_time_left_per_kind_of_step():
+    clock = FakeClock()
+    progress = Progress(["conformance", "timing", "timing", "timing"], stream=io.StringIO(), clock=clock)
+    progress.start("conformance", "c")
+    clock.now = 1.0
+    progress.finish()
+    progress.start("timing", "t1")
+    clock.now = 11.0
+    progress.finish()
+    assert progress.estimate_left() == pytest.approx(20.0)  # two timings left at 10 s each
+
+
+def test_progress_is_plain_lines_in_a_pipe_and_a_redrawn_bar_on_a_terminal():
+    pipe, terminal = io.StringIO(), Terminal()
+    for stream in (pipe, terminal):
+        progress = Progress(["timing", "timing"], stream=stream, clock=FakeClock())
+        progress.start("timing", "speech_cnn train")
+        progress.finish()
+        progress.start("timing", "speech_cnn eval")
+        progress.finish()
+        progress.close("done")
+    assert "\r" not in pipe.getvalue() and pipe.getvalue().splitlines()[0].startswith("[1/2] speech_cnn train")
+    assert "\r\033[K[" in terminal.getvalue() and "#" in terminal.getvalue()
