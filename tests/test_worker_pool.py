@@ -101,3 +101,48 @@ def test_a_closed_pool_leaves_no_process_and_two_pools_get_their_own_ports():
         assert [r["rank_sum"] for r in second.run(selfcheck.rank_report)] == [1.0, 1.0]
         pids = first.pids() + second.pids()
     _assert_no_worker_left(pids)
+
+
+_CTRL_C_WHILE_STARTING = """
+import os, signal, sys, threading
+import torch.distributed  # so that the delay below falls inside start(), not in this import
+from suite.distributed import WorkerPool
+
+if __name__ == "__main__":
+    pool = WorkerPool(2, timeout=30)
+    # Ctrl-C while the first rank is being started (the fork server is still importing torch)
+    threading.Timer(float(sys.argv[1]), os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pool.start()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.5])
+def test_ctrl_c_while_a_group_starts_leaves_no_process(tmp_path, delay):
+    import subprocess
+    import sys
+
+    script = tmp_path / "start.py"
+    script.write_text(_CTRL_C_WHILE_STARTING)
+    proc = subprocess.Popen([sys.executable, str(script), str(delay)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while True:  # the session is the script's own: anything left in it is a leak
+        left = subprocess.run(["ps", "-s", str(proc.pid), "-o", "pid=,cmd="],
+                              capture_output=True, text=True).stdout.strip()
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if left:
+        os.killpg(proc.pid, 9)
+    assert proc.returncode in (0, 130), stderr
+    assert not left, f"processes left behind: {left}"
+    assert "Traceback" not in stderr

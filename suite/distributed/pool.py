@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 
 from suite.distributed.worker import one_line
@@ -130,9 +132,11 @@ class WorkerPool:
                           self._store.port, self.timeout, child_end),
                     name=f"torchsuite-worker-{self.world_size}-{rank}", daemon=True)
                 self._conns.append(parent_end)
-                process.start()
-                child_end.close()
+                # Tracked before it starts: a Ctrl-C inside start() must not leave a rank behind.
                 self._processes.append(process)
+                with _sigint_deferred():  # else Ctrl-C mid-start leaves a rank we have no pid for
+                    process.start()
+                child_end.close()
         except BaseException:
             self._teardown(polite=False)  # the ranks already started would wait for the rest
             raise
@@ -185,7 +189,11 @@ class WorkerPool:
         if self._ready:
             return
         self._spawn()
-        self._collect("ready", self.timeout, "starting the process group")
+        try:
+            self._collect("ready", self.timeout, "starting the process group")
+        except BaseException:  # Ctrl-C while ranks join: they would wait out their timeout
+            self._teardown(polite=False)
+            raise
         self._ready = True
 
     def _collect(self, expected_id, limit: float, doing: str) -> list:
@@ -262,10 +270,11 @@ class WorkerPool:
                     pass
             for process in self._processes:
                 process.join(_GRACE_S)
-        for process in self._processes:
+        started = [p for p in self._processes if p.pid is not None]
+        for process in started:
             if process.is_alive():
                 process.terminate()
-        for process in self._processes:
+        for process in started:
             process.join(_GRACE_S)
             if process.is_alive():
                 process.kill()
@@ -275,6 +284,28 @@ class WorkerPool:
         self._processes, self._conns = [], []
         self._store = None
         self._ready = False
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C back until the block ends, then deliver it.
+
+    A signal mask cannot do this: torch's threads do not block SIGINT, the kernel hands it to
+    one of them, and Python still raises in the main thread. So the handler itself waits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, received[0])
+        elif received and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 _SHARED: dict[tuple, WorkerPool] = {}
@@ -305,11 +336,31 @@ def _at_exit() -> None:
     # zombie. Stop and reap them ourselves: the server first, as it holds the tracker's pipe.
     from multiprocessing import forkserver, resource_tracker
 
-    for helper in (getattr(forkserver, "_forkserver", None),
-                   getattr(resource_tracker, "_resource_tracker", None)):
-        stop = getattr(helper, "_stop", None)
-        if stop is not None:
-            stop()
+    # The server exits only once every process it forked has closed its copy of the server's
+    # "alive" pipe, so a stray worker would block _stop(); bound the wait, then kill it.
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", None) is not None:
+        _reap(server._forkserver_pid, close_fd=server._forkserver_alive_fd)
+        server._forkserver_pid = server._forkserver_alive_fd = None
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if stop is not None:
+        stop()
+
+
+def _reap(pid: int, close_fd: int | None, wait_s: float = 5.0) -> None:
+    if close_fd is not None:
+        os.close(close_fd)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 atexit.register(_at_exit)

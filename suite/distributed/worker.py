@@ -36,7 +36,10 @@ def worker_main(rank, world_size, backend, device, store_host, store_port, timeo
     try:
         _join_group(rank, world_size, backend, device, store_host, store_port, timeout_s)
     except BaseException as error:  # the parent must learn why, not wait for a timeout
-        conn.send(("ready", False, _error_payload(error)))
+        try:
+            conn.send(("ready", False, _error_payload(error)))
+        except OSError:  # the parent is gone already: nobody is left to tell
+            pass
         return
     conn.send(("ready", True, None))
     while True:
