@@ -9,14 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
+from suite.cases.function_examples import CubeSavedInput
 
-class CubeWrongScale(Function):
+
+class CubeWrongScale(CubeSavedInput):
     """x**3 whose backward forgets that d/dx x**3 is 3x**2 and uses 2x**2."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x ** 3
 
     @staticmethod
     def backward(ctx, grad):
@@ -52,13 +49,8 @@ class MissingGradient(Function):
         return grad * y, None
 
 
-class CubeDetachedBackward(Function):
+class CubeDetachedBackward(CubeSavedInput):
     """x**3 whose backward detaches x: first derivatives right, second derivatives silently zero."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x ** 3
 
     @staticmethod
     def backward(ctx, grad):
