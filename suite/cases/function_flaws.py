@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from suite.cases.function_examples import CubeSavedInput
+from suite.cases.function_examples import CubeSavedInput, ScaleWithVmapRule
 
 
 class CubeWrongScale(CubeSavedInput):
@@ -167,20 +167,8 @@ class LinearNeedsInputGradMisread(Function):
         return grad_x, grad_w, grad_b
 
 
-class ScaleVmapRuleForgetsScale(Function):
+class ScaleVmapRuleForgetsScale(ScaleWithVmapRule):
     """k * x whose hand-written vmap rule returns x unscaled."""
-
-    @staticmethod
-    def forward(x, k):
-        return x * k
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.k = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.k, None
 
     @staticmethod
     def vmap(info, in_dims, x, k):

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 
-from suite.distributed.worker import one_line
+from suite.distributed.worker import one_line, receive, send
 from suite.errors import SuiteError
 
 _STORE_HOST = "127.0.0.1"
@@ -166,7 +166,7 @@ class WorkerPool:
             call_id = next(self._call_ids)
             for rank, conn in enumerate(self._conns):
                 try:
-                    conn.send((call_id, fn, args))
+                    send(conn, (call_id, fn, args))
                 except (BrokenPipeError, EOFError, OSError) as error:
                     self._fail(f"could not send {_callable_name(fn)} to rank {rank}: {error}")
                 except Exception as error:  # pickling: a lambda, a local function, a lock...
@@ -220,7 +220,7 @@ class WorkerPool:
                                f"while {doing}")
                 rank = rank_of[id(ready)]
                 try:
-                    call_id, ok, payload = ready.recv()
+                    call_id, ok, payload = receive(ready)
                 except (EOFError, OSError):
                     self._processes[rank].join(0.5)
                     self._fail(f"rank {rank} {_exit_description(self._processes[rank].exitcode)} "
@@ -253,7 +253,7 @@ class WorkerPool:
         A dead rank's pipe polls readable too, at end of file, so poll() alone cannot say."""
         conn = self._conns[rank]
         try:
-            return conn.poll() and conn.recv() is not None
+            return conn.poll() and receive(conn) is not None
         except (EOFError, OSError):
             return False
 
@@ -265,7 +265,7 @@ class WorkerPool:
         if polite and self._ready:
             for conn in self._conns:
                 try:
-                    conn.send(None)
+                    send(conn, None)
                 except OSError:
                     pass
             for process in self._processes:

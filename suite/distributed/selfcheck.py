@@ -42,3 +42,8 @@ def raise_on_rank(rank: int, world_size: int, victim: int = 1) -> None:
     if rank == victim:
         raise ValueError(f"rank {rank} was told to fail\nand this second line stays in the details")
     return None
+
+
+def scaled(rank: int, world_size: int, tensor):
+    """The tensor it was sent, times (rank + 1): tensors travel both ways."""
+    return tensor * (rank + 1)

@@ -5,7 +5,21 @@ Kept apart from pool.py so that a spawned worker imports only what it needs.
 from __future__ import annotations
 
 import datetime
+import pickle
 import traceback
+
+
+# Messages between the pool and its workers go as plain pickled bytes. Connection.send would use
+# torch's multiprocessing reductions, which pass each tensor's storage as a file descriptor
+# through a server thread (multiprocessing.resource_sharer); a worker torn down mid-transfer
+# then makes that thread print a traceback. Copying the few small tensors a case carries is
+# cheap, and both ends are this suite's own processes.
+def send(conn, message) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def receive(conn):
+    return pickle.loads(conn.recv_bytes())
 
 
 def one_line(error: BaseException) -> str:
@@ -37,23 +51,23 @@ def worker_main(rank, world_size, backend, device, store_host, store_port, timeo
         _join_group(rank, world_size, backend, device, store_host, store_port, timeout_s)
     except BaseException as error:  # the parent must learn why, not wait for a timeout
         try:
-            conn.send(("ready", False, _error_payload(error)))
+            send(conn, ("ready", False, _error_payload(error)))
         except OSError:  # the parent is gone already: nobody is left to tell
             pass
         return
-    conn.send(("ready", True, None))
+    send(conn, ("ready", True, None))
     while True:
         try:
-            message = conn.recv()
+            message = receive(conn)
         except (EOFError, OSError):  # the parent is gone: nothing left to serve
             break
         if message is None:
             break
         call_id, fn, args = message
         try:
-            conn.send((call_id, True, fn(rank, world_size, *args)))
+            send(conn, (call_id, True, fn(rank, world_size, *args)))
         except BaseException as error:
-            conn.send((call_id, False, _error_payload(error)))
+            send(conn, (call_id, False, _error_payload(error)))
     import torch.distributed as dist
 
     if dist.is_initialized():
