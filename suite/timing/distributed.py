@@ -1,6 +1,6 @@
 """The DDP setups: every rank times its own DDP train step with the same measurement loop.
 
-The processes come from the DDP engineer's reusable pool (suite.distributed.pool), so a run
+The processes come from the suite's reusable worker pool (suite.distributed.pool), so a run
 over many models spawns its process group once per world size, not once per model.
 """
 from __future__ import annotations
