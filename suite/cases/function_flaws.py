@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from suite.cases.function_examples import CubeSavedInput, ScaleWithVmapRule
+from suite.cases.function_examples import (BroadcastMul, CubeSavedInput, LinearNeedsInputGrad,
+                                           ScaleWithVmapRule, SinWithJvp)
 
 
 class CubeWrongScale(CubeSavedInput):
@@ -58,22 +59,8 @@ class CubeDetachedBackward(CubeSavedInput):
         return 3 * x.detach() ** 2 * grad
 
 
-class SinWrongJvp(Function):
+class SinWrongJvp(SinWithJvp):
     """sin with a correct backward and a jvp that uses sin instead of cos."""
-
-    @staticmethod
-    def forward(x):
-        return torch.sin(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.cos(x)
 
     @staticmethod
     def jvp(ctx, x_tangent):
@@ -105,13 +92,8 @@ class GeluTanhApproximation(Function):
         return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner)
 
 
-class BroadcastMulMeanReduction(Function):
+class BroadcastMulMeanReduction(BroadcastMul):
     """x * y with y broadcast over rows, whose backward averages y's gradient instead of summing."""
-
-    @staticmethod
-    def forward(ctx, x, y):
-        ctx.save_for_backward(x, y)
-        return x * y
 
     @staticmethod
     def backward(ctx, grad):
@@ -146,17 +128,12 @@ class GradientForAFloat(Function):
         return grad * ctx.k, (grad * x).sum()
 
 
-class LinearNeedsInputGradMisread(Function):
+class LinearNeedsInputGradMisread(LinearNeedsInputGrad):
     """x @ w.T + b that gates x's gradient on needs_input_grad[1] (w's) instead of [0].
 
     Right whenever every input requires grad, which is how most tests call it; wrong (x's
     gradient vanishes) when the weight is frozen, as in fine-tuning.
     """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return x @ weight.T + bias
 
     @staticmethod
     def backward(ctx, grad):
