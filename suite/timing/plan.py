@@ -5,39 +5,12 @@ import importlib.util
 from typing import Iterator, NamedTuple
 
 from suite.cases.models import CASES as MODELS
+from suite.cases.setups import CASES as SETUPS, SetupVariant
 from suite.devices import missing_reason, require_device
 from suite.timing.measure import all_cores
-from suite.timing.steps import MODES
 
 
-class SetupVariant(NamedTuple):
-    """A way to run a model, declared once for pytest-benchmark, asv and iter_setups."""
-
-    id: str
-    kwargs: dict  # time_model keywords
-    modes: tuple[str, ...]
-    device: str
-    devices_needed: int = 1
-    distributed: bool = False  # runs on the DDP process pool
-    in_quick_runs: bool = True
-
-
-VARIANTS = (
-    SetupVariant("cpu", {"setup": "cpu"}, MODES, "cpu"),
-    # one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
-    SetupVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",), "cpu",
-                 distributed=True),
-    SetupVariant("cuda", {"setup": "cuda"}, MODES, "cuda"),
-    SetupVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
-                 in_quick_runs=False),
-    SetupVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
-                 in_quick_runs=False),
-    # world_size left to time_model: every GPU
-    SetupVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2),
-    # DDP is about the gradient all-reduce, which eval does not have
-    SetupVariant("cuda-ddp", {"setup": "cuda-ddp"}, ("train",), "cuda", devices_needed=2,
-                 distributed=True),
-)
+VARIANTS = tuple(SETUPS)
 VARIANT_BY_ID = {v.id: v for v in VARIANTS}
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 
 from suite.cases.models import ModelSpec
+from suite.cases.setups import MODES
 from suite.errors import SuiteError
 
-MODES = ("train", "eval")
 DTYPES = ("float32", "bfloat16")  # bfloat16: AMP autocast, parameters stay fp32
 
 
