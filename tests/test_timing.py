@@ -1,8 +1,10 @@
 """The timing core's own behaviour. Nothing here asserts a speed: speeds belong in benchmarks."""
+import itertools
 import json
 import os
 import statistics
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ from suite.devices import cuda_count
 from suite.errors import DeviceUnavailableError, SuiteError
 from suite.timing import attach_scaling_efficiency, iter_setups, sweep_batch_sizes, time_model
 from suite.timing import peak
-from suite.timing.measure import fixed_plan, measure
+from suite.timing.measure import PROBE_STEPS, fixed_plan, measure, timed_block
 from suite.timing.stats import NOISY_IQR_FRACTION, summarize
+from torch.utils.benchmark import Timer
 
 FAST = {"quick": True, "min_run_time": 0.05}
 N, IN, OUT = 8, 32, 16
@@ -199,7 +202,19 @@ def test_agreed_plan_runs_the_same_steps_whatever_each_rank_measures():
     number, blocks = fixed_plan(1e-3, 0.01)
     assert fast.method == slow.method == "fixed_blocks"
     assert (fast.steps_per_sample, len(fast.samples)) == (slow.steps_per_sample, len(slow.samples)) == (number, blocks)
-    assert fast_calls == slow_calls
+    # Exactly the warm-up, the probe and the plan: no untimed steps hidden in each block.
+    assert fast_calls == slow_calls == 2 + PROBE_STEPS + number * blocks
+
+
+def test_a_timer_without_the_private_loop_still_gives_seconds_per_step():
+    class PublicOnlyTimer:  # a torch whose Timer lacks _timeit: timeit() and its warm-up
+        def timeit(self, number):
+            return SimpleNamespace(median=0.25)
+
+    assert timed_block(PublicOnlyTimer(), 4) == 0.25
+    ticks = itertools.count()  # a clock that advances one second per read
+    timer = Timer("pass", timer=lambda: float(next(ticks)))
+    assert timed_block(timer, 4) == 0.25  # one block: two reads, one second, four steps
 
 
 def test_iter_setups_reads_every_model_from_the_registry():
