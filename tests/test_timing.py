@@ -1,6 +1,7 @@
 """The timing core's own behaviour. Nothing here asserts a speed: speeds belong in benchmarks."""
 import itertools
 import json
+import logging
 import os
 import statistics
 import time
@@ -215,6 +216,16 @@ def test_a_timer_without_the_private_loop_still_gives_seconds_per_step():
     ticks = itertools.count()  # a clock that advances one second per read
     timer = Timer("pass", timer=lambda: float(next(ticks)))
     assert timed_block(timer, 4) == 0.25  # one block: two reads, one second, four steps
+
+
+def test_the_cpp_extension_cuda_notice_alone_is_filtered():
+    logger = logging.getLogger("torch.utils.cpp_extension")
+
+    def passes(message):
+        return logger.filter(logging.LogRecord(logger.name, logging.WARNING, __file__, 1, message, (), None))
+
+    assert not passes("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+    assert passes("Error building extension 'foo'")
 
 
 def test_iter_setups_reads_every_model_from_the_registry():
