@@ -20,8 +20,6 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    from suite.devices import missing_reason
-
     needs = {"gpu": ("cuda", 1), "multigpu": ("cuda", 2)}
     reasons = {}
     for item in items:
@@ -29,9 +27,23 @@ def pytest_collection_modifyitems(config, items):
             if item.get_closest_marker(marker) is None:
                 continue
             if marker not in reasons:
+                from suite.devices import missing_reason  # imports torch: only when needed
+
                 reasons[marker] = missing_reason(kind, count)
             if reasons[marker]:
                 item.add_marker(pytest.mark.skip(reason=reasons[marker]))
+
+
+def pytest_collection_finish(session):
+    """Selected `distributed` tests will need the worker pool, whose fork server spends seconds
+    importing torch: start it now, so that it does while the first tests run."""
+    if session.config.getoption("collectonly"):
+        return
+    if any(item.get_closest_marker("distributed") and not item.get_closest_marker("skip")
+           for item in session.items):
+        from suite.distributed.pool import start_fork_server
+
+        start_fork_server()
 
 
 @pytest.fixture

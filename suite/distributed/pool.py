@@ -41,6 +41,23 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def start_fork_server() -> bool:
+    """Start the fork server's imports now, in the background; True when it is (now) running.
+
+    The first pool otherwise waits seconds for the server to import torch. Call this as soon
+    as a run knows it will need a pool (the pytest plugin does, once it sees `distributed`
+    tests selected), so those seconds overlap whatever the run does first.
+    """
+    if default_start_method() != "forkserver":
+        return False
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    forkserver.ensure_running()
+    return True
+
+
 class WorkerError(SuiteError):
     """A call on the pool failed: a worker died, raised or did not answer in time.
 
@@ -236,16 +253,25 @@ class WorkerPool:
 
     def _fail_with_cause(self, rank: int, what: str, details: str, doing: str, answered: set):
         """A rank's error is often the echo of a peer's death (connection reset by peer):
-        when a silent peer dies within moments, name that death, the cause worth reading."""
-        silent = {p.sentinel: r for r, p in enumerate(self._processes)
-                  if r != rank and r not in answered and not self._has_answer(r)}
-        for sentinel in wait(list(silent), timeout=_ECHO_WINDOW_S) if silent else []:
-            peer = silent[sentinel]
-            self._processes[peer].join(0.5)
-            exitcode = self._processes[peer].exitcode
-            if exitcode and not self._has_answer(peer):  # died, and not after saying why
-                self._fail(f"rank {peer} {_exit_description(exitcode)} while {doing} "
-                           f"(rank {rank} then {what})", details)
+        when a silent peer dies within moments, name that death, the cause worth reading.
+        The wait ends as soon as every silent peer has either answered or died."""
+        silent = {r for r in range(self.world_size) if r != rank and r not in answered}
+        deadline = time.monotonic() + _ECHO_WINDOW_S
+        while silent and (left := deadline - time.monotonic()) > 0:
+            handles = {self._processes[r].sentinel: r for r in silent}
+            handles.update({self._conns[r]: r for r in silent})
+            for handle in wait(list(handles), timeout=left):
+                peer = handles[handle]
+                if peer not in silent:  # both its pipe and its sentinel were ready
+                    continue
+                silent.discard(peer)
+                if self._has_answer(peer):  # it answered: alive, or it said why it failed
+                    continue
+                self._processes[peer].join(0.5)
+                exitcode = self._processes[peer].exitcode
+                if exitcode:
+                    self._fail(f"rank {peer} {_exit_description(exitcode)} while {doing} "
+                               f"(rank {rank} then {what})", details)
         self._fail(f"rank {rank} {what}", details)
 
     def _has_answer(self, rank: int) -> bool:
@@ -336,11 +362,13 @@ def _at_exit() -> None:
     # zombie. Stop and reap them ourselves: the server first, as it holds the tracker's pipe.
     from multiprocessing import forkserver, resource_tracker
 
-    # The server exits only once every process it forked has closed its copy of the server's
-    # "alive" pipe, so a stray worker would block _stop(); bound the wait, then kill it.
+    # The server would exit by itself once every process it forked has closed its copy of the
+    # "alive" pipe, and then spend a second finalising an interpreter that holds torch (or
+    # finish importing torch first, when it is still starting). It holds nothing to flush:
+    # close our end and stop it outright.
     server = getattr(forkserver, "_forkserver", None)
     if getattr(server, "_forkserver_pid", None) is not None:
-        _reap(server._forkserver_pid, close_fd=server._forkserver_alive_fd)
+        _stop_and_reap(server._forkserver_pid, close_fd=server._forkserver_alive_fd)
         server._forkserver_pid = server._forkserver_alive_fd = None
     tracker = getattr(resource_tracker, "_resource_tracker", None)
     stop = getattr(tracker, "_stop", None)
@@ -348,19 +376,22 @@ def _at_exit() -> None:
         stop()
 
 
-def _reap(pid: int, close_fd: int | None, wait_s: float = 5.0) -> None:
+def _stop_and_reap(pid: int, close_fd: int | None) -> None:
     if close_fd is not None:
         os.close(close_fd)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
+            os.kill(pid, sig)
+        except ProcessLookupError:  # gone already; waitpid below reaps it
+            pass
+        deadline = time.monotonic() + _GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:  # not ours to reap, or reaped already
                 return
-        except ChildProcessError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+            time.sleep(0.01)
 
 
 atexit.register(_at_exit)

@@ -38,9 +38,11 @@ def hang_rank(rank: int, world_size: int, victim: int = 1, seconds: float = 3600
     dist.barrier()
 
 
-def raise_on_rank(rank: int, world_size: int, victim: int = 1) -> None:
+def raise_on_rank(rank: int, world_size: int, victim: int = 1, others_answer_after: float = 0.0) -> None:
+    """The victim raises at once; the other ranks answer normally, after a pause if asked."""
     if rank == victim:
         raise ValueError(f"rank {rank} was told to fail\nand this second line stays in the details")
+    time.sleep(others_answer_after)
     return None
 
 
