@@ -3,9 +3,6 @@
 The cases come from suite.cases.parallel; the process groups are the shared pools (one per
 world size), so the whole file starts each group once.
 """
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -120,48 +117,13 @@ TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_j
 TORCHRUN_TIMEOUT_S = 120
 
 
-def _stop_process_group(proc: subprocess.Popen) -> None:
-    """torchrun and the workers it started share the session made for them: end them all."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torchrun_launch(request, tmp_path_factory):
-    """Start the torchrun launch when this module starts, and check it in its own test.
-
-    torchrun and its two workers spend seconds importing torch; started early, that overlaps
-    the module's other tests instead of adding to the run's wall time (2 cores here).
-    """
-    if not any(item.originalname == "test_torchrun_launch_prints_one_passing_verdict_per_case"
-               for item in request.session.items):
-        yield None
-        return
-    log = tmp_path_factory.mktemp("torchrun") / "output.txt"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "suite.distributed", "--cases", ",".join(TORCHRUN_CASES), "--timeout", "60"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    yield proc, log
-    _stop_process_group(proc)
-
-
 @pytest.mark.distributed
-def test_torchrun_launch_prints_one_passing_verdict_per_case(torchrun_launch):
-    proc, log = torchrun_launch
-    try:
-        returncode = proc.wait(timeout=TORCHRUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _stop_process_group(proc)
-        pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT_S} s:\n{log.read_text()}")
-    output = log.read_text()
+@pytest.mark.launch_early(
+    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+     "-m", "suite.distributed", "--cases", ",".join(TORCHRUN_CASES), "--timeout", "60"],
+    env={"OMP_NUM_THREADS": "1"})
+def test_torchrun_launch_prints_one_passing_verdict_per_case(early_launch):
+    returncode, output = early_launch.wait(timeout=TORCHRUN_TIMEOUT_S)
     assert returncode == 0, output
     lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
