@@ -16,12 +16,12 @@ def model_spec(request):
     return MODELS.get(request.param)
 
 
-# -- tests whose subject is a separate process tree, started early ------------------------------
+# -- tests that launch their own interpreters, started early -------------------------------------
 #
 # torchrun with its workers, or a script that is sent Ctrl-C, spends seconds importing torch,
-# mostly on one core. A test marked `launch_early(command, env=None)` has its command started as
-# soon as collection ends, in a session of its own with its output in a file, so those seconds
-# overlap the tests that run before it. The test reads it through the `early_launch` fixture.
+# mostly on one core. A test marked `launch(command, env=None)` has its command started as soon
+# as collection ends, in a session of its own with its output in a file, so those seconds
+# overlap the tests that run before it. The test reads it through the `launched` fixture.
 
 _LAUNCHES = pytest.StashKey[dict]()
 
@@ -62,8 +62,8 @@ class Launch:
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "launch_early(command, env=None): start the command in the background when "
-                   "collection ends; the test reads it through the early_launch fixture")
+        "markers", "launch(command, env=None): the test launches its own interpreters; the "
+                   "command starts when collection ends, the test reads it through `launched`")
     if _may_select_distributed(config):
         # The plugin starts the pool's fork server once collection shows distributed tests;
         # this suite's own runs start it before collection, while one core is still idle.
@@ -90,7 +90,7 @@ def pytest_collection_finish(session):
         return
     launches = session.stash.setdefault(_LAUNCHES, {})
     for item in session.items:
-        marker = item.get_closest_marker("launch_early")
+        marker = item.get_closest_marker("launch")
         if marker is not None and not item.get_closest_marker("skip"):
             log_dir = Path(tempfile.mkdtemp(prefix="torchsuite-launch-"))
             launches[item.nodeid] = Launch(marker.args[0], log_dir / "output.txt", **marker.kwargs)
@@ -103,8 +103,8 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture
-def early_launch(request) -> Launch:
+def launched(request) -> Launch:
     launch = request.session.stash.get(_LAUNCHES, {}).get(request.node.nodeid)
     if launch is None:
-        pytest.fail("early_launch needs the test to be marked launch_early(command)")
+        pytest.fail("the launched fixture needs the test to be marked launch(command)")
     return launch

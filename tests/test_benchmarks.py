@@ -3,7 +3,9 @@
 Each test times one (model, setup, mode) through suite.time_model and hands the core's raw
 samples to pytest-benchmark (suite.timing.benchmark_bridge), so nothing is timed twice.
 Without a benchmark option (--benchmark-only, --benchmark-json, --benchmark-enable, ...) a
-plain `pytest` run takes quick figures: a few seconds in all, a smoke test of the timing path.
+plain `pytest` run is a smoke test of the timing path: quick settings on a batch of
+SMOKE_BATCH_SIZE per device, a few seconds in all. Any benchmark option gives real figures, at
+the registry's batch sizes.
 """
 import json
 
@@ -13,6 +15,9 @@ import torch
 from suite.cases.models import CASES as MODELS
 from suite.timing.benchmark_bridge import benchmark_time_model, benchmarks_requested
 from suite.timing.plan import VARIANTS
+
+
+SMOKE_BATCH_SIZE = 8
 
 
 def _marks(variant):
@@ -32,8 +37,11 @@ CASES = [
 def test_time_model(benchmark, request, model, variant, mode):
     benchmark.group = f"{variant.id}-{mode}"
     quick = not benchmarks_requested(request.config)
-    record = benchmark_time_model(benchmark, model, mode=mode, quick=quick, **variant.kwargs)
+    kwargs = {**variant.kwargs, "batch_size": SMOKE_BATCH_SIZE} if quick else variant.kwargs
+    record = benchmark_time_model(benchmark, model, mode=mode, quick=quick, **kwargs)
     assert record["model"] == model and record["samples"]
+    expected_batch = SMOKE_BATCH_SIZE if quick else MODELS.get(model).batch_size(variant.device)
+    assert record["batch_size"] == expected_batch
 
 
 pytest_plugins = ["pytester"]

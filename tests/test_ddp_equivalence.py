@@ -3,7 +3,6 @@
 The cases come from suite.cases.parallel; the process groups are the shared pools (one per
 world size), so the whole file starts each group once.
 """
-import sys
 
 import pytest
 import torch
@@ -111,23 +110,6 @@ def test_quick_verdicts_are_records_of_world_size_2_cases_that_pass():
         assert (r["kind"], r["suite"], r["check"], r["device"]) == ("conformance", "ddp", "equivalence", "cpu")
         assert r["passed"] is True, r["detail"]
         assert r["seconds"] > 0
-
-
-TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_join_w2"]
-TORCHRUN_TIMEOUT_S = 120
-
-
-@pytest.mark.distributed
-@pytest.mark.launch_early(
-    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-     "-m", "suite.distributed", "--cases", ",".join(TORCHRUN_CASES), "--timeout", "60"],
-    env={"OMP_NUM_THREADS": "1"})
-def test_torchrun_launch_prints_one_passing_verdict_per_case(early_launch):
-    returncode, output = early_launch.wait(timeout=TORCHRUN_TIMEOUT_S)
-    assert returncode == 0, output
-    lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
-    assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
-    assert all("(world size 2): as expected" in line for line in lines)
 
 
 def test_torchrun_runs_one_case_per_configuration_preferring_the_launched_world_size():

@@ -5,8 +5,6 @@ timeout, leaves no process behind, and the next call runs on a fresh group.
 """
 import multiprocessing
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -72,10 +70,10 @@ def test_a_killed_worker_fails_its_call_and_the_next_call_passes(pool):
 def test_a_hung_worker_times_out_with_a_one_line_reason(pool):
     old = pool.pids() or [r["pid"] for r in pool.run(selfcheck.rank_report)]
     start = time.monotonic()
-    with pytest.raises(WorkerError, match=r"^timed out after 1 s running .*hang_rank; "
+    with pytest.raises(WorkerError, match=r"^timed out after 0.5 s running .*hang_rank; "
                                           r"rank\(s\) 0, 1 did not answer$"):
-        pool.run(selfcheck.hang_rank, timeout=1)
-    assert time.monotonic() - start < 1 + 5  # the deadline, then terminate/kill
+        pool.run(selfcheck.hang_rank, timeout=0.5)
+    assert time.monotonic() - start < 0.5 + 5  # the deadline, then terminate/kill
     _assert_no_worker_left(old)
     assert [r["rank"] for r in pool.run(selfcheck.rank_report)] == [0, 1]
 
@@ -114,38 +112,6 @@ def test_a_closed_pool_leaves_no_process_and_two_pools_get_their_own_ports():
         assert [r["rank_sum"] for r in second.run(selfcheck.rank_report)] == [1.0, 1.0]
         pids = first.pids() + second.pids()
     _assert_no_worker_left(pids)
-
-
-_CTRL_C_WHILE_STARTING = """
-import os, signal, sys, threading
-import torch.distributed  # so that the delay below falls inside start(), not in this import
-from suite.distributed import WorkerPool
-
-if __name__ == "__main__":
-    pool = WorkerPool(2, timeout=30)
-    # Ctrl-C while the first rank is being started (the fork server is still importing torch)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-    try:
-        pool.start()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
-"""
-
-
-@pytest.mark.launch_early([sys.executable, "-c", _CTRL_C_WHILE_STARTING])
-def test_ctrl_c_while_a_group_starts_leaves_no_process(early_launch):
-    returncode, output = early_launch.wait(timeout=60)
-    deadline = time.monotonic() + 10
-    while True:  # the session is the script's own: anything left in it is a leak
-        left = subprocess.run(["ps", "-s", str(early_launch.pid), "-o", "pid=,cmd="],
-                              capture_output=True, text=True).stdout.strip()
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert returncode in (0, 130), output
-    assert not left, f"processes left behind: {left}"
-    assert "Traceback" not in output
 
 
 def test_tensors_travel_as_bytes_not_through_the_fd_sharing_thread(pool):

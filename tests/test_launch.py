@@ -1,0 +1,60 @@
+"""Tests that launch their own Python interpreters: torchrun with its workers, and a script
+that is sent Ctrl-C while its pool starts.
+
+Each interpreter spends seconds importing torch, so these tests carry the `launch` marker
+rather than `distributed` (whose tests share this process's pools), and their commands start
+as soon as collection ends (tests/conftest.py), overlapping the rest of the run. Both still
+run in the default test run; `pytest -m launch` runs just these.
+"""
+import subprocess
+import sys
+import time
+
+import pytest
+
+TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_join_w2"]
+TORCHRUN_TIMEOUT_S = 120
+
+
+@pytest.mark.launch(
+    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+     "-m", "suite.distributed", "--cases", ",".join(TORCHRUN_CASES), "--timeout", "60"],
+    env={"OMP_NUM_THREADS": "1"})
+def test_torchrun_launch_prints_one_passing_verdict_per_case(launched):
+    returncode, output = launched.wait(timeout=TORCHRUN_TIMEOUT_S)
+    assert returncode == 0, output
+    lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
+    assert all("(world size 2): as expected" in line for line in lines)
+
+
+_CTRL_C_WHILE_STARTING = """
+import os, signal, sys, threading
+import torch.distributed  # so that the delay below falls inside start(), not in this import
+from suite.distributed import WorkerPool
+
+if __name__ == "__main__":
+    pool = WorkerPool(2, timeout=30)
+    # Ctrl-C while the first rank is being started (the fork server is still importing torch)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pool.start()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+"""
+
+
+@pytest.mark.launch([sys.executable, "-c", _CTRL_C_WHILE_STARTING])
+def test_ctrl_c_while_a_pool_starts_leaves_no_process(launched):
+    returncode, output = launched.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while True:  # the session is the script's own: anything left in it is a leak
+        left = subprocess.run(["ps", "-s", str(launched.pid), "-o", "pid=,cmd="],
+                              capture_output=True, text=True).stdout.strip()
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert returncode in (0, 130), output
+    assert not left, f"processes left behind: {left}"
+    assert "Traceback" not in output
