@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from suite.cases.models import CASES as MODELS
 
+def pytest_generate_tests(metafunc):
+    """`model_spec`: each registered model, in turn. Imported here, at collection, so that this
+    file loads without torch and pytest_configure below runs while torch is still loading."""
+    if "model_spec" in metafunc.fixturenames:
+        from suite.cases.models import CASES as MODELS
 
-@pytest.fixture(params=MODELS.names())
-def model_spec(request):
-    """Each registered model, in turn."""
-    return MODELS.get(request.param)
+        metafunc.parametrize("model_spec", [MODELS.get(name) for name in MODELS.names()],
+                             ids=MODELS.names())
 
 
 # -- tests that launch their own interpreters, started early -------------------------------------
