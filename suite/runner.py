@@ -46,6 +46,7 @@ class Step:
     label: str
     produce: Callable[[], Iterable[dict]]
     context: dict  # what an error record says the step was
+    uses_worker_pool: bool = False  # runs DDP on suite.distributed's pool
 
 
 def _resolve(source) -> Callable:
@@ -56,13 +57,16 @@ def _resolve(source) -> Callable:
 
 
 def _conformance_step(source, device: str, quick: bool) -> Step:
+    check = _resolve(source)
+
     def produce():
-        for verdict in _resolve(source)(device, quick):
+        for verdict in check(device, quick):
             yield {"kind": "conformance", "device": device, **verdict}
 
     name = source if isinstance(source, str) else f"{source.__module__}:{source.__qualname__}"
     return Step("conformance", f"conformance {name} on {device}", produce,
-                {"stage": "conformance", "source": name, "device": device})
+                {"stage": "conformance", "source": name, "device": device},
+                uses_worker_pool=getattr(check, "uses_worker_pool", False))
 
 
 def _timing_step(api: TimingApi, case) -> Step:
@@ -74,7 +78,15 @@ def _timing_step(api: TimingApi, case) -> Step:
         else:
             yield {"kind": "timing", **api.time_model(case.model, mode=case.mode, **case.kwargs)}
 
-    return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context)
+    return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context,
+                uses_worker_pool=not case.skip_reason and context.get("setup") in _pool_setups())
+
+
+def _pool_setups() -> set[str]:
+    """The timing setups that run on suite.distributed's pool, as the setup registry declares."""
+    from suite.cases.setups import CASES as SETUPS
+
+    return {variant.kwargs["setup"] for variant in SETUPS if variant.distributed}
 
 
 def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
@@ -146,6 +158,10 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     store = ResultsStore(out_dir, capture(machine_name), run={
         "devices": devices, "models": [m.name for m in models], "quick": quick,
         "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance"))})
+    if any(step.uses_worker_pool for step in steps):
+        from suite.distributed.pool import start_fork_server
+
+        start_fork_server()  # its seconds of importing torch overlap the steps before the first DDP one
     progress = Progress([s.kind for s in steps], stream=stream)
     progress.note(f"writing results to {store.path}")
     try:

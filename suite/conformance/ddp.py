@@ -225,3 +225,6 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
         yield {"kind": "conformance", "suite": "ddp", "case": case.name, "check": "equivalence",
                "device": device, "passed": passed, "detail": detail,
                "seconds": time.perf_counter() - start}
+
+
+verdicts.uses_worker_pool = True  # the runner starts the pool's fork server early for it
