@@ -1,4 +1,5 @@
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,7 +46,7 @@ class Launch:
             returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            pytest.fail(f"{' '.join(self.command[:4])} ... did not finish in {timeout:g} s:\n"
+            pytest.fail(f"{shlex.join(self.command)[:120]} did not finish in {timeout:g} s:\n"
                         f"{self.log.read_text()}")
         return returncode, self.log.read_text()
 

@@ -1,5 +1,5 @@
-"""Tests that launch their own Python interpreters: torchrun with its workers, and a script
-that is sent Ctrl-C while its pool starts.
+"""Tests that launch their own Python interpreters: torchrun with its workers, a script that
+is sent Ctrl-C while its pool starts, and one that exits without closing its pool.
 
 Each interpreter spends seconds importing torch, so these tests carry the `launch` marker
 rather than `distributed` (whose tests share this process's pools), and their commands start
@@ -28,12 +28,25 @@ def test_torchrun_launch_prints_one_passing_verdict_per_case(launched):
     assert all("(world size 2): as expected" in line for line in lines)
 
 
+def _processes_left(launched) -> str:
+    """What still runs in the session made for the launch: anything there is a leak."""
+    deadline = time.monotonic() + 10
+    while True:
+        left = subprocess.run(["ps", "-s", str(launched.pid), "-o", "pid=,cmd="],
+                              capture_output=True, text=True).stdout.strip()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 _CTRL_C_WHILE_STARTING = """
 import os, signal, sys, threading
 import torch.distributed  # so that the delay below falls inside start(), not in this import
 from suite.distributed import WorkerPool
 
 if __name__ == "__main__":
+    # A shell that starts jobs in the background makes them ignore Ctrl-C: undo that here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pool = WorkerPool(2, timeout=30)
     # Ctrl-C while the first rank is being started (the fork server is still importing torch)
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -48,13 +61,26 @@ if __name__ == "__main__":
 @pytest.mark.launch([sys.executable, "-c", _CTRL_C_WHILE_STARTING])
 def test_ctrl_c_while_a_pool_starts_leaves_no_process(launched):
     returncode, output = launched.wait(timeout=60)
-    deadline = time.monotonic() + 10
-    while True:  # the session is the script's own: anything left in it is a leak
-        left = subprocess.run(["ps", "-s", str(launched.pid), "-o", "pid=,cmd="],
-                              capture_output=True, text=True).stdout.strip()
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert returncode in (0, 130), output
-    assert not left, f"processes left behind: {left}"
+    assert returncode == 130, output  # interrupted inside start(), which takes seconds
+    assert not (left := _processes_left(launched)), f"processes left behind: {left}"
+    assert "Traceback" not in output
+
+
+_POOL_LEFT_OPEN = """
+from suite.distributed import WorkerPool, selfcheck
+
+if __name__ == "__main__":
+    pool = WorkerPool(2, timeout=30)
+    print("rank sums", [r["rank_sum"] for r in pool.run(selfcheck.rank_report)])
+    # ...and exit without closing it
+"""
+
+
+@pytest.mark.launch([sys.executable, "-c", _POOL_LEFT_OPEN])
+def test_a_pool_left_open_is_closed_at_exit_leaving_no_process(launched):
+    # Its live workers once held the resource tracker's pipe open, and exit waited forever.
+    returncode, output = launched.wait(timeout=60)
+    assert returncode == 0, output
+    assert "rank sums [1.0, 1.0]" in output
+    assert not (left := _processes_left(launched)), f"processes left behind: {left}"
     assert "Traceback" not in output

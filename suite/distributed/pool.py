@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 
@@ -103,6 +104,7 @@ class WorkerPool:
         self._ready = False
         self._call_ids = itertools.count()
         self._lock = threading.Lock()  # one call at a time: ranks must see calls in one order
+        _LIVE.add(self)  # closed at exit if nobody closed it
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -334,6 +336,7 @@ def _sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
 
 
+_LIVE: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
 _SHARED: dict[tuple, WorkerPool] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -356,7 +359,11 @@ def close_shared_pools() -> None:
 
 
 def _at_exit() -> None:
+    # Every pool, shared or not: a live worker would hold the resource tracker's pipe open,
+    # and stopping the tracker below would then wait for it forever.
     close_shared_pools()
+    for pool in list(_LIVE):
+        pool.close()
     # The fork server and multiprocessing's resource tracker would outlive us by a moment and
     # be reparented; where the init process does not reap (some containers) each would stay a
     # zombie. Stop and reap them ourselves: the server first, as it holds the tracker's pipe.
@@ -370,13 +377,17 @@ def _at_exit() -> None:
     if getattr(server, "_forkserver_pid", None) is not None:
         _stop_and_reap(server._forkserver_pid, close_fd=server._forkserver_alive_fd)
         server._forkserver_pid = server._forkserver_alive_fd = None
+    # The tracker ignores SIGTERM and exits, cleaning up, once every holder of its pipe has
+    # closed it; whatever still holds it (a process we never started) gets the grace period,
+    # then the tracker is killed rather than waited for forever.
     tracker = getattr(resource_tracker, "_resource_tracker", None)
-    stop = getattr(tracker, "_stop", None)
-    if stop is not None:
-        stop()
+    if getattr(tracker, "_pid", None) is not None and getattr(tracker, "_fd", None) is not None:
+        _stop_and_reap(tracker._pid, close_fd=tracker._fd)
+        tracker._pid = tracker._fd = None
 
 
 def _stop_and_reap(pid: int, close_fd: int | None) -> None:
+    """Close our end of its pipe, then SIGTERM and, after _GRACE_S, SIGKILL; reap it."""
     if close_fd is not None:
         os.close(close_fd)
     for sig in (signal.SIGTERM, signal.SIGKILL):
