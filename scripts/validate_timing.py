@@ -1,7 +1,7 @@
 """Check the timing core against independent measurements of LeNet's CPU train step.
 
 Prints the acceptance figures:
-  agreement  |core median - independent Timer median| / independent median   (target < 3%)
+  agreement  |median over rounds of core / independent Timer - 1|            (target < 3%)
   overhead   what the core adds to each iteration over a bare loop            (target < 1%),
              measured twice: directly, as the core's own per-iteration cost on an empty step
              over the LeNet step's median (exact, hardly touched by load), and statistically,
@@ -9,8 +9,8 @@ Prints the acceptance figures:
 
 The independent step is written here by hand (not built by suite.timing), timed by a plain
 torch.utils.benchmark.Timer and by a bare perf_counter loop. Like the core's, it is built
-afresh each round from the same seed, so both time the same weights and a newly allocated
-model. The three methods run interleaved, round after round, in rotating order, after one
+afresh from the same seed for each measurement, so all three time the same initial weights
+on a newly allocated model. The three methods run interleaved, round after round, in rotating order, after one
 discarded round (the process's first allocations, thread-pool start, peak calibration), so a
 change in machine load hits all three alike. Agreement is paired: the median over rounds of
 core / independent, each pair taken moments apart, so slow drifts in load cancel. Usage:
@@ -82,13 +82,14 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))
     args = parser.parse_args()
+    if args.rounds < 1 or args.min_run_time <= 0:
+        parser.error("--rounds must be at least 1 and --min-run-time above 0")
 
     print(f"{MODEL} train step, batch {args.batch_size}, {args.threads} threads, "
           f"{args.rounds} interleaved rounds of {args.min_run_time:g} s each after a dropped "
           f"warm-up round; load average before: {os.getloadavg()[0]:.2f}")
     core, independent, bare, wall = [], [], [], []
     for round_index in range(-1, args.rounds):  # round -1 warms the process up, then is dropped
-        step = hand_written_train_step(args.batch_size)
         methods = ["core", "independent", "bare"]
         methods = methods[round_index % 3:] + methods[:round_index % 3]  # rotate the order
         for method in methods:
@@ -99,8 +100,10 @@ def main() -> None:
                 wall.append(time.perf_counter() - started)
                 core.append(record["median_s"])
             elif method == "independent":
+                step = hand_written_train_step(args.batch_size)
                 independent.append(independent_timer_median(step, args.threads, args.min_run_time))
             else:
+                step = hand_written_train_step(args.batch_size)
                 bare.append(bare_loop_median(step, args.threads, args.min_run_time))
         label = "warm-up (dropped)" if round_index < 0 else f"round {round_index + 1}"
         print(f"  {label}: core {core[-1] * 1e3:.3f} ms, independent Timer "

@@ -34,18 +34,6 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reasons[marker]))
 
 
-def pytest_collection_finish(session):
-    """Selected `distributed` tests will need the worker pool, whose fork server spends seconds
-    importing torch: start it now, so that it does while the first tests run."""
-    if session.config.getoption("collectonly"):
-        return
-    if any(item.get_closest_marker("distributed") and not item.get_closest_marker("skip")
-           for item in session.items):
-        from suite.distributed.pool import start_fork_server
-
-        start_fork_server()
-
-
 @pytest.fixture
 def check_function():
     """check_function(fn, inputs, *, reference=None) for a test: runs the custom-Function battery,

@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -67,30 +68,41 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "launch(command, env=None): the test launches its own interpreters; the "
                    "command starts when collection ends, the test reads it through `launched`")
-    if _may_select_distributed(config):
-        # The plugin starts the pool's fork server once collection shows distributed tests;
-        # this suite's own runs start it before collection, while one core is still idle.
-        from suite.distributed.pool import start_fork_server
-
-        start_fork_server()
+    if _whole_suite_with_distributed_tests(config):
+        _start_fork_server()
 
 
-def _may_select_distributed(config) -> bool:
-    """Whether -m admits a test marked only `distributed` (a guess: -k and paths may not)."""
-    if config.getoption("collectonly"):
+# The `distributed` tests run on suite.distributed's pools, whose fork server spends seconds
+# importing torch. A run of whole directories whose -m admits those tests starts it here,
+# before collection, while pytest imports torch on the other core; any other run starts it
+# once collection has selected a distributed test.
+
+def _start_fork_server() -> None:
+    from suite.distributed.pool import start_fork_server
+
+    start_fork_server()
+
+
+def _whole_suite_with_distributed_tests(config) -> bool:
+    if config.getoption("collectonly") or config.getoption("keyword"):
+        return False
+    if not all(os.path.isdir(arg) for arg in config.args):  # files or node ids: wait for collection
         return False
     try:
-        from _pytest.mark.expression import Expression
+        from _pytest.mark.expression import Expression  # pytest's own -m evaluation
 
         return Expression.compile(config.option.markexpr or "distributed").evaluate(
             lambda name, **kwargs: name == "distributed" and not kwargs)
-    except Exception:  # pytest's private expression API changed: leave it to the plugin
+    except Exception:  # its private API changed: wait for collection
         return False
 
 
 def pytest_collection_finish(session):
     if session.config.getoption("collectonly"):
         return
+    if any(item.get_closest_marker("distributed") and not item.get_closest_marker("skip")
+           for item in session.items):
+        _start_fork_server()  # a no-op when it runs already
     launches = session.stash.setdefault(_LAUNCHES, {})
     for item in session.items:
         marker = item.get_closest_marker("launch")
@@ -111,3 +123,21 @@ def launched(request) -> Launch:
     if launch is None:
         pytest.fail("the launched fixture needs the test to be marked launch(command)")
     return launch
+
+
+def _processes_left(session_id: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = subprocess.run(["ps", "-s", str(session_id), "-o", "pid=,cmd="],
+                                 capture_output=True, text=True).stdout
+        alive = [line.strip()[:100] for line in listing.splitlines() if line.strip()]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def processes_left():
+    """processes_left(session_id, timeout=10.0): what still runs in that session (one made with
+    start_new_session) after waiting up to `timeout` s for it to empty; anything there is a leak."""
+    return lambda session_id, timeout=10.0: _processes_left(session_id, timeout)

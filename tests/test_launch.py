@@ -3,12 +3,10 @@ is sent Ctrl-C while its pool starts, and one that exits without closing its poo
 
 Each interpreter spends seconds importing torch, so these tests carry the `launch` marker
 rather than `distributed` (whose tests share this process's pools), and their commands start
-as soon as collection ends (tests/conftest.py), overlapping the rest of the run. Both still
+as soon as collection ends (tests/conftest.py), overlapping the rest of the run. All of them
 run in the default test run; `pytest -m launch` runs just these.
 """
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,17 +24,6 @@ def test_torchrun_launch_prints_one_passing_verdict_per_case(launched):
     lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
     assert all("(world size 2): as expected" in line for line in lines)
-
-
-def _processes_left(launched) -> str:
-    """What still runs in the session made for the launch: anything there is a leak."""
-    deadline = time.monotonic() + 10
-    while True:
-        left = subprocess.run(["ps", "-s", str(launched.pid), "-o", "pid=,cmd="],
-                              capture_output=True, text=True).stdout.strip()
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
 
 
 _CTRL_C_WHILE_STARTING = """
@@ -59,10 +46,10 @@ if __name__ == "__main__":
 
 
 @pytest.mark.launch([sys.executable, "-c", _CTRL_C_WHILE_STARTING])
-def test_ctrl_c_while_a_pool_starts_leaves_no_process(launched):
+def test_ctrl_c_while_a_pool_starts_leaves_no_process(launched, processes_left):
     returncode, output = launched.wait(timeout=60)
     assert returncode == 130, output  # interrupted inside start(), which takes seconds
-    assert not (left := _processes_left(launched)), f"processes left behind: {left}"
+    assert not (left := processes_left(launched.pid)), f"processes left behind: {left}"
     assert "Traceback" not in output
 
 
@@ -77,10 +64,10 @@ if __name__ == "__main__":
 
 
 @pytest.mark.launch([sys.executable, "-c", _POOL_LEFT_OPEN])
-def test_a_pool_left_open_is_closed_at_exit_leaving_no_process(launched):
+def test_a_pool_left_open_is_closed_at_exit_leaving_no_process(launched, processes_left):
     # Its live workers once held the resource tracker's pipe open, and exit waited forever.
     returncode, output = launched.wait(timeout=60)
     assert returncode == 0, output
     assert "rank sums [1.0, 1.0]" in output
-    assert not (left := _processes_left(launched)), f"processes left behind: {left}"
+    assert not (left := processes_left(launched.pid)), f"processes left behind: {left}"
     assert "Traceback" not in output

@@ -32,28 +32,6 @@ def test_an_unregistered_marker_is_an_error(pytester):
     result.stdout.fnmatch_lines(["*'gpuu' not found in `markers` configuration option*"])
 
 
-def test_the_fork_server_starts_at_collection_only_when_distributed_tests_are_selected(pytester):
-    pytester.makepyfile(
-        """
-        import pytest
-        from multiprocessing import forkserver
-
-        def fork_server_pid():
-            return getattr(forkserver._forkserver, "_forkserver_pid", None)
-
-        @pytest.mark.distributed
-        def test_distributed():
-            assert fork_server_pid() is not None  # started before the first test
-
-        def test_plain():
-            assert fork_server_pid() is None
-        """
-    )
-    for selection in ("distributed", "not distributed"):
-        result = pytester.runpytest_subprocess("-m", selection, "-p", "no:cacheprovider")
-        result.assert_outcomes(passed=1, deselected=1)
-
-
 def test_the_plugin_does_not_import_torch_for_tests_that_do_not_need_it(pytester):
     # Every pytest run of a project with torchsuite installed loads the plugin: it must cost
     # milliseconds, not torch's seconds, unless a test asks about hardware.

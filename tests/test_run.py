@@ -67,7 +67,7 @@ def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
 
 @pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"), (signal.SIGKILL, "running")],
                          ids=["ctrl-c", "crash"])
-def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent, status):
+def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent, status, processes_left):
     out = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--device", "cpu", "--quick", "--out", str(out),
                              "--report-dir", str(tmp_path / "report")],
@@ -86,7 +86,7 @@ def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent,
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        leftovers = _wait_for_session_to_empty(proc.pid)
+        leftovers = processes_left(proc.pid, timeout=30.0)
         if leftovers:
             os.killpg(proc.pid, signal.SIGKILL)  # the run's own session: only what this test started
     assert not leftovers, f"processes left behind: {leftovers}"
@@ -97,17 +97,6 @@ def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent,
         assert proc.returncode == 130, stderr
         assert "interrupted" in stderr and "Traceback" not in stderr
         assert [p.name for p in out.iterdir()] == [only_file(out).name]  # no temp file left
-
-
-def _wait_for_session_to_empty(session_id: int, timeout: float = 30.0) -> list[str]:
-    """Processes still in the run's session after `timeout` s: DDP workers must notice their parent's end."""
-    deadline = time.monotonic() + timeout
-    while True:
-        listing = subprocess.run(["ps", "-s", str(session_id), "-o", "pid=,cmd="], capture_output=True, text=True)
-        alive = [line.strip()[:100] for line in listing.stdout.splitlines() if line.strip()]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.5)
 
 
 def _record_count(path) -> int:

@@ -367,7 +367,13 @@ def _at_exit() -> None:
     # The fork server and multiprocessing's resource tracker would outlive us by a moment and
     # be reparented; where the init process does not reap (some containers) each would stay a
     # zombie. Stop and reap them ourselves: the server first, as it holds the tracker's pipe.
+    # Not while the program's own processes still run: multiprocessing, whose exit handler
+    # comes after this one, joins those, and they need both.
+    import multiprocessing
     from multiprocessing import forkserver, resource_tracker
+
+    if any(not process.daemon for process in multiprocessing.active_children()):
+        return
 
     # The server would exit by itself once every process it forked has closed its copy of the
     # "alive" pipe, and then spend a second finalising an interpreter that holds torch (or
@@ -387,22 +393,29 @@ def _at_exit() -> None:
 
 
 def _stop_and_reap(pid: int, close_fd: int | None) -> None:
-    """Close our end of its pipe, then SIGTERM and, after _GRACE_S, SIGKILL; reap it."""
+    """Close our end of its pipe, then SIGTERM and, after _GRACE_S, SIGKILL; reap it.
+
+    A signal goes only to a child that waitpid has just shown still running: an unreaped
+    child's pid cannot have been given to another process."""
     if close_fd is not None:
         os.close(close_fd)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:  # gone already; waitpid below reaps it
-            pass
+        if _reaped(pid):
+            return
+        os.kill(pid, sig)
         deadline = time.monotonic() + _GRACE_S
         while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    return
-            except ChildProcessError:  # not ours to reap, or reaped already
+            if _reaped(pid):
                 return
             time.sleep(0.01)
+
+
+def _reaped(pid: int) -> bool:
+    """Reap `pid` if it has exited; True unless it is our child and still running."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:  # not our child, or reaped elsewhere already
+        return True
 
 
 atexit.register(_at_exit)
