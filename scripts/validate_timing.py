@@ -10,11 +10,12 @@ Prints the acceptance figures:
 The independent step is written here by hand (not built by suite.timing), timed by a plain
 torch.utils.benchmark.Timer and by a bare perf_counter loop. Like the core's, it is built
 afresh from the same seed for each measurement, so all three time the same initial weights
-on a newly allocated model. The three methods run interleaved, round after round, in rotating order, after one
-discarded round (the process's first allocations, thread-pool start, peak calibration), so a
-change in machine load hits all three alike. Agreement is paired: the median over rounds of
-core / independent, each pair taken moments apart, so slow drifts in load cancel. Usage:
-    python scripts/validate_timing.py [--threads N] [--rounds 15] [--min-run-time 0.5]
+on a newly allocated model. Each round measures the three in a palindrome (a b c c b a, who
+goes first rotating from round to round) and averages each method's two figures, so a change
+in machine load that is linear over the round cancels; one round is run first and dropped
+(the process's first allocations, thread-pool start, peak calibration). Agreement is paired:
+the median over rounds of core / independent, taken within one round. Usage:
+    python scripts/validate_timing.py [--threads N] [--rounds 8] [--min-run-time 0.5]
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def bare_loop_median(step, threads: int, min_run_time: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))
     args = parser.parse_args()
@@ -86,31 +87,43 @@ def main() -> None:
         parser.error("--rounds must be at least 1 and --min-run-time above 0")
 
     print(f"{MODEL} train step, batch {args.batch_size}, {args.threads} threads, "
-          f"{args.rounds} interleaved rounds of {args.min_run_time:g} s each after a dropped "
-          f"warm-up round; load average before: {os.getloadavg()[0]:.2f}")
-    core, independent, bare, wall = [], [], [], []
+          f"{args.rounds} rounds of 6 measurements of {args.min_run_time:g} s each after a "
+          f"dropped warm-up round; load average before: {os.getloadavg()[0]:.2f}")
+    results = {"core": [], "independent": [], "bare": []}
+    walls, records = [], []
+
+    def measure_once(method: str) -> float:
+        if method == "core":
+            started = time.perf_counter()
+            records.append(time_model(MODEL, mode="train", threads=args.threads,
+                                      batch_size=args.batch_size, min_run_time=args.min_run_time))
+            walls.append(time.perf_counter() - started)
+            return records[-1]["median_s"]
+        step = hand_written_train_step(args.batch_size)
+        if method == "independent":
+            return independent_timer_median(step, args.threads, args.min_run_time)
+        return bare_loop_median(step, args.threads, args.min_run_time)
+
     for round_index in range(-1, args.rounds):  # round -1 warms the process up, then is dropped
-        methods = ["core", "independent", "bare"]
-        methods = methods[round_index % 3:] + methods[:round_index % 3]  # rotate the order
-        for method in methods:
-            if method == "core":
-                started = time.perf_counter()
-                record = time_model(MODEL, mode="train", threads=args.threads,
-                                    batch_size=args.batch_size, min_run_time=args.min_run_time)
-                wall.append(time.perf_counter() - started)
-                core.append(record["median_s"])
-            elif method == "independent":
-                step = hand_written_train_step(args.batch_size)
-                independent.append(independent_timer_median(step, args.threads, args.min_run_time))
-            else:
-                step = hand_written_train_step(args.batch_size)
-                bare.append(bare_loop_median(step, args.threads, args.min_run_time))
-        label = "warm-up (dropped)" if round_index < 0 else f"round {round_index + 1}"
-        print(f"  {label}: core {core[-1] * 1e3:.3f} ms, independent Timer "
-              f"{independent[-1] * 1e3:.3f} ms, bare loop {bare[-1] * 1e3:.3f} ms "
-              f"(core noisy: {record['noisy']}, IQR/median {record['iqr_fraction']:.1%})")
+        methods = list(results)
+        methods = methods[round_index % 3:] + methods[:round_index % 3]  # rotate who goes first
+        # A palindrome (a b c c b a): each method's two measurements average to the same moment,
+        # so a change in machine load that is linear over the round cancels out.
+        this_round = {method: [] for method in methods}
+        for method in methods + methods[::-1]:
+            this_round[method].append(measure_once(method))
         if round_index < 0:
-            core, independent, bare, wall = [], [], [], []
+            walls.clear()
+            records.clear()
+            continue
+        for method, values in this_round.items():
+            results[method].append(statistics.fmean(values))
+        print(f"  round {round_index + 1}: core {results['core'][-1] * 1e3:.3f} ms, independent "
+              f"Timer {results['independent'][-1] * 1e3:.3f} ms, bare loop "
+              f"{results['bare'][-1] * 1e3:.3f} ms (core noisy: "
+              f"{sum(r['noisy'] for r in records[-2:])} of 2)")
+    core, independent, bare = results["core"], results["independent"], results["bare"]
+    record = records[-1]
 
     core_ms, independent_ms, bare_ms = (statistics.median(v) * 1e3 for v in (core, independent, bare))
     paired_ratio = statistics.median(c / i for c, i in zip(core, independent))
@@ -132,7 +145,7 @@ def main() -> None:
           f"{overhead:.4%} of the step (target < 1%): {'PASS' if overhead < 0.01 else 'FAIL'}")
     print(f"overhead cross-check: median over rounds of core / bare loop - 1 = {paired_overhead:+.2%} "
           f"(noise of this machine included)")
-    print(f"time_model wall time per call: {statistics.median(wall):.2f} s for "
+    print(f"time_model wall time per call: {statistics.median(walls):.2f} s for "
           f"{args.min_run_time:g} s of timed iterations; load average after: {os.getloadavg()[0]:.2f}")
 
 
