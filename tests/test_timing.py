@@ -303,3 +303,21 @@ def test_multi_gpu_records_count_every_gpu(setup):
     record = time_model("speech_cnn", setup=setup, batch_size=32, **FAST)
     assert record["world_size"] == gpus and record["global_batch_size"] == 32 * gpus
     assert record["peak_flops_per_s"] == pytest.approx(record["peak_calibration"]["flops_per_s"] * gpus)
+
+
+def test_validate_timing_prints_both_acceptance_figures():
+    import re
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "validate_timing.py")
+    proc = subprocess.run([sys.executable, script, "--rounds", "1",
+                           "--min-run-time", "0.05", "--batch-size", "8", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    agreement = re.search(r"core / independent Timer = ([0-9.]+), a difference of ([0-9.]+)%.*: (PASS|FAIL)",
+                          proc.stdout)
+    overhead = re.search(r"overhead: .* ([0-9]+) ns, ([0-9.]+)% of the step .*: (PASS|FAIL)", proc.stdout)
+    assert agreement and overhead, proc.stdout
+    assert abs(float(agreement[1]) - 1) * 100 == pytest.approx(float(agreement[2]), abs=0.01)
+    assert int(overhead[1]) > 0
