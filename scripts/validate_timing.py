@@ -130,7 +130,8 @@ def main() -> None:
     agreement = abs(paired_ratio - 1)
     paired_overhead = statistics.median(c / b - 1 for c, b in zip(core, bare))
     empty = measure(lambda: None, threads=args.threads, devices=[torch.device("cpu")],
-                    min_run_time=args.min_run_time, warmup_steps=5)
+                    min_run_time=args.min_run_time, warmup_steps=5, min_samples=10,
+                    time_cap_s=args.min_run_time)
     clock_pair_s = statistics.median(-time.perf_counter() + time.perf_counter() for _ in range(10_000))
     # per iteration: the Timer loop and call (empty step), plus one clock pair per block
     core_cost_s = statistics.median(empty.samples) + clock_pair_s / record["steps_per_sample"]

@@ -65,9 +65,28 @@ def _cmd_run(args) -> int:
     from suite.runner import run_suite
 
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    if args.dry_run:
+        return _dry_run(args, models)
     path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
                      report_dir=args.report_dir, machine_name=args.machine_name)
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
+    return 0
+
+
+def _dry_run(args, models) -> int:
+    from suite.progress import format_duration
+    from suite.runner import describe_plan, make_plan
+
+    devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick)
+    rows = describe_plan(steps)
+    total = sum(r["estimate_s"] for r in rows)
+    if args.json:
+        print(json.dumps({"devices": devices, "quick": args.quick, "steps": rows, "estimate_s": total}, indent=1))
+        return 0
+    for r in rows:
+        print(f"{r['step']:>4}  {format_duration(r['estimate_s']):>7}  {r['label']}")
+    print(f"{len(rows)} steps, about {format_duration(total)} (estimates for a small machine; "
+          "a disturbed figure is measured again)")
     return 0
 
 
@@ -91,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan with estimated times; run and write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="merge results files of several machines into tables and plots")

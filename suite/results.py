@@ -77,8 +77,9 @@ def _safe_file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "machine"
 
 
-def create_unique_file(directory: Path, machine_name: str) -> Path:
-    """A new empty file named machine + UTC time + pid, created exclusively: concurrent runs never share one."""
+def create_unique_file(directory: Path, machine_name: str, payload: dict) -> Path:
+    """A new file named machine + UTC time + pid, created exclusively (concurrent runs never
+    share one) with `payload` already in it: the file is valid JSON from the moment it exists."""
     directory = Path(directory)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"{_safe_file_stem(machine_name)}-{stamp}-{os.getpid()}"
@@ -87,8 +88,9 @@ def create_unique_file(directory: Path, machine_name: str) -> Path:
         for attempt in range(1000):
             path = directory / (f"{stem}.json" if attempt == 0 else f"{stem}-{attempt}.json")
             try:
-                with open(path, "x"):
-                    return path
+                with open(path, "x", encoding="utf-8") as f:
+                    json.dump(_json_ready(payload), f, indent=1, allow_nan=False)
+                return path
             except FileExistsError:
                 continue
     except OSError as err:  # read-only disk, a file where the directory should be: the user's to fix
@@ -102,7 +104,6 @@ class ResultsStore:
     def __init__(self, directory, machine: dict, run: dict | None = None):
         from suite import __version__
 
-        self.path = create_unique_file(directory, machine["name"])
         self.data = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -115,7 +116,7 @@ class ResultsStore:
             "peaks": [],
             "records": [],
         }
-        self.save()
+        self.path = create_unique_file(directory, machine["name"], self.data)
 
     @property
     def records(self) -> list[dict]:

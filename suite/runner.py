@@ -46,7 +46,15 @@ class Step:
     label: str
     produce: Callable[[], Iterable[dict]]
     context: dict  # what an error record says the step was
-    uses_worker_pool: bool = False  # runs DDP on suite.distributed's pool
+    estimate_s: float  # for --dry-run: a typical duration on a small machine, not a promise
+    # The worker pools it uses (suite.distributed.pool), or None. Consecutive steps with one key
+    # share the pools; when the key changes they are closed, so that a run over many world
+    # sizes never has more than one part's processes alive.
+    pool_key: tuple | None = None
+
+    @property
+    def uses_worker_pool(self) -> bool:
+        return self.pool_key is not None
 
 
 def _resolve(source) -> Callable:
@@ -56,17 +64,28 @@ def _resolve(source) -> Callable:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+# --dry-run estimates: a conformance source may declare `estimated_s = (quick, full)`.
+DEFAULT_CONFORMANCE_ESTIMATE_S = (10.0, 30.0)
+TIMING_OVERHEAD_S = 1.5  # building the model, warm-up, canaries, counting FLOPs
+POOL_START_S = 2.0
+
+
 def _conformance_step(source, device: str, quick: bool) -> Step:
     check = _resolve(source)
 
     def produce():
-        for verdict in check(device, quick):
-            yield {"kind": "conformance", "device": device, **verdict}
+        from suite.timing.settings import preserved_settings
+
+        # A check may switch TF32 off or make kernels deterministic: none of it may reach a timing.
+        with preserved_settings():
+            for verdict in check(device, quick):
+                yield {"kind": "conformance", "device": device, **verdict}
 
     name = source if isinstance(source, str) else f"{source.__module__}:{source.__qualname__}"
+    estimate = getattr(check, "estimated_s", DEFAULT_CONFORMANCE_ESTIMATE_S)[0 if quick else 1]
     return Step("conformance", f"conformance {name} on {device}", produce,
-                {"stage": "conformance", "source": name, "device": device},
-                uses_worker_pool=getattr(check, "uses_worker_pool", False))
+                {"stage": "conformance", "source": name, "device": device}, estimate,
+                pool_key=("conformance", device) if getattr(check, "uses_worker_pool", False) else None)
 
 
 def _timing_step(api: TimingApi, case) -> Step:
@@ -78,8 +97,16 @@ def _timing_step(api: TimingApi, case) -> Step:
         else:
             yield {"kind": "timing", **api.time_model(case.model, mode=case.mode, **case.kwargs)}
 
+    on_pool = not case.skip_reason and context.get("setup") in _pool_setups()
+    if case.skip_reason:
+        estimate = 0.0
+    else:
+        from suite.timing.options import sampling_rules
+
+        estimate = (sampling_rules(bool(case.kwargs.get("quick")))["min_run_time"] + TIMING_OVERHEAD_S
+                    + (POOL_START_S if on_pool else 0.0))
     return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context,
-                uses_worker_pool=not case.skip_reason and context.get("setup") in _pool_setups())
+                estimate, pool_key=(context["setup"], context.get("world_size")) if on_pool else None)
 
 
 def _pool_setups() -> set[str]:
@@ -94,7 +121,7 @@ def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
         yield {"kind": "peak", "device": device, **api.calibrate(device, quick)}
 
     return Step("calibration", f"peak FLOP/s on {device}", produce,
-                {"stage": "calibration", "device": device})
+                {"stage": "calibration", "device": device}, 1.0 if quick else 3.0)
 
 
 def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[str],
@@ -114,8 +141,16 @@ def _error_record(step: Step, err: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
 
 
-def execute(steps: list[Step], store: ResultsStore, progress: Progress) -> None:
-    for step in steps:
+def _close_pools() -> None:
+    from suite.distributed.pool import close_shared_pools
+
+    close_shared_pools()
+
+
+def execute(steps: list[Step], store: ResultsStore, progress: Progress,
+            release_pools: Callable[[], None] = _close_pools) -> None:
+    """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
+    for index, step in enumerate(steps):
         progress.start(step.kind, step.label)
         try:
             for record in step.produce():
@@ -127,15 +162,39 @@ def execute(steps: list[Step], store: ResultsStore, progress: Progress) -> None:
             record = _error_record(step, err)
             store.add(record)
             progress.note(f"error in {step.label}: {record['detail']}")
+        following = steps[index + 1].pool_key if index + 1 < len(steps) else None
+        if step.pool_key is not None and following != step.pool_key:
+            release_pools()
         progress.finish()
+
+
+def describe_plan(steps: list[Step]) -> list[dict]:
+    """The plan as --dry-run shows it: one row per step, with its estimated seconds."""
+    return [{"step": i, "kind": s.kind, "label": s.label, "estimate_s": s.estimate_s,
+             "uses_worker_pool": s.uses_worker_pool} for i, s in enumerate(steps, 1)]
 
 
 def _summary(records: list[dict]) -> str:
     verdicts = [r for r in records if r.get("kind") == "conformance"]
     failed = sum(not r.get("passed") for r in verdicts)
     count = lambda kind: sum(r.get("kind") == kind for r in records)  # noqa: E731
+    flagged = sum(bool(set(r.get("flags") or []) - {"quick"}) for r in records if r.get("kind") == "timing")
     return (f"{len(verdicts) - failed} checks passed, {failed} failed, {count('error')} errors, "
-            f"{count('timing')} timings, {count('skipped')} skipped")
+            f"{count('timing')} timings ({flagged} flagged), {count('skipped')} skipped")
+
+
+def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
+              verdict_sources: list[str] | None = None, timing: TimingApi | None = None):
+    """(devices, models, steps) of a run; a bad model name or absent device raises here."""
+    from suite.cases.models import CASES
+    from suite.devices import resolve_devices
+
+    devices = resolve_devices(device_request)
+    models = CASES.select(model_names)
+    if verdict_sources is None:
+        from suite.conformance import VERDICT_SOURCES as verdict_sources
+    steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api())
+    return devices, models, steps
 
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
@@ -143,29 +202,30 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
               verdict_sources: list[str] | None = None, timing: TimingApi | None = None,
               stream=None) -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
-    from suite.cases.models import CASES
-    from suite.devices import resolve_devices
     from suite.environment import capture
+    from suite.timing.machine_state import snapshot
 
-    devices = resolve_devices(device_request)
-    models = CASES.select(model_names)
-    if verdict_sources is None:
-        from suite.conformance import VERDICT_SOURCES as verdict_sources
     timing = timing or default_timing_api()
-    steps = plan(devices, models, quick, list(verdict_sources), timing)
-
+    devices, models, steps = make_plan(device_request=device_request, model_names=model_names, quick=quick,
+                                       verdict_sources=verdict_sources, timing=timing)
     stream = stream if stream is not None else sys.stderr
     store = ResultsStore(out_dir, capture(machine_name), run={
         "devices": devices, "models": [m.name for m in models], "quick": quick,
-        "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance"))})
-    if any(step.uses_worker_pool for step in steps):
-        from suite.distributed.pool import start_fork_server
-
-        start_fork_server()  # its seconds of importing torch overlap the steps before the first DDP one
+        "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance")),
+        "machine_state": {"start": snapshot(), "end": None}})
+    calibrations = [s for s in steps if s.kind == "calibration"]
+    rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream)
     progress.note(f"writing results to {store.path}")
     try:
-        execute(steps, store, progress)
+        execute(calibrations, store, progress)
+        if any(step.uses_worker_pool for step in rest):
+            from suite.distributed.pool import start_fork_server
+
+            # After the calibrations, which use every core: its seconds of importing torch
+            # overlap the conformance steps before the first DDP one instead.
+            start_fork_server()
+        execute(rest, store, progress)
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     except KeyboardInterrupt:
         store.finish("interrupted")
@@ -174,6 +234,7 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     except BaseException:
         store.finish("failed")
         raise
+    store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")
     progress.close(f"{_summary(store.records)}; results: {store.path}")
 

@@ -18,8 +18,8 @@ from suite.devices import cuda_count
 from suite.errors import DeviceUnavailableError, SuiteError
 from suite.timing import attach_scaling_efficiency, iter_setups, sweep_batch_sizes, time_model
 from suite.timing import peak
-from suite.timing.measure import PROBE_STEPS, fixed_plan, measure, timed_block
-from suite.timing.stats import NOISY_IQR_FRACTION, summarize
+from suite.timing.measure import PROBE_STEPS, TARGET_SAMPLES, block_size, measure, timed_block
+from suite.timing.stats import NOISY_IQR_FRACTION, median_interval, summarize
 from torch.utils.benchmark import Timer
 
 FAST = {"quick": True, "min_run_time": 0.05}
@@ -55,6 +55,9 @@ RECORD_TYPES = {
     "min_run_time": float, "throughput": float, "peak_mem_bytes": int, "peak_mem_kind": str,
     "flops": int, "achieved_flops_per_s": float, "peak_flops_per_s": float,
     "peak_fraction": float, "peak_calibration": dict, "quick": bool, "torch": str,
+    "flags": list, "stop_reason": str, "min_samples": int, "time_cap_s": float, "attempts": int,
+    "canary_before_s": float, "canary_after_s": float, "load": dict, "settings": dict,
+    "sample_others_cores": list,
 }
 
 
@@ -63,7 +66,7 @@ def test_record_has_every_field_with_sane_types(mode):
     record = time_model("cifar10_lenet", mode=mode, batch_size=4, **FAST)
     for field, kind in RECORD_TYPES.items():
         assert isinstance(record[field], kind), (field, record[field])
-    assert "device_s" in record and "scaling_efficiency" in record
+    assert "scaling_efficiency" in record and "device_s" not in record
     assert (record["kind"], record["model"], record["mode"]) == ("timing", "cifar10_lenet", mode)
     assert (record["device"], record["setup"], record["world_size"]) == ("cpu", "cpu", 1)
     assert record["torch"] == torch.__version__
@@ -76,7 +79,7 @@ def test_record_has_every_field_with_sane_types(mode):
 def test_raw_samples_are_kept_and_summarised():
     record = time_model(linear_spec(), mode="eval", **FAST)
     samples = record["samples"]
-    assert len(samples) >= 2 and all(isinstance(s, float) and s > 0 for s in samples)
+    assert len(samples) >= record["min_samples"] == 5 and all(isinstance(s, float) and s > 0 for s in samples)
     assert record["median_s"] == pytest.approx(statistics.median(samples))
     q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     assert record["iqr_s"] == pytest.approx(q3 - q1)
@@ -176,35 +179,58 @@ def test_unknown_model_names_the_valid_ones():
         time_model("resnet50", **FAST)
 
 
-def test_fixed_plan_gives_equal_step_counts_for_equal_estimates():
-    assert fixed_plan(0.01, 1.0) == fixed_plan(0.01, 1.0)
-    number, blocks = fixed_plan(0.01, 1.0)
-    assert number * blocks * 0.01 >= 1.0 and blocks >= 5
-    assert fixed_plan(5.0, 1.0) == (1, 5)  # slow steps: one per block, still five samples
+def test_block_size_aims_at_ten_blocks_and_a_minimum_block_length():
+    assert block_size(0.01, 1.0) == 1.0 / (TARGET_SAMPLES * 0.01)
+    assert block_size(5.0, 1.0) == 1  # slow steps: one per block
+    assert block_size(1e-4, 0.01, min_block_s=0.005) == 50  # a GPU block outlasts its two syncs
 
 
-def test_agreed_plan_runs_the_same_steps_whatever_each_rank_measures():
-    """What DDP needs: ranks that agree on an estimate run identical step counts."""
+def _busy_step(cost_s: float, calls: list):
+    def step():
+        calls.append(1)
+        end = time.perf_counter() + cost_s
+        while time.perf_counter() < end:
+            pass
+    return step
+
+
+def test_ranks_that_agree_run_the_same_steps_whatever_each_measures():
+    """What DDP needs: one agreed estimate and one agreed stop, so every rank runs equal steps."""
     def run(step_cost_s):
-        calls = []
+        calls, votes = [], itertools.count()
 
-        def step():
-            calls.append(1)
-            end = time.perf_counter() + step_cost_s
-            while time.perf_counter() < end:
-                pass
+        def agree(value):  # the estimate is the slowest rank's; the peer wants 7 blocks
+            return 1e-3 if next(votes) == 0 else max(value, 1.0 if len(samples_seen) < 7 else 0.0)
 
-        sampling = measure(step, threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
-                           warmup_steps=2, agree=lambda estimate: 1e-3)
+        samples_seen = []
+        sampling = measure(_busy_step(step_cost_s, calls), threads=1, devices=[torch.device("cpu")],
+                           min_run_time=1e-6, warmup_steps=2, min_samples=5, time_cap_s=1.0,
+                           agree=agree, between_blocks=lambda: samples_seen.append(1))
         return sampling, len(calls)
 
     fast, fast_calls = run(0.0)
     slow, slow_calls = run(2e-4)
-    number, blocks = fixed_plan(1e-3, 0.01)
-    assert fast.method == slow.method == "fixed_blocks"
-    assert (fast.steps_per_sample, len(fast.samples)) == (slow.steps_per_sample, len(slow.samples)) == (number, blocks)
-    # Exactly the warm-up, the probe and the plan: no untimed steps hidden in each block.
-    assert fast_calls == slow_calls == 2 + PROBE_STEPS + number * blocks
+    number = block_size(1e-3, 1e-6)
+    assert (fast.steps_per_sample, len(fast.samples)) == (slow.steps_per_sample, len(slow.samples)) == (number, 7)
+    # Exactly the warm-up, the probe and the blocks: no untimed steps hidden in each block.
+    assert fast_calls == slow_calls == 2 + PROBE_STEPS + number * 7
+
+
+def test_sampling_keeps_the_minimum_count_even_for_slow_steps():
+    sampling = measure(_busy_step(0.02, []), threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
+                       warmup_steps=0, min_samples=5, time_cap_s=0.01)
+    assert len(sampling.samples) == 5 and sampling.stop_reason == "min_samples"
+
+
+def test_full_sampling_stops_at_the_precision_target_or_the_cap():
+    steady = measure(_busy_step(1e-3, []), threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
+                     warmup_steps=1, min_samples=10, time_cap_s=5.0, target_precision=0.5)
+    assert steady.stop_reason == "precision" and len(steady.samples) >= 10
+    low, high = median_interval(steady.samples)
+    assert (high - low) / 2 <= 0.5 * statistics.median(steady.samples)
+    impossible = measure(_busy_step(1e-3, []), threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
+                         warmup_steps=1, min_samples=10, time_cap_s=0.1, target_precision=0.0)
+    assert impossible.stop_reason == "time_cap" and len(impossible.samples) > 10
 
 
 def test_a_timer_without_the_private_loop_still_gives_seconds_per_step():
@@ -240,6 +266,14 @@ def test_full_cpu_setups_sweep_threads_up_to_all_cores():
     threads = {c.kwargs["threads"] for c in iter_setups(["cpu"], models=["speech_cnn"])
                if c.kwargs["setup"] == "cpu"}
     assert min(threads) == 1 and max(threads) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8]),
+                                                 (128, [1, 2, 4, 8, 16, 32, 64, 128])])
+def test_thread_counts_are_powers_of_two_and_the_core_count(cores, expected):
+    from suite.timing.plan import thread_counts
+
+    assert thread_counts(cores) == expected
 
 
 @pytest.mark.skipif(cuda_count() > 0, reason="this machine has a GPU")
@@ -278,7 +312,8 @@ def test_scaling_efficiency_divides_by_world_size_times_the_baseline():
 def test_cpu_ddp_times_rank_zero_with_equal_step_counts():
     pytest.importorskip("suite.distributed.pool", reason="the DDP process pool has not landed")
     record = time_model("speech_cnn", setup="cpu-ddp", world_size=2, threads=1, batch_size=8, **FAST)
-    assert (record["setup"], record["world_size"], record["method"]) == ("cpu-ddp", 2, "fixed_blocks")
+    assert (record["setup"], record["world_size"], record["method"]) == ("cpu-ddp", 2, "timer_blocks")
+    assert len(record["samples"]) >= 5 and record["canary_before_s"] > 0
     assert record["global_batch_size"] == 16
     assert record["throughput"] == pytest.approx(16 / record["median_s"])
     assert record["flops"] == 2 * time_model("speech_cnn", mode="train", batch_size=8, **FAST)["flops"]
@@ -291,7 +326,7 @@ def test_cuda_record_has_allocator_peak_and_event_time(variant):
     record = time_model("cifar10_lenet", device="cuda", batch_size=64, **variant, **FAST)
     assert (record["device"], record["setup"]) == ("cuda", "cuda")
     assert record["peak_mem_kind"] == "cuda_allocator_peak" and record["peak_mem_bytes"] > 0
-    assert record["device_s"] > 0
+    assert len(record["samples"]) >= 5 and record["steps_per_sample"] * record["median_s"] >= 0.005
     expected_peak = "bfloat16" if variant.get("dtype") == "bfloat16" else peak.peak_dtype_for("cuda", "float32")
     assert record["peak_calibration"]["dtype"] == expected_peak
 

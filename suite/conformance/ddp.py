@@ -228,3 +228,4 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
 
 
 verdicts.uses_worker_pool = True  # the runner starts the pool's fork server early for it
+verdicts.estimated_s = (4.0, 8.0)  # (quick, full) seconds on 2 cores, for --dry-run

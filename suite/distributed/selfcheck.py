@@ -49,3 +49,30 @@ def raise_on_rank(rank: int, world_size: int, victim: int = 1, others_answer_aft
 def scaled(rank: int, world_size: int, tensor):
     """The tensor it was sent, times (rank + 1): tensors travel both ways."""
     return tensor * (rank + 1)
+
+
+def cuda_state(rank: int, world_size: int) -> dict:
+    """Whether this worker inherited an initialised CUDA from the process it was forked from."""
+    import torch
+
+    return {"initialized": torch.cuda.is_initialized(), "bad_fork": torch.cuda._is_in_bad_fork()}
+
+
+def switch_settings_off(rank: int, world_size: int) -> dict:
+    """What a conformance check might do: TF32 off, deterministic kernels, another thread count."""
+    import torch
+
+    from suite.timing.settings import current_settings
+
+    torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = not torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.benchmark = not torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(torch.get_num_threads() + 1)
+    return current_settings()
+
+
+def settings_now(rank: int, world_size: int) -> dict:
+    from suite.timing.settings import current_settings
+
+    return current_settings()

@@ -55,6 +55,8 @@ def worker_main(rank, world_size, backend, device, store_host, store_port, timeo
         except OSError:  # the parent is gone already: nobody is left to tell
             pass
         return
+    from suite.timing.settings import preserved_settings
+
     send(conn, ("ready", True, None))
     while True:
         try:
@@ -65,7 +67,11 @@ def worker_main(rank, world_size, backend, device, store_host, store_port, timeo
             break
         call_id, fn, args = message
         try:
-            send(conn, (call_id, True, fn(rank, world_size, *args)))
+            # A call may switch TF32 off or change threads; the next call on this worker (a
+            # timing, say) must find the worker as it was.
+            with preserved_settings():
+                result = fn(rank, world_size, *args)
+            send(conn, (call_id, True, result))
         except BaseException as error:
             send(conn, (call_id, False, _error_payload(error)))
     import torch.distributed as dist

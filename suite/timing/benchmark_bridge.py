@@ -18,8 +18,9 @@ _REQUESTING_OPTIONS = ("benchmark_only", "benchmark_enable", "benchmark_json", "
 EXTRA_INFO_FIELDS = ("device", "setup", "mode", "batch_size", "global_batch_size", "threads",
                      "world_size", "dtype", "channels_last", "flops", "throughput",
                      "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction", "noisy",
-                     "iqr_fraction", "steps_per_sample", "method", "peak_mem_bytes",
-                     "peak_mem_kind", "quick", "torch")
+                     "iqr_fraction", "flags", "ci_half_width_fraction", "attempts",
+                     "steps_per_sample", "method", "peak_mem_bytes", "peak_mem_kind", "quick",
+                     "torch", "settings")
 
 
 def benchmarks_requested(config) -> bool:

@@ -10,16 +10,15 @@ import torch.nn as nn
 
 from suite.cases.models import CASES as MODELS
 from suite.cases.models import ModelSpec
+from suite.timing.figure import measure_figure
 from suite.timing.flops import count_flops
-from suite.timing.measure import cuda_event_seconds, measure, torch_threads
+from suite.timing.measure import torch_threads
 from suite.timing.memory import peak_bytes, reset_peak
 from suite.timing.options import DDP_SETUPS, TimingOptions, resolve_options
 from suite.timing.peak import calibrate_peak, peak_dtype_for
 from suite.timing.record import build_record
+from suite.timing.settings import current_settings
 from suite.timing.steps import build_step
-
-# GPU-side time is read over this much work after the host-clock samples.
-CUDA_EVENT_SECONDS = 0.2
 
 
 def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: str | None = None,
@@ -52,9 +51,7 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
         result = time_in_process(spec, options)
     with torch_threads(options.threads):
         flops = count_flops(spec, options.mode, options.batch_size) * options.world_size
-    return build_record(model=spec.name, options=options, sampling=result["sampling"],
-                        peak_mem=result["peak_mem"], flops=flops, calibration=calibration,
-                        device_s=result["device_s"])
+    return build_record(model=spec.name, options=options, flops=flops, calibration=calibration, **result)
 
 
 def devices_for(options: TimingOptions) -> list[torch.device]:
@@ -79,15 +76,6 @@ def time_in_process(spec: ModelSpec, options: TimingOptions) -> dict:
     with torch_threads(options.threads):
         step, devices = in_process_step(spec, options)
         reset_peak(devices)
-        sampling = measure(step, threads=options.threads, devices=devices,
-                           min_run_time=options.min_run_time, warmup_steps=options.warmup_steps)
-        peak_mem = peak_bytes(devices)
-        device_s = None
-        if options.setup == "cuda":
-            median = sorted(sampling.samples)[len(sampling.samples) // 2]
-            device_s = cuda_event_seconds(step, devices[0], _event_steps(median))
-    return {"sampling": sampling, "peak_mem": peak_mem, "device_s": device_s}
-
-
-def _event_steps(step_s: float) -> int:
-    return max(1, min(1000, round(CUDA_EVENT_SECONDS / step_s)))
+        sampling, trust = measure_figure(step, options=options, devices=devices)
+        return {"sampling": sampling, "trust": trust, "peak_mem": peak_bytes(devices),
+                "settings": current_settings()}

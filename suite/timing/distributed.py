@@ -10,15 +10,17 @@ import torch
 from suite.cases.models import CASES as MODELS
 from suite.cases.models import ModelSpec
 from suite.errors import SuiteError
-from suite.timing.measure import cuda_event_seconds, measure, torch_threads
+from suite.timing.figure import measure_figure
+from suite.timing.measure import torch_threads
 from suite.timing.memory import peak_bytes, reset_peak
 from suite.timing.options import TimingOptions
+from suite.timing.settings import current_settings
 from suite.timing.steps import build_step
 
 BACKEND = {"cpu": "gloo", "cuda": "nccl"}
-# Spawning, model building and warm-up come on top of the timed part.
+# Spawning, model building and warm-up come on top of the timed part; each attempt may wait
+# for quiet and then sample up to the time cap (or longer, for the minimum count of slow steps).
 TIMEOUT_FIXED_S = 120.0
-TIMEOUT_PER_RUN_TIME = 10.0
 
 
 def time_ddp(spec: ModelSpec, options: TimingOptions) -> dict:
@@ -30,7 +32,7 @@ def time_ddp(spec: ModelSpec, options: TimingOptions) -> dict:
     pool = get_pool(options.world_size, backend=BACKEND[options.device], device=options.device)
     # A registered model travels by name; an ad-hoc spec must be picklable itself.
     spec_ref = spec.name if spec.name in MODELS and MODELS.get(spec.name) is spec else spec
-    timeout = TIMEOUT_FIXED_S + TIMEOUT_PER_RUN_TIME * options.min_run_time
+    timeout = TIMEOUT_FIXED_S + options.attempts * (options.quiet_budget_s + 3 * options.time_cap_s)
     per_rank = pool.run(time_ddp_rank, spec_ref, options.to_dict(), timeout=timeout)
     return per_rank[0]
 
@@ -60,12 +62,6 @@ def time_ddp_rank(rank: int, world_size: int, spec_ref, options: dict) -> dict:
                           dtype=options["dtype"], channels_last=options["channels_last"],
                           wrap=wrap)
         reset_peak([device])
-        sampling = measure(step, threads=options["threads"], devices=[device],
-                           min_run_time=options["min_run_time"],
-                           warmup_steps=options["warmup_steps"], agree=slowest_rank)
-        peak_mem = peak_bytes([device])
-        device_s = None
-        if device.type == "cuda":
-            # Same step count on every rank, or the all-reduces would not pair up.
-            device_s = cuda_event_seconds(step, device, sampling.steps_per_sample)
-    return {"sampling": sampling, "peak_mem": peak_mem, "device_s": device_s}
+        sampling, trust = measure_figure(step, options=options, devices=[device], agree=slowest_rank)
+        return {"sampling": sampling, "trust": trust, "peak_mem": peak_bytes([device]),
+                "settings": current_settings()}

@@ -1,18 +1,23 @@
-"""The measurement loop: warm-up, then torch.utils.benchmark's Timer, with threads and CUDA sync.
+"""The measurement loop: warm-up, then blocks of steps timed by torch.utils.benchmark's Timer.
 
-Two ways to collect samples, both through `Timer`:
+One loop for every setup. A probe of a few steps estimates the step time; blocks are sized so
+that about TARGET_SAMPLES of them fill `min_run_time` (and, on a GPU, so that each block is long
+enough for the synchronisation at its ends to be negligible); then blocks are timed until
 
-- one process (`cpu`, `cuda`, `dataparallel`): `Timer.blocked_autorange`, which picks a block
-  size that makes the timer's own cost negligible and keeps one sample per block;
-- DDP ranks: every rank must run the very same number of steps, or one rank waits forever in
-  an all-reduce the others never start. `blocked_autorange` decides its step count from each
-  rank's own clock, so ranks first agree on one per-step estimate (`agree`, the slowest rank's)
-  and then each runs the same fixed plan of blocks of `number` steps (`timed_block`).
+- there are at least `min_samples` of them and `min_run_time` has passed, and
+- when `target_precision` is set (full runs), the 95% interval of the median is within that
+  fraction of it, or `time_cap_s` has passed (the way Phoronix's dynamic run count works).
+
+Blocks are timed by Timer's own loop with a clock that synchronises every CUDA device used.
+DDP ranks must all run the very same number of steps, or one rank waits forever in an
+all-reduce the others never start: with `agree` (the slowest rank's value of a float), ranks
+share one step estimate and one decision to stop after every block.
 """
 from __future__ import annotations
 
 import math
 import os
+import statistics
 import timeit
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +26,13 @@ from typing import Callable
 import torch
 from torch.utils.benchmark import Timer
 
-# Fixed plans aim at this many samples; fewer than MIN_FIXED_BLOCKS make a poor IQR.
+from suite.timing.stats import median_interval
+
 TARGET_SAMPLES = 10
-MIN_FIXED_BLOCKS = 5
 PROBE_STEPS = 3
+# A block on a GPU lasts at least this long: the two synchronisations around it (tens of
+# microseconds) then cost under 1% of it. On the CPU the clock costs nothing next to a step.
+MIN_BLOCK_S = {"cpu": 0.0, "cuda": 0.005}
 
 
 def all_cores() -> int:
@@ -75,7 +83,7 @@ class Sampling:
     samples: list[float]
     steps_per_sample: int
     warmup_steps: int
-    method: str
+    stop_reason: str  # "precision", "time_cap" or "min_samples" (no precision target)
     extra: dict = field(default_factory=dict)
 
 
@@ -87,28 +95,48 @@ def warm_up(step: Callable[[], None], steps: int, clock: Callable[[], float]) ->
 
 
 def measure(step: Callable[[], None], *, threads: int, devices: list[torch.device],
-            min_run_time: float, warmup_steps: int,
-            agree: Callable[[float], float] | None = None) -> Sampling:
-    """Time `step` (one iteration) after `warmup_steps` untimed ones.
+            min_run_time: float, warmup_steps: int, min_samples: int, time_cap_s: float,
+            target_precision: float | None = None,
+            agree: Callable[[float], float] | None = None,
+            between_blocks: Callable[[], None] | None = None) -> Sampling:
+    """Time `step` (one iteration) after `warmup_steps` untimed ones (see the module docstring).
 
-    `agree`, for DDP ranks, maps this rank's per-step estimate to one value all ranks share;
-    with it the fixed-plan method is used (see the module docstring).
+    `between_blocks` runs after each block, outside the timed part (the contention watch).
     """
     clock = make_clock(devices)
     timer = Timer(stmt="step()", globals={"step": step}, num_threads=threads, timer=clock,
                   label="torchsuite step")
+    agree = agree or (lambda value: value)
     with torch_threads(threads):
         warm_up(step, warmup_steps, clock)
-    if agree is None:
-        measurement = timer.blocked_autorange(min_run_time=min_run_time)
-        return Sampling(list(measurement.times), measurement.number_per_run, warmup_steps,
-                        "blocked_autorange")
-    with torch_threads(threads):
         step_estimate = agree(timed_block(timer, PROBE_STEPS))
-        number, blocks = fixed_plan(step_estimate, min_run_time)
-        samples = [timed_block(timer, number) for _ in range(blocks)]
-    return Sampling(samples, number, warmup_steps, "fixed_blocks",
-                    {"agreed_step_estimate_s": step_estimate})
+        number = block_size(step_estimate, min_run_time, max(MIN_BLOCK_S.get(d.type, 0.0) for d in devices))
+        samples: list[float] = []
+        started = clock()
+        while True:
+            samples.append(timed_block(timer, number))
+            if between_blocks is not None:
+                between_blocks()
+            reason = _stop_reason(samples, clock() - started, min_run_time, min_samples,
+                                  time_cap_s, target_precision)
+            # Every rank stops after the same block: the slowest to be satisfied decides.
+            if agree(0.0 if reason else 1.0) == 0.0:
+                break
+    return Sampling(samples, number, warmup_steps, reason or "time_cap",
+                    {"step_estimate_s": step_estimate, "time_cap_s": time_cap_s,
+                     "target_precision": target_precision, "min_samples": min_samples})
+
+
+def _stop_reason(samples, elapsed, min_run_time, min_samples, time_cap_s, target) -> str | None:
+    if len(samples) < min_samples or elapsed < min_run_time:
+        return None
+    if target is None:
+        return "min_samples"
+    interval = median_interval(samples)
+    median = statistics.median(samples)
+    if interval and (interval[1] - interval[0]) / 2 <= target * median:
+        return "precision"
+    return "time_cap" if elapsed >= time_cap_s else None
 
 
 def timed_block(timer: Timer, number: int) -> float:
@@ -125,25 +153,8 @@ def timed_block(timer: Timer, number: int) -> float:
     return loop(number) / number
 
 
-def fixed_plan(step_s: float, min_run_time: float) -> tuple[int, int]:
-    """(steps per block, blocks): about TARGET_SAMPLES blocks filling `min_run_time`."""
+def block_size(step_s: float, min_run_time: float, min_block_s: float = 0.0) -> int:
+    """Steps per block: about TARGET_SAMPLES blocks in `min_run_time`, each at least `min_block_s`."""
+    step_s = max(step_s, 1e-9)
     number = max(1, math.floor(min_run_time / (TARGET_SAMPLES * step_s)))
-    blocks = max(MIN_FIXED_BLOCKS, math.ceil(min_run_time / (number * step_s)))
-    return number, blocks
-
-
-def cuda_event_seconds(step: Callable[[], None], device: torch.device, steps: int) -> float:
-    """GPU time per step between two CUDA events on `device`'s current stream.
-
-    Beside the host clock's median this says whether the GPU or the host is the bottleneck:
-    the two agree when the GPU is busy all along, and the events read lower when it idles.
-    """
-    with torch.cuda.device(device):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            step()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000.0 / steps
+    return max(number, math.ceil(min_block_s / step_s))

@@ -26,6 +26,14 @@ MIN_RUN_TIME = 1.0
 QUICK_MIN_RUN_TIME = 0.2
 WARMUP_STEPS = 5
 QUICK_WARMUP_STEPS = 2
+MIN_SAMPLES = 10
+QUICK_MIN_SAMPLES = 5
+# Full runs sample on until the 95% interval of the median is within 2% of it, or the cap.
+TARGET_PRECISION = 0.02
+TIME_CAP_S = 10.0
+# A disturbed figure (contended, drift) is measured again after waiting up to the quiet budget.
+ATTEMPTS, QUICK_ATTEMPTS = 3, 2
+QUIET_BUDGET_S, QUICK_QUIET_BUDGET_S = 5.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,11 @@ class TimingOptions:
     min_run_time: float
     warmup_steps: int
     quick: bool
+    min_samples: int
+    target_precision: float | None  # None: no precision target (quick runs)
+    time_cap_s: float
+    attempts: int
+    quiet_budget_s: float
 
     @property
     def peak_devices(self) -> int:
@@ -81,13 +94,23 @@ def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_siz
     if threads < 1:
         raise SuiteError(f"threads must be at least 1, got {threads}")
     batch_size = batch_size or spec.batch_size(device)
-    if min_run_time is None:
-        min_run_time = QUICK_MIN_RUN_TIME if quick else MIN_RUN_TIME
     return TimingOptions(
         mode=mode, device=device, setup=setup, world_size=world_size, batch_size=batch_size,
-        threads=threads, dtype=dtype, channels_last=channels_last, min_run_time=min_run_time,
-        warmup_steps=QUICK_WARMUP_STEPS if quick else WARMUP_STEPS, quick=quick,
-    )
+        threads=threads, dtype=dtype, channels_last=channels_last,
+        **sampling_rules(quick, min_run_time))
+
+
+def sampling_rules(quick: bool, min_run_time: float | None = None) -> dict:
+    """How a figure is sampled and re-measured, full or quick (the TimingOptions fields)."""
+    if min_run_time is None:
+        min_run_time = QUICK_MIN_RUN_TIME if quick else MIN_RUN_TIME
+    return {"min_run_time": min_run_time, "quick": quick,
+            "warmup_steps": QUICK_WARMUP_STEPS if quick else WARMUP_STEPS,
+            "min_samples": QUICK_MIN_SAMPLES if quick else MIN_SAMPLES,
+            "target_precision": None if quick else TARGET_PRECISION,
+            "time_cap_s": max(TIME_CAP_S, min_run_time),
+            "attempts": QUICK_ATTEMPTS if quick else ATTEMPTS,
+            "quiet_budget_s": QUICK_QUIET_BUDGET_S if quick else QUIET_BUDGET_S}
 
 
 def _resolve_setup(setup: str | None, device: str | None, world_size: int | None) -> str:

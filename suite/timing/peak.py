@@ -8,11 +8,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from torch.utils.benchmark import Timer
 
 from suite.devices import require_device
 from suite.errors import SuiteError
-from suite.timing.measure import all_cores, make_clock
+from suite.timing.figure import figure_flags, measure_figure
+from suite.timing.measure import all_cores
+from suite.timing.options import sampling_rules
 from suite.timing.stats import summarize
 
 # dtype name -> (tensor dtype, whether TF32 tensor cores are allowed)
@@ -65,12 +66,11 @@ def _measure_peak(kind: str, dtype: str, threads: int, quick: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(target, torch_dtype)
     b = torch.randn(n, n, generator=g).to(target, torch_dtype)
-    timer = Timer("torch.mm(a, b)", globals={"a": a, "b": b}, num_threads=threads,
-                  timer=make_clock([a.device]))
+    rules = {**sampling_rules(quick), "threads": threads, "setup": kind, "world_size": 1,
+             "warmup_steps": 3}  # warm-up: thread pools, cuBLAS handles and heuristics
     with _tf32(tf32):
-        timer.timeit(3)  # warm-up: thread pools, cuBLAS handles and heuristics
-        samples = list(timer.blocked_autorange(min_run_time=0.2 if quick else 1.0).times)
-    summary = summarize(samples)
+        sampling, trust = measure_figure(lambda: torch.mm(a, b), options=rules, devices=[a.device])
+    summary = summarize(sampling.samples)
     flops = 2 * n ** 3
     return {
         "device": kind,
@@ -80,8 +80,11 @@ def _measure_peak(kind: str, dtype: str, threads: int, quick: bool) -> dict:
         "matmul_size": n,
         "flops_per_matmul": flops,
         **summary,
+        "flags": figure_flags(noisy=summary["noisy"], n_samples=len(sampling.samples),
+                              min_samples=rules["min_samples"], trust=trust, quick=quick),
         "flops_per_s": flops / summary["median_s"],
-        "samples": samples,
+        "samples": sampling.samples,
+        "attempts": trust["attempts"],
     }
 
 

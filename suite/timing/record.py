@@ -15,14 +15,24 @@ Fields:
     channels_last         whether model and inputs used the channels_last memory format
     median_s, iqr_s       median and interquartile range of `samples`, seconds per iteration
     iqr_fraction, noisy   iqr_s / median_s, and whether it is over 10% (not to be trusted alone)
+    ci95_low_s, ci95_high_s   distribution-free 95% interval of the median (None under 6 samples)
+    ci_half_width_fraction    half that interval's width over the median: the figure's precision
+    flags                 what is wrong with the figure, [] when clean: noisy, contended, drift,
+                          few_samples, throttled, quick (suite.timing.figure says each one's rule)
     samples               raw samples, seconds per iteration, each the mean of one block
     steps_per_sample      iterations in each block
     warmup_steps          untimed iterations before the first block
-    method                "blocked_autorange" (one process) or "fixed_blocks" (DDP ranks, who
-                          must run equal step counts); both torch.utils.benchmark.Timer
-    min_run_time          seconds of timed iterations asked for
+    method                "timer_blocks": blocks timed by torch.utils.benchmark.Timer's loop
+    stop_reason           why sampling stopped: "precision" (interval within target_precision),
+                          "time_cap", or "min_samples" (quick runs: no precision target)
+    min_run_time, min_samples, target_precision, time_cap_s   the sampling rules it ran under
+    attempts              measurements taken (a contended or drifting one is repeated)
+    canary_before_s, canary_after_s   the fixed canary matmul around the figure (suite.timing.canary)
+    load                  what others did on this process's cores during the last attempt:
+                          others_cores, steal_cores, own_cores, throttled_s (cgroup quota)
+    sample_others_cores   others' cores during each block (coarse: the kernel counts in 10 ms ticks)
+    settings              TF32, cuDNN and determinism flags and threads the timing process had
     throughput            samples per second: global_batch_size / median_s
-    device_s              GPU seconds per iteration from CUDA events (one-GPU setups), else None
     peak_mem_bytes        CUDA allocator peak (largest over the GPUs used) on GPU; the process's
                           peak RSS since it started on CPU (rank 0's for DDP)
     peak_mem_kind         "cuda_allocator_peak" or "process_peak_rss"
@@ -41,14 +51,17 @@ from __future__ import annotations
 
 import torch
 
+from suite.timing.figure import FLAGS, figure_flags
 from suite.timing.stats import summarize
 
 KIND = "timing"
 
 
-def build_record(*, model: str, options, sampling, peak_mem: tuple[int, str], flops: int,
-                 calibration: dict, device_s: float | None) -> dict:
+def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[int, str],
+                 flops: int, calibration: dict, settings: dict) -> dict:
     summary = summarize(sampling.samples)
+    flags = figure_flags(noisy=summary["noisy"], n_samples=len(sampling.samples),
+                         min_samples=options.min_samples, trust=trust, quick=options.quick)
     global_batch = options.batch_size * options.world_size
     achieved = flops / summary["median_s"]
     peak_total = calibration["flops_per_s"] * options.peak_devices
@@ -65,13 +78,19 @@ def build_record(*, model: str, options, sampling, peak_mem: tuple[int, str], fl
         "dtype": options.dtype,
         "channels_last": options.channels_last,
         **summary,
+        "flags": flags,
         "samples": list(sampling.samples),
         "steps_per_sample": sampling.steps_per_sample,
         "warmup_steps": sampling.warmup_steps,
-        "method": sampling.method,
+        "method": "timer_blocks",
+        "stop_reason": sampling.stop_reason,
         "min_run_time": options.min_run_time,
+        "min_samples": options.min_samples,
+        "target_precision": options.target_precision,
+        "time_cap_s": options.time_cap_s,
+        **{key: value for key, value in trust.items() if key not in FLAGS},
+        "settings": settings,
         "throughput": global_batch / summary["median_s"],
-        "device_s": device_s,
         "peak_mem_bytes": peak_mem[0],
         "peak_mem_kind": peak_mem[1],
         "flops": flops,
@@ -82,4 +101,5 @@ def build_record(*, model: str, options, sampling, peak_mem: tuple[int, str], fl
         "scaling_efficiency": None,
         "quick": options.quick,
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
     }

@@ -1,13 +1,17 @@
-"""Summary statistics of timing samples: median, IQR and the `noisy` flag.
+"""Summary statistics of timing samples: median, IQR, the `noisy` rule and the median's interval.
 
-Kept free of torch so the flag logic can be checked on synthetic sample lists.
+Kept free of torch so the rules can be checked on synthetic sample lists.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 # The design's rule: a figure whose IQR is over 10% of its median is not to be trusted alone.
 NOISY_IQR_FRACTION = 0.10
+# A distribution-free 95% interval of the median needs at least this many samples: with 5,
+# even (min, max) covers the median only 1 - 2 * 0.5**5 = 94% of the time.
+MIN_SAMPLES_FOR_INTERVAL = 6
 
 
 def quartiles(samples: list[float]) -> tuple[float, float, float]:
@@ -20,14 +24,48 @@ def quartiles(samples: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def summarize(samples: list[float], noisy_above: float = NOISY_IQR_FRACTION) -> dict:
-    """median_s, iqr_s, iqr_fraction (IQR/median) and noisy (iqr_fraction over `noisy_above`)."""
+def is_noisy(iqr: float, median: float) -> bool:
+    """The one `noisy` rule: IQR over NOISY_IQR_FRACTION of the median."""
+    return not median > 0 or iqr / median > NOISY_IQR_FRACTION
+
+
+def median_interval(samples: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval of the median from order statistics, or None (too few samples).
+
+    The number of samples below the true median is Binomial(n, 1/2); the interval runs from the
+    j-th to the (n+1-j)-th smallest sample, j the largest rank that keeps the coverage at least
+    `confidence`. No assumption about the shape of the timing distribution (which is skewed).
+    """
+    n = len(samples)
+    if n < MIN_SAMPLES_FOR_INTERVAL:
+        return None
+    ordered = sorted(samples)
+    tail = (1 - confidence) / 2
+    below, j = 0.0, 0  # below = P(Binomial(n, 1/2) < j)
+    while True:
+        next_below = below + math.comb(n, j) / 2 ** n
+        if next_below > tail:
+            break
+        below, j = next_below, j + 1
+    j = max(j, 1)
+    return ordered[j - 1], ordered[n - j]
+
+
+def summarize(samples: list[float]) -> dict:
+    """median_s, iqr_s, iqr_fraction, noisy, and the 95% interval of the median with its half-width.
+
+    ci_half_width_fraction is half the interval's width over the median: the precision of the
+    figure, which full runs keep sampling to bring under 2%.
+    """
     q1, median, q3 = quartiles(samples)
     iqr = q3 - q1
-    fraction = iqr / median if median > 0 else float("inf")
+    interval = median_interval(samples)
     return {
         "median_s": median,
         "iqr_s": iqr,
-        "iqr_fraction": fraction,
-        "noisy": fraction > noisy_above,
+        "iqr_fraction": iqr / median if median > 0 else float("inf"),
+        "noisy": is_noisy(iqr, median),
+        "ci95_low_s": interval[0] if interval else None,
+        "ci95_high_s": interval[1] if interval else None,
+        "ci_half_width_fraction": (interval[1] - interval[0]) / 2 / median if interval and median > 0 else None,
     }

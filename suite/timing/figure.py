@@ -1,0 +1,83 @@
+"""One figure that is right or flagged: measure, watch the machine, re-measure, flag what persists.
+
+Around every measurement the core times a canary (suite.timing.canary) and watches the cores
+(suite.timing.contention). A measurement during which other processes took the cores it needs,
+or the machine's own speed moved, is repeated after waiting for quiet, up to `attempts` times;
+what is still wrong after the last attempt keeps its samples and says so in `flags`:
+
+    noisy        IQR over 10% of the median: the samples disagree among themselves
+    contended    other processes (or a hypervisor, or a CPU quota) took cores the timing needed
+    drift        the canary ran more than 15% faster or slower after the figure than before it
+    few_samples  fewer raw samples than the minimum (10 in full runs, 5 in quick runs)
+    throttled    a CPU thermal-throttle count rose, or a GPU reported power or thermal limits
+    quick        taken with the short --quick settings: a smoke-level figure
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from suite.timing.canary import Canary, drifted
+from suite.timing.contention import is_contended, load_between, read_counters, wait_for_quiet
+from suite.timing.machine_state import throttle_counters, throttled_between
+from suite.timing.measure import Sampling, measure
+from suite.timing.options import DDP_SETUPS
+
+FLAGS = ("noisy", "contended", "drift", "few_samples", "throttled", "quick")
+
+
+def measure_figure(step: Callable[[], None], *, options, devices: list[torch.device],
+                   agree: Callable[[float], float] | None = None) -> tuple[Sampling, dict]:
+    """(sampling, trust): the last attempt's samples, and what was seen of the machine around them.
+
+    `options` is a TimingOptions (or its dict, in DDP ranks). With `agree` (DDP ranks), every
+    decision to re-measure is shared, so that all ranks run the same steps.
+    """
+    get = options.get if isinstance(options, dict) else lambda key: getattr(options, key)
+    threads = get("threads")
+    ranks = get("world_size") if get("setup") in DDP_SETUPS else 1
+    # Cores the whole figure keeps busy; the other ranks' share is load it expects to see. On a
+    # GPU one host thread per process drives the device.
+    per_rank = threads if devices[0].type == "cpu" else 1
+    cores_needed, peers_cores = per_rank * ranks, per_rank * (ranks - 1)
+    anywhere = (lambda bad: agree(1.0 if bad else 0.0) > 0) if agree else bool
+    gpus = [d.index or 0 for d in devices if d.type == "cuda"]
+    canary = Canary(devices[0], threads)
+    for attempt in range(1, get("attempts") + 1):
+        if attempt > 1:
+            wait_for_quiet(cores_needed, get("quiet_budget_s"))
+        canary_before, throttle_before = canary.time(), throttle_counters(gpus)
+        per_sample, start = [], read_counters()
+        last = [start]
+
+        def watch() -> None:
+            now = read_counters()
+            per_sample.append(load_between(last[0], now).others_cores)
+            last[0] = now
+
+        sampling = measure(step, threads=threads, devices=devices, min_run_time=get("min_run_time"),
+                           warmup_steps=get("warmup_steps"), min_samples=get("min_samples"),
+                           time_cap_s=get("time_cap_s"), target_precision=get("target_precision"),
+                           agree=agree, between_blocks=watch)
+        load = load_between(start, last[0])
+        canary_after = canary.time()
+        contended = anywhere(is_contended(load, cores_needed, peers_cores))
+        drift = anywhere(drifted(canary_before, canary_after))
+        if not (contended or drift):
+            break
+    trust = {
+        "contended": contended, "drift": drift,
+        "throttled": anywhere(throttled_between(throttle_before, throttle_counters(gpus))),
+        "attempts": attempt, "canary_before_s": canary_before, "canary_after_s": canary_after,
+        "load": load.to_dict(), "sample_others_cores": per_sample,
+    }
+    return sampling, trust
+
+
+def figure_flags(*, noisy: bool, n_samples: int, min_samples: int, trust: dict, quick: bool) -> list[str]:
+    """The flags of one figure, in FLAGS order; empty when it is clean."""
+    present = {"noisy": noisy, "contended": trust.get("contended"), "drift": trust.get("drift"),
+               "few_samples": n_samples < min_samples, "throttled": trust.get("throttled"),
+               "quick": quick}
+    return [flag for flag in FLAGS if present[flag]]

@@ -1,0 +1,184 @@
+"""Numbers you can trust: contention, drift, sample counts, settings that cannot leak, big machines.
+
+Nothing here asserts a speed. The burner test asserts that a disturbed figure is either close
+to the quiet one or flagged, and that the watch saw the burner.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from suite.timing import time_model
+from suite.timing.contention import Load, is_contended
+from suite.timing.figure import FLAGS, figure_flags
+from suite.timing.settings import current_settings, preserved_settings
+from suite.timing.stats import median_interval
+
+QUICK_LENET = {"mode": "train", "quick": True}
+
+
+# -- the rules, on synthetic inputs --------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "ranks"), [(6, (1, 6)), (10, (2, 9)), (20, (6, 15)), (50, (18, 33))])
+def test_median_interval_uses_the_binomial_order_statistics(n, ranks):
+    # The ranks of the classic distribution-free 95% interval of a median (any statistics table).
+    assert median_interval(list(range(1, n + 1))) == ranks
+
+
+def test_no_median_interval_from_five_samples_or_fewer():
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+
+
+def load(others, throttled=None):
+    return Load(wall_s=1.0, others_cores=others, steal_cores=0.0, own_cores=1.0, throttled_s=throttled)
+
+
+def test_contention_is_others_beyond_the_spare_cores():
+    assert is_contended(load(1.0), cores_needed=2, cores=2) is True  # a burner on a 2-core box
+    assert is_contended(load(0.05), cores_needed=2, cores=2) is False  # daemons
+    assert is_contended(load(1.0), cores_needed=1, cores=2) is False  # a 1-thread figure leaves a core
+    assert is_contended(load(1.1), cores_needed=2, peers_cores=1, cores=2) is False  # the other DDP rank
+    assert is_contended(load(0.0, throttled=0.5), cores_needed=1, cores=64) is True  # a CPU quota bit
+    assert is_contended(load(None), cores_needed=2, cores=2) is None  # nothing readable: no verdict
+
+
+def test_each_flag_comes_from_its_own_evidence():
+    clean = {"contended": False, "drift": False, "throttled": False}
+    assert figure_flags(noisy=False, n_samples=10, min_samples=10, trust=clean, quick=False) == []
+    every = figure_flags(noisy=True, n_samples=3, min_samples=5, quick=True,
+                         trust={"contended": True, "drift": True, "throttled": True})
+    assert every == list(FLAGS)
+
+
+# -- the core, for real -----------------------------------------------------------------------
+
+def test_every_quick_record_has_five_samples_a_flags_list_and_its_settings():
+    record = time_model("cifar10_lenet", **QUICK_LENET)
+    assert len(record["samples"]) >= 5 and isinstance(record["flags"], list) and "quick" in record["flags"]
+    assert record["settings"] == {**current_settings(), "threads": record["threads"]}
+    assert record["canary_before_s"] > 0 and record["canary_after_s"] > 0
+    assert record["load"]["others_cores"] is not None  # Linux: /proc/stat was read
+
+
+@pytest.fixture
+def burner():
+    """One process spinning on one core, stopped (and reaped) at the end of the test."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.3)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) > 2, reason="one burner only contends on a 1- or 2-core machine")
+def test_a_figure_under_a_burner_is_close_to_the_quiet_one_or_flagged(request):
+    quiet = time_model("cifar10_lenet", **QUICK_LENET)
+    burner_proc = request.getfixturevalue("burner")
+    loaded = time_model("cifar10_lenet", **QUICK_LENET)
+    burner_proc.kill()
+    ratio = loaded["median_s"] / quiet["median_s"]
+    print(f"quiet {quiet['median_s'] * 1e3:.1f} ms {quiet['flags']}, under a burner "
+          f"{loaded['median_s'] * 1e3:.1f} ms ({ratio:.2f}x) {loaded['flags']}, attempts {loaded['attempts']}")
+    assert loaded["load"]["others_cores"] > 0.5  # the watch saw the burner
+    assert abs(ratio - 1) <= 0.25 or {"contended", "drift"} & set(loaded["flags"]), (ratio, loaded["flags"])
+    assert loaded["attempts"] == 2  # a contended figure is measured again before it is flagged
+
+
+# -- settings cannot leak ------------------------------------------------------------------------
+
+def test_a_conformance_step_cannot_change_what_the_next_timing_sees():
+    from suite.runner import _conformance_step
+
+    def meddling_check(device, quick):
+        torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.benchmark = not torch.backends.cudnn.benchmark
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(1)
+        yield {"suite": "test", "case": "meddling", "check": "none", "passed": True}
+
+    before = current_settings()
+    assert [r["case"] for r in _conformance_step(meddling_check, "cpu", True).produce()] == ["meddling"]
+    assert current_settings() == before
+    with preserved_settings():
+        torch.use_deterministic_algorithms(True)
+    assert current_settings() == before
+
+
+@pytest.mark.distributed
+def test_a_check_on_the_pool_then_a_ddp_timing_sees_the_defaults():
+    from suite.distributed import get_pool, selfcheck
+
+    pool = get_pool(2)
+    defaults = pool.run(selfcheck.settings_now)
+    changed = pool.run(selfcheck.switch_settings_off)
+    assert changed != defaults  # the call did change them, inside the call
+    assert pool.run(selfcheck.settings_now) == defaults
+    record = time_model("speech_cnn", setup="cpu-ddp", world_size=2, threads=1, batch_size=8, quick=True)
+    assert record["settings"] == {**defaults[0], "threads": 1}
+
+
+@pytest.mark.distributed
+def test_the_fork_server_never_initialises_cuda_before_it_forks():
+    from suite.distributed import get_pool, selfcheck
+
+    states = get_pool(2).run(selfcheck.cuda_state)
+    assert states == [{"initialized": False, "bad_fork": False}] * 2
+
+
+# -- big machines and the plan -------------------------------------------------------------------
+
+def simulate_big_machine(monkeypatch, cores=128, gpus=8):
+    import suite.devices
+    import suite.timing.options
+    import suite.timing.plan
+
+    monkeypatch.setattr(suite.timing.plan, "all_cores", lambda: cores)
+    monkeypatch.setattr(suite.timing.options, "all_cores", lambda: cores)
+    monkeypatch.setattr(suite.devices, "cuda_count", lambda: gpus)
+
+
+def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_cores(monkeypatch, tmp_path):
+    from suite.cases.models import CASES as MODELS
+    from suite.conformance import VERDICT_SOURCES
+    from suite.progress import Progress
+    from suite.results import ResultsStore
+    from suite.runner import TimingApi, execute, make_plan
+
+    simulate_big_machine(monkeypatch)
+    alive: dict = {}
+    most = [0]
+
+    def fake_time_model(model, mode, **kwargs):  # a DDP timing keeps its pool alive until released
+        if kwargs["setup"].endswith("-ddp"):
+            alive[(kwargs["setup"], kwargs.get("world_size"))] = kwargs.get("world_size") or 8
+        most[0] = max(most[0], sum(alive.values()))
+        return {"model": model, "mode": mode, **kwargs}
+
+    api = TimingApi(fake_time_model, lambda device, quick: {"flops_per_s": 1.0},
+                    __import__("suite.timing.plan", fromlist=["iter_setups"]).iter_setups)
+    _, _, steps = make_plan(device_request="all", verdict_sources=[], timing=api)
+    models, powers = len(MODELS), 8  # 1, 2, 4, ..., 128 threads; world sizes 2 .. 128
+    cpu = models * (2 * powers + (powers - 1))  # train and eval at each thread count; DDP trains
+    cuda = models * (2 + 2 + 2 + 2 + 1)  # fp32, bf16, channels_last, DataParallel: 2 modes; DDP: train
+    assert len(steps) == 2 + cpu + cuda == 2 + 69 + 27
+    assert len(make_plan(device_request="all", timing=api)[2]) == len(steps) + 2 * len(VERDICT_SOURCES)
+    store = ResultsStore(tmp_path, {"name": "big"})
+    execute(steps, store, Progress([s.kind for s in steps], stream=open(os.devnull, "w")),
+            release_pools=alive.clear)
+    assert not [r for r in store.records if r["kind"] == "error"]
+    assert most[0] == 128  # the largest world size alone, never two parts of the run at once
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "suite", "run", "--dry-run", "--json", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    labels = [s["label"] for s in plan["steps"]]
+    assert labels[0] == "peak FLOP/s on cpu" and any(label.startswith("timing ") for label in labels)
+    assert plan["estimate_s"] == pytest.approx(sum(s["estimate_s"] for s in plan["steps"]))
+    assert list(tmp_path.iterdir()) == []
