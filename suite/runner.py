@@ -148,9 +148,13 @@ def _close_pools() -> None:
 
 
 def execute(steps: list[Step], store: ResultsStore, progress: Progress,
-            release_pools: Callable[[], None] = _close_pools) -> None:
+            release_pools: Callable[[], None] = _close_pools,
+            before_first_timing: Callable[[], None] | None = None) -> None:
     """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
     for index, step in enumerate(steps):
+        if before_first_timing is not None and step.kind == "timing":
+            before_first_timing()
+            before_first_timing = None
         progress.start(step.kind, step.label)
         try:
             for record in step.produce():
@@ -219,13 +223,15 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     progress.note(f"writing results to {store.path}")
     try:
         execute(calibrations, store, progress)
+        wait = None
         if any(step.uses_worker_pool for step in rest):
-            from suite.distributed.pool import start_fork_server
+            from suite.distributed.pool import start_fork_server, wait_for_fork_server
 
             # After the calibrations, which use every core: its seconds of importing torch
-            # overlap the conformance steps before the first DDP one instead.
-            start_fork_server()
-        execute(rest, store, progress)
+            # overlap the conformance steps, and the first timing waits until they are over.
+            if start_fork_server():
+                wait = wait_for_fork_server
+        execute(rest, store, progress, before_first_timing=wait)
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     except KeyboardInterrupt:
         store.finish("interrupted")

@@ -125,16 +125,63 @@ def test_noisy_figures_are_flagged(real_results, tmp_path):
     row = table[(table["mode"] == record["mode"]) & (table["setup"] == record["setup"])
                 & (table["world_size"] == record["world_size"])]
     assert row["noisy"].all() and row["flags"].str.contains("noisy").all()
-    assert "(noisy)" in (out / "report.md").read_text()
+    assert "(noisy" in (out / "report.md").read_text()
+
+
+def test_flags_of_the_record_reach_tables_and_csv(real_results, tmp_path):
+    data = results.load(real_results)
+    record = next(r for r in data["records"] if r["kind"] == "timing")
+    record["flags"] = ["contended", "drift", "quick"]
+    out = tmp_path / "report"
+    build_report([write(tmp_path / "flagged.json", data)], out_dir=out)
+    table = read_comparison(out)
+    row = table[(table["mode"] == record["mode"]) & (table["setup"] == record["setup"])
+                & (table["world_size"] == record["world_size"])].iloc[0]
+    assert row["figure_flags"] == "contended drift quick" and row["flags"] == "contended; drift"
+    assert "(contended, drift)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"quick": False}, "full vs quick on the baseline"),
+    ({"torch": "2.10.0"}, "torch 2.10.0 vs"),
+    ({"settings": {"matmul_allow_tf32": True}}, "settings differ from the baseline's"),
+])
+def test_figures_taken_differently_from_the_baselines_are_marked_not_comparable(real_results, tmp_path,
+                                                                                  change, expected):
+    other = twice_as_fast(results.load(real_results), "beta")
+    for record in other["records"]:
+        if record["kind"] == "timing":
+            for key, value in change.items():
+                record[key] = {**record[key], **value} if isinstance(value, dict) else value
+    out = tmp_path / "report"
+    build_report([real_results, write(tmp_path / "beta.json", other)], out_dir=out)
+    table = read_comparison(out)
+    beta, alpha = table[table["machine"] == "beta"], table[table["machine"] == "alpha"]
+    assert beta["differs"].str.contains(expected, regex=False).all(), beta["differs"].tolist()
+    assert alpha["differs"].isna().all()  # the baseline against itself is like for like
+    assert "not comparable" in (out / "report.md").read_text()
+
+
+def test_like_for_like_machines_are_not_marked(real_results, tmp_path):
+    out = tmp_path / "report"
+    build_report([real_results, write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))],
+                 out_dir=out)
+    assert read_comparison(out)["differs"].isna().all()
+    assert "not comparable" not in (out / "report.md").read_text().split("## How to read")[0]
 
 
 def test_report_shows_environments_conformance_and_escapes_html(real_results, tmp_path):
     out = tmp_path / "report"
     build_report([real_results], out_dir=out)
     markdown = (out / "report.md").read_text()
-    for heading in ("## Machines", "## Throughput", "## Speedup against alpha", "## Geometric mean",
-                    "## Fraction of each machine's measured peak", "## Multi-process", "## Conformance"):
-        assert heading in markdown
+    headings = ("## Summary", "## Throughput", "## Speedup against alpha",
+                "## Fraction of each machine's measured peak", "## Multi-process", "## Conformance", "## Machines")
+    # The reader's question first (checks, speed, flags), the machine inventory last.
+    assert [markdown.find(h) for h in headings] == sorted(markdown.find(h) for h in headings)
+    assert -1 not in [markdown.find(h) for h in headings]
+    summary = markdown.split("## Summary")[1].split("##")[0]
+    assert "checks failed" in summary and "flagged timings" in summary
+    assert "## Geometric mean" not in markdown  # one machine: its speedup against itself says nothing
     assert "FAIL" in markdown and "torch" in markdown
     page = (out / "report.html").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page

@@ -59,6 +59,21 @@ def start_fork_server() -> bool:
     return True
 
 
+def wait_for_fork_server() -> None:
+    """Return once the fork server has finished importing (it serves no fork before that).
+
+    A timing that uses every core must not run beside the server's seconds of importing torch:
+    `torchsuite run` starts the server early and waits here before its first timing.
+    """
+    if default_start_method() != "forkserver":
+        return
+    import multiprocessing
+
+    probe = multiprocessing.get_context("forkserver").Process(target=os.getpid, name="torchsuite-fork-probe")
+    probe.start()
+    probe.join()
+
+
 class WorkerError(SuiteError):
     """A call on the pool failed: a worker died, raised or did not answer in time.
 

@@ -24,8 +24,9 @@ def load_all(paths) -> list[sources.MachineResults]:
 
 def _write_into(directory: Path, loaded, baseline: str) -> None:
     parts, comp, scaling = render.sections(loaded, baseline)
-    csv = comp.drop(columns=["samples"]).assign(
-        n_samples=[len(s) if isinstance(s, list) else 0 for s in comp["samples"]])
+    csv = comp.drop(columns=["samples", "marks"]).assign(
+        n_samples=[len(s) if isinstance(s, list) else 0 for s in comp["samples"]],
+        figure_flags=[" ".join(f) for f in comp["figure_flags"]])
     csv.to_csv(directory / "comparison.csv", index=False)
     if len(scaling):
         scaling.to_csv(directory / "scaling.csv", index=False)

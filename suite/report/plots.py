@@ -34,13 +34,25 @@ def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str], erro
             low, high = part[errors[0]], part[errors[1]]
             yerr = np.vstack([(part[value] - low).clip(lower=0).fillna(0), (high - part[value]).clip(lower=0).fillna(0)])
         positions = x + (i - (len(machines) - 1) / 2) * width
-        ax.bar(positions, part[value].astype(float), width, label=machine, yerr=yerr, capsize=2)
+        bars = ax.bar(positions, part[value].astype(float), width, label=machine, yerr=yerr, capsize=2)
+        for bar, marks in zip(bars, part["marks"].fillna("")):
+            if marks:  # a flagged figure (contended, drift, noisy...) or one not comparable
+                bar.set_hatch("///")
+                bar.set_edgecolor("black")
         for position, missing in zip(positions, part[value].isna()):
             if missing:  # an absent bar would read as 0
                 ax.annotate("missing", (position, 0), xycoords=("data", "axes fraction"), rotation=90,
                             ha="center", va="bottom", fontsize=7, color="red")
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
+    if frame["marks"].fillna("").ne("").any():
+        from matplotlib.patches import Patch
+
+        handles, names = ax.get_legend_handles_labels()
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///"))
+        names.append("hatched: flagged figure")
+        ax.legend(handles, names, fontsize=8)
+    else:
+        ax.legend(fontsize=8)
 
 
 def _save(fig, path: Path) -> Path:

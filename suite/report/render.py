@@ -10,6 +10,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from suite.report import machines as machine_facts
@@ -21,10 +22,13 @@ HOW_TO_READ = (
     "(above 1: faster than the baseline; 1.0 for the baseline itself). The interval in brackets "
     "is a 95% bootstrap interval of that ratio of medians, resampled from the raw per-iteration "
     f"samples of both machines ({tables.BOOTSTRAP_RESAMPLES} resamples, fixed seed); it is absent "
-    "when either side kept fewer than 2 samples. \"(noisy)\" marks figures whose IQR/median is over "
-    f"{tables.NOISE_THRESHOLD:.0%}: repeat them before trusting them. \"missing\" marks a row "
-    "measured on another machine but not on this one (never a 0); \"no baseline\" a row the "
-    "baseline did not measure.")
+    "when either side kept fewer than 2 samples. A word in round brackets after a figure is a flag: "
+    f"noisy (IQR over {tables.NOISE_THRESHOLD:.0%} of the median), contended (other processes took "
+    "cores the timing needed), drift (the machine's speed changed under the figure), few_samples, "
+    "throttled (thermal or power limits); repeat a flagged figure before trusting it. \"not "
+    "comparable\" marks a figure taken with other settings, quick/full or versions than the "
+    "baseline's (the Flags section says which). \"missing\" marks a row measured on another machine "
+    "but not on this one (never a 0); \"no baseline\" a row the baseline did not measure.")
 
 
 @dataclass
@@ -36,24 +40,56 @@ class Section:
     image: str | None = None
 
 
+def summary(loaded, comp: pd.DataFrame, conformance: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
+    """The first screen: per machine, its checks, its timings and their flags, and its speed."""
+    rows = []
+    for machine in machines:
+        mine = [m for m in loaded if m.machine == machine]
+        checks = conformance[conformance["machine"] == machine] if len(conformance) else conformance
+        figures = comp[(comp["machine"] == machine) & ~comp["missing"]] if len(comp) else comp
+        speedups = figures["speedup"].dropna() if len(figures) else pd.Series(dtype=float)
+        speedups = speedups[speedups > 0]
+        rows.append({
+            "machine": machine,
+            "checks passed": int(checks["passed"].sum()) if len(checks) else 0,
+            "checks failed": int(checks["failed"].sum()) if len(checks) else 0,
+            "timings": len(figures),
+            "flagged timings": int((figures["marks"] != "").sum()) if len(figures) else 0,
+            "geometric mean speedup": f"{np.exp(np.log(speedups).mean()):.3g} (n={len(speedups)})" if len(speedups) else "n/a",
+            "run": ", ".join(dict.fromkeys(_run_kind(m) for m in mine)),
+        })
+    frame = pd.DataFrame(rows)
+    return frame if len(machines) > 1 else frame.drop(columns=["geometric mean speedup"])
+
+
+def _run_kind(loaded_machine) -> str:
+    quick = {t.get("quick") for t in loaded_machine.timings} - {None}
+    kind = "quick" if quick == {True} else "full" if quick == {False} else "mixed" if quick else loaded_machine.format
+    return kind if loaded_machine.status == "complete" else f"{kind}, {loaded_machine.status}"
+
+
 def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.DataFrame]:
+    """Summary first, then the figures and plots, then conformance detail, then the machines."""
     machines = tables.machine_order(loaded)
     long = tables.long_table(loaded)
     comp = tables.comparison(long, machines, baseline)
     scaling = tables.scaling(long)
-    summary, verdicts = machine_facts.conformance(loaded, machines)
+    checks, verdicts = machine_facts.conformance(loaded, machines)
     incomplete = [f"{m.machine} ({m.source}: {m.status})" for m in loaded if m.status != "complete"]
-    out = [Section("How to read this report", HOW_TO_READ + (
-        "\n\nIncomplete runs (interrupted or still running; their finished records are shown): "
-        + ", ".join(incomplete) if incomplete else "")),
-        Section("Machines", f"Baseline: {baseline}. Machines: {', '.join(machines)}.", machine_facts.environments(loaded))]
+    out = [Section("Summary", f"Baseline: {baseline}. Speedups are against it; flagged timings carry a "
+                   "flag in the tables below." + (
+                       "\n\nIncomplete runs (interrupted or still running; their finished records are shown): "
+                       + ", ".join(incomplete) if incomplete else ""),
+                   summary(loaded, comp, checks, machines), index=False)]
+    if len(comp) and len(machines) > 1:
+        out.append(Section("Geometric mean speedup across models", "", tables.geometric_means(comp, machines)))
+    out.append(Section("How to read this report", HOW_TO_READ))
     if len(comp):
         out += [
             Section("Throughput (samples/s)", "Rows: model, mode, device setup (xN: processes or GPUs; Nt: threads when not all cores); columns: machine.",
                     tables.pivot_shown(comp, "throughput", machines), image="throughput.png"),
             Section("Median time per iteration (s)", "", tables.pivot_shown(comp, "median_s", machines)),
             Section(f"Speedup against {baseline}", "", tables.speedup_table(comp, machines), image="speedup.png"),
-            Section("Geometric mean speedup across models", "", tables.geometric_means(comp, machines)),
             Section("Fraction of each machine's measured peak FLOP/s",
                     "Achieved FLOP/s (FlopCounterMode's count / median time) over the machine's own calibrated peak.",
                     tables.pivot_shown(comp, "peak_fraction", machines, digits=3), image="peak_fraction.png"),
@@ -61,20 +97,21 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
     peaks = machine_facts.peaks(loaded)
     if len(peaks):
         out.append(Section("Calibrated peaks", "", peaks, index=False))
-    out.append(Section("Multi-process / multi-GPU scaling",
-                       "Efficiency = throughput / (processes x single-device throughput of the same model, mode, "
-                       "batch per device and, on CPU, threads per process); n/a when that reference was not "
-                       "measured (a --quick run times the CPU at all cores only).",
-                       scaling if len(scaling) else None, index=False, image="scaling.png"))
-    if len(summary):
+    if len(scaling):
+        out.append(Section("Multi-process / multi-GPU scaling",
+                           "Efficiency = throughput / (processes x single-device throughput of the same model, mode, "
+                           "batch per device and, on CPU, threads per process); n/a when that reference is not in "
+                           "the run (a --quick run times the CPU at all cores only).",
+                           scaling, index=False, image="scaling.png"))
+    if len(checks):
         out.append(Section("Conformance", "Passed and failed checks per machine (crashed steps count as failed).",
-                           summary, index=False))
+                           checks, index=False))
         not_everywhere = verdicts[(verdicts != "pass").any(axis=1)] if len(verdicts) else verdicts
         out.append(Section("Checks that did not pass on every machine",
                            "" if len(not_everywhere) else "None: every check passed on every machine.",
                            not_everywhere.reset_index() if len(not_everywhere) else None, index=False))
     flagged = comp[comp["flags"] != ""][["machine", *tables.KEY, "flags"]] if len(comp) else comp
-    out.append(Section("Flags", "" if len(flagged) else "No noisy or missing rows.",
+    out.append(Section("Flags", "" if len(flagged) else "No flagged, missing or incomparable rows.",
                        flagged if len(flagged) else None, index=False))
     errors = [{"machine": m.machine, "step": e.get("step", ""), "detail": e.get("detail", "")}
               for m in loaded for e in m.errors]
@@ -84,7 +121,8 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                 "setup": k.get("setup", ""), "world_size": k.get("world_size", 1), "reason": k.get("reason", "")}
                for m in loaded for k in m.skipped]
     if skipped:
-        out.append(Section("Skipped timings (hardware absent)", "", pd.DataFrame(skipped), index=False))
+        out.append(Section("Skipped by design (hardware absent)", "", pd.DataFrame(skipped), index=False))
+    out.append(Section("Machines", f"Machines: {', '.join(machines)}.", machine_facts.environments(loaded)))
     return out, comp, scaling
 
 

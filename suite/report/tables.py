@@ -6,6 +6,11 @@ machine let it use, else the thread count: a 2-core and a 64-core machine compar
 (each machine at full strength) and at the thread counts both measured. A key absent on some
 machine becomes an explicit "missing" row.
 
+Each row keeps its figure's flags (suite.timing.figure: noisy, contended, drift, few_samples,
+throttled, quick) and is compared with the baseline's row for what makes two figures
+comparable: quick or full settings, torch and CUDA versions, and the timing process's
+settings (TF32, cuDNN, determinism). A difference is a flag on the row, never silent.
+
 Speedup = baseline median_s / this median_s. Its 95% interval is a bootstrap of that ratio of
 medians from the raw samples of both sides (2000 resamples, seed 0 for every row, so a report
 is reproducible); without at least 2 raw samples on both sides the interval is left empty.
@@ -18,11 +23,14 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError, UnknownCaseError
+from suite.timing.stats import NOISY_IQR_FRACTION, is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
 TIMING_COLUMNS = ["threads", "median_s", "iqr_s", "noisy", "throughput", "peak_mem_bytes", "flops",
                   "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
-NOISE_THRESHOLD = 0.10
+NOISE_THRESHOLD = NOISY_IQR_FRACTION
+# What must match for two figures to be compared as like for like, and how a difference reads.
+COMPARABILITY = {"quick": "quick vs full", "torch": "torch", "cuda": "CUDA", "settings_key": "settings"}
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 SINGLE_DEVICE_SETUP = {"cpu-ddp": "cpu", "cuda-ddp": "cuda", "dataparallel": "cuda"}
@@ -34,13 +42,14 @@ class EmptyResultsError(SuiteError):
 
 def long_table(loaded) -> pd.DataFrame:
     """One row per timing of every machine; later files win over earlier ones for the same machine and key."""
-    rows = [{"machine": m.machine, "source": m.source, **t,
-             "threads_setting": _threads_setting(t.get("threads"), m.environment)}
+    rows = [{"machine": m.machine, "source": m.source, **{k: v for k, v in t.items() if k != "flags"},
+             "figure_flags": t.get("flags"), "threads_setting": _threads_setting(t.get("threads"), m.environment)}
             for m in loaded for t in m.timings]
+    extra = ["samples", "figure_flags", *COMPARABILITY]
     if not rows:
-        return pd.DataFrame(columns=["machine", "source", *KEY, *TIMING_COLUMNS, "samples"])
+        return pd.DataFrame(columns=["machine", "source", *KEY, *TIMING_COLUMNS, *extra])
     table = pd.DataFrame(rows)
-    for column in [*KEY, *TIMING_COLUMNS, "samples"]:
+    for column in [*KEY, *TIMING_COLUMNS, *extra]:
         if column not in table:
             table[column] = None
     # One-device setups are world size 1 whatever the file says; elsewhere an unknown stays unknown.
@@ -54,11 +63,26 @@ def long_table(loaded) -> pd.DataFrame:
     numeric = [c for c in TIMING_COLUMNS if c != "noisy"]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
     # Recomputed rather than trusted: files from other tools carry no flag, and the rule must be one.
-    table["noisy"] = (table["iqr_s"] / table["median_s"]) > NOISE_THRESHOLD
+    table["noisy"] = [is_noisy(iqr, median) if pd.notna(iqr) and pd.notna(median) else False
+                      for iqr, median in zip(table["iqr_s"], table["median_s"])]
+    table["figure_flags"] = [_figure_flags(flags, noisy) for flags, noisy in zip(table["figure_flags"], table["noisy"])]
+    table["settings_key"] = [_settings_key(s) for s in table.pop("settings")] if "settings" in table else None
     if table["throughput"].isna().any():
         derived = table["batch_size"].astype("Float64") * table["world_size"].astype("Float64") / table["median_s"]
         table["throughput"] = table["throughput"].fillna(derived.astype(float))
     return table.drop_duplicates(subset=["machine", *KEY], keep="last").reset_index(drop=True)
+
+
+def _figure_flags(flags, noisy: bool) -> tuple:
+    flags = [f for f in flags if isinstance(f, str)] if isinstance(flags, list) else []
+    return tuple(dict.fromkeys([*flags, *(["noisy"] if noisy else [])]))
+
+
+def _settings_key(settings) -> str | None:
+    """The timing settings that change a figure, threads aside (those are part of the row's key)."""
+    if not isinstance(settings, dict):
+        return None
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "threads")
 
 
 def _threads_setting(threads, environment: dict) -> str:
@@ -105,9 +129,11 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     grid = pd.DataFrame({"machine": machines}).merge(keys, how="cross")
     full = grid.merge(table, on=["machine", *KEY], how="left", indicator=True)
     full["missing"] = full.pop("_merge") == "left_only"
-    base = table[table["machine"] == baseline][[*KEY, "median_s", "samples"]]
-    full = full.merge(base.rename(columns={"median_s": "baseline_median_s", "samples": "baseline_samples"}),
+    base = table[table["machine"] == baseline][[*KEY, "median_s", "samples", *COMPARABILITY]]
+    full = full.merge(base.rename(columns={"median_s": "baseline_median_s", "samples": "baseline_samples",
+                                           **{c: f"baseline_{c}" for c in COMPARABILITY}}),
                       on=KEY, how="left")
+    full["differs"] = [_differences(row) for row in full.itertuples()]
     full["speedup"] = full["baseline_median_s"] / full["median_s"]
     # The baseline against itself has speedup 1.0 by definition; an interval there would only confuse.
     intervals = [_median_ratio_interval(bs, s) if not missing and machine != baseline else (math.nan, math.nan)
@@ -116,13 +142,44 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     full["speedup_ci_low"] = [i[0] for i in intervals]
     full["speedup_ci_high"] = [i[1] for i in intervals]
     full["noisy"] = full["noisy"].fillna(False).astype(bool)
+    full["figure_flags"] = [f if isinstance(f, tuple) else () for f in full["figure_flags"]]
+    full["marks"] = [_marks(f, d) for f, d in zip(full["figure_flags"], full["differs"])]
     full["flags"] = [_flags(row, baseline) for row in full.itertuples()]
     ordered = ["machine", *KEY, *TIMING_COLUMNS, "speedup", "speedup_ci_low", "speedup_ci_high",
-               "missing", "flags", "source"]
+               "missing", "flags", "marks", "figure_flags", "differs", "quick", "torch", "cuda", "source"]
     rank = {m: i for i, m in enumerate(machines)}
     full = full.sort_values(by=["model", "mode", "setup", "world_size", "batch_size", "machine"],
                             key=lambda s: s.map(rank) if s.name == "machine" else s)
     return full[ordered + ["samples"]].reset_index(drop=True)
+
+
+def _differences(row) -> str:
+    """What makes this row not like for like with the baseline's, e.g. "quick vs full; torch 2.10 vs 2.11"."""
+    if row.missing or pd.isna(row.baseline_median_s):
+        return ""
+    out = []
+    for column, name in COMPARABILITY.items():
+        mine, theirs = getattr(row, column), getattr(row, f"baseline_{column}")
+        if _unknown(mine) or _unknown(theirs) or mine == theirs:
+            continue  # a format that does not say cannot be called different
+        if column == "quick":
+            out.append(f"{'quick' if mine else 'full'} vs {'quick' if theirs else 'full'} on the baseline")
+        elif column == "settings_key":
+            out.append(f"settings differ from the baseline's ({mine} vs {theirs})")
+        else:
+            out.append(f"{name} {mine} vs {theirs}")
+    return "; ".join(out)
+
+
+def _unknown(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _marks(figure_flags: tuple, differs: str) -> str:
+    """The short note a table cell carries: the figure's flags (quick is said once, above), and
+    "not comparable" when it differs from the baseline's figure in more than its speed."""
+    marks = [f for f in figure_flags if f != "quick"]
+    return ", ".join(marks + (["not comparable"] if differs else []))
 
 
 def _flags(row, baseline: str) -> str:
@@ -131,8 +188,9 @@ def _flags(row, baseline: str) -> str:
         flags.append(f"missing on {row.machine}")
     elif pd.isna(row.baseline_median_s):
         flags.append(f"missing on baseline {baseline}")
-    if row.noisy:
-        flags.append("noisy")
+    flags += [f for f in row.figure_flags if f != "quick"]
+    if row.differs:
+        flags.append(row.differs)
     return "; ".join(flags)
 
 
@@ -147,19 +205,19 @@ def row_label(frame: pd.DataFrame) -> pd.Series:
     return label.where(threads == "all", label + " " + threads + "t")
 
 
-def shown(value: float, noisy: bool, missing: bool, digits: int = 4) -> str:
-    """A cell for the Markdown/HTML pivots: never a blank that reads as 0."""
+def shown(value: float, marks: str, missing: bool, digits: int = 4) -> str:
+    """A cell for the Markdown/HTML pivots: never a blank that reads as 0; flags in brackets."""
     if missing:
         return "missing"
     if value is None or pd.isna(value):
         return "n/a"
     text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
-    return text + " (noisy)" if noisy else text
+    return f"{text} ({marks})" if marks else text
 
 
 def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int = 4) -> pd.DataFrame:
     frame = comp.assign(row=row_label(comp))
-    frame["cell"] = [shown(v, n, m, digits) for v, n, m in zip(frame[value], frame["noisy"], frame["missing"])]
+    frame["cell"] = [shown(v, marks, m, digits) for v, marks, m in zip(frame[value], frame["marks"], frame["missing"])]
     # The row's setup names its device (cpu, cpu-ddp, cuda, ...): one column per machine suffices.
     table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
     return table[[m for m in machines if m in table.columns]].fillna("missing")
@@ -172,7 +230,7 @@ def speedup_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
         if r.missing or pd.isna(r.speedup):
             return "missing" if r.missing else "no baseline"
         ci = "" if pd.isna(r.speedup_ci_low) else f" [{r.speedup_ci_low:.3g}, {r.speedup_ci_high:.3g}]"
-        return f"{r.speedup:.3g}{ci}" + (" (noisy)" if r.noisy else "")
+        return f"{r.speedup:.3g}{ci}" + (f" ({r.marks})" if r.marks else "")
 
     frame["cell"] = [cell(r) for r in frame.itertuples()]
     table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
