@@ -7,9 +7,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC = {
-    "check_function": "suite.conformance.function_check",
-    "assert_function_conforms": "suite.conformance.function_check",
-    "check_ddp_equivalence": "suite.conformance.ddp",
+    "check_function": "suite.conformance.functions.check",
+    "assert_function_conforms": "suite.conformance.functions.check",
+    "check_ddp_equivalence": "suite.conformance.parallel.ddp",
     "time_model": "suite.timing.core",
 }
 

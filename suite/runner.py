@@ -6,7 +6,6 @@ a step that crashes becomes an error record, so one broken checker does not cost
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 from dataclasses import dataclass
@@ -57,22 +56,13 @@ class Step:
         return self.pool_key is not None
 
 
-def _resolve(source) -> Callable:
-    if callable(source):
-        return source
-    module_name, _, function_name = source.partition(":")
-    return getattr(importlib.import_module(module_name), function_name)
-
-
 # --dry-run estimates: a conformance source may declare `estimated_s = (quick, full)`.
 DEFAULT_CONFORMANCE_ESTIMATE_S = (10.0, 30.0)
 TIMING_OVERHEAD_S = 1.5  # building the model, warm-up, canaries, counting FLOPs
 POOL_START_S = 2.0
 
 
-def _conformance_step(source, device: str, quick: bool) -> Step:
-    check = _resolve(source)
-
+def _conformance_step(check: Callable, device: str, quick: bool) -> Step:
     def produce():
         from suite.timing.settings import preserved_settings
 
@@ -81,7 +71,7 @@ def _conformance_step(source, device: str, quick: bool) -> Step:
             for verdict in check(device, quick):
                 yield {"kind": "conformance", "device": device, **verdict}
 
-    name = source if isinstance(source, str) else f"{source.__module__}:{source.__qualname__}"
+    name = f"{check.__module__}:{check.__qualname__}"
     estimate = getattr(check, "estimated_s", DEFAULT_CONFORMANCE_ESTIMATE_S)[0 if quick else 1]
     return Step("conformance", f"conformance {name} on {device}", produce,
                 {"stage": "conformance", "source": name, "device": device}, estimate,
@@ -124,7 +114,7 @@ def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
                 {"stage": "calibration", "device": device}, 1.0 if quick else 3.0)
 
 
-def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[str],
+def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Callable],
          timing: TimingApi) -> list[Step]:
     steps = [_calibration_step(timing, device, quick) for device in devices]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
@@ -188,7 +178,7 @@ def _summary(records: list[dict]) -> str:
 
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
-              verdict_sources: list[str] | None = None, timing: TimingApi | None = None):
+              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None):
     """(devices, models, steps) of a run; a bad model name or absent device raises here."""
     from suite.cases.models import CASES
     from suite.devices import resolve_devices
@@ -196,14 +186,14 @@ def make_plan(*, device_request: str = "all", model_names: list[str] | None = No
     devices = resolve_devices(device_request)
     models = CASES.select(model_names)
     if verdict_sources is None:
-        from suite.conformance import VERDICT_SOURCES as verdict_sources
+        from suite.conformance.sources import VERDICT_SOURCES as verdict_sources
     steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api())
     return devices, models, steps
 
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               out_dir="results", report_dir="reports", machine_name: str | None = None,
-              verdict_sources: list[str] | None = None, timing: TimingApi | None = None,
+              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None,
               stream=None) -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
     from suite.environment import capture

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from suite.conformance.chain_rule import autograd_gradient, explicit_chain_rule
+from suite.conformance.autograd.chain_rule import autograd_gradient, explicit_chain_rule
 
 F64 = torch.float64
 

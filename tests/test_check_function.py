@@ -6,9 +6,9 @@ from torch.autograd import Function
 import suite
 from suite.cases import function_examples as ok
 from suite.cases.functions import CASES as FUNCTIONS, CONFORMS, FunctionCase
-from suite.conformance.function_battery import declares_vmap, defines, is_once_differentiable
-from suite.conformance.function_check import CHECK_NAMES, assert_function_conforms, check_function, verdicts
-from suite.conformance.outcome import VERDICTS
+from suite.conformance.functions.checks import declares_vmap, defines, is_once_differentiable
+from suite.conformance.functions.check import CHECK_NAMES, assert_function_conforms, check_function, verdicts
+from suite.conformance.result import VERDICTS
 
 pytest_plugins = ["pytester"]
 
@@ -58,9 +58,14 @@ def test_the_catalogue_covers_the_function_api():
     assert all("\n" not in c.describe() for c in FUNCTIONS)
 
 
-def test_an_expected_verdict_must_name_a_check():
+def test_an_expected_verdict_must_name_a_check(monkeypatch):
+    from suite.cases import functions as catalogue
+
+    assert all(c.expected in ("conforms", *CHECK_NAMES) for c in FUNCTIONS)
+    typo = FunctionCase("x", ok.CubeSavedInput, lambda: (torch.ones(1),), "typo", expected="gradchek")
+    monkeypatch.setattr(catalogue, "CASES", [typo])
     with pytest.raises(ValueError, match="neither 'conforms' nor a check"):
-        FunctionCase("x", ok.CubeSavedInput, lambda: (torch.ones(1),), "typo", expected="gradchek")
+        next(verdicts("cpu", True))
 
 
 def test_once_differentiable_double_backward_raises_and_that_is_a_pass():

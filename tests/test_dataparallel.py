@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from suite.cases.models import CASES as MODELS
 from suite.cases.parallel import CLASSES, FEATURES, batchnorm_mlp, tiny_mlp
-from suite.conformance.dataparallel import check_dataparallel
+from suite.conformance.parallel.dataparallel import check_dataparallel
 from suite.devices import cuda_count
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from suite.cases.parallel import CASES, adam, cross_entropy_sum, tiny_mlp
-from suite.conformance.ddp import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
+from suite.conformance.parallel.ddp import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
                                    verdicts)
 from suite.devices import cuda_count, missing_reason
 from suite.distributed import get_pool

@@ -9,7 +9,7 @@ from torch.autograd.gradcheck import GradcheckError
 
 from suite.cases import function_flaws as bad
 from suite.cases.models import CASES as MODELS
-from suite.conformance.model_gradients import (MODEL_CHECKS, KinkRecorder, check_model, full_subset_names,
+from suite.conformance.autograd.models import (MODEL_CHECKS, KinkRecorder, check_model, full_subset_names,
                                                model_results)
 
 

@@ -4,7 +4,8 @@ import torch
 
 from suite.cases import function_flaws as bad
 from suite.cases.ops import CASES as OPS, OP_CHECKS, OpCase, away_from, distinct, randn
-from suite.conformance.gradients import check_op, verdicts
+from suite.conformance.autograd.ops import check_op
+from suite.conformance.autograd.verdicts import verdicts
 
 APPLICABLE = [(case, check) for case in OPS for check in case.checks()]
 DECLARED_EXCEPTIONS = [(case, check) for case in OPS for check in case.unsupported]

@@ -56,13 +56,13 @@ def test_the_full_quick_cpu_run_times_every_model_and_passes_every_check(tmp_pat
 
 def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
     from suite.cases.models import CASES
+    from suite.conformance.sources import autograd_verdicts, ddp_verdicts
     from suite.runner import default_timing_api, plan
 
-    steps = plan(["cpu"], CASES.select(["speech_cnn"]), True,
-                 ["suite.conformance.ddp:verdicts", "suite.conformance.gradients:verdicts"],
+    steps = plan(["cpu"], CASES.select(["speech_cnn"]), True, [ddp_verdicts, autograd_verdicts],
                  default_timing_api())
     on_pool = {(s.kind, s.context.get("source") or s.context.get("setup")) for s in steps if s.uses_worker_pool}
-    assert on_pool == {("conformance", "suite.conformance.ddp:verdicts"), ("timing", "cpu-ddp")}
+    assert on_pool == {("conformance", "suite.conformance.parallel.ddp:verdicts"), ("timing", "cpu-ddp")}
 
 
 @pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"), (signal.SIGKILL, "running")],

@@ -143,7 +143,7 @@ def simulate_big_machine(monkeypatch, cores=128, gpus=8):
 
 def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_cores(monkeypatch, tmp_path):
     from suite.cases.models import CASES as MODELS
-    from suite.conformance import VERDICT_SOURCES
+    from suite.conformance.sources import VERDICT_SOURCES
     from suite.progress import Progress
     from suite.results import ResultsStore
     from suite.runner import TimingApi, execute, make_plan

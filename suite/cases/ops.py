@@ -4,7 +4,7 @@ Each OpCase holds the op, a seeded generator of float64 sample arguments (tensor
 grad are the ones differentiated; everything else is passed through), and the checks that do
 not apply, each with its reason. Samples stay away from the op's non-differentiable points
 (kinks of relu and abs, ties of max and max_pool, bounds of clamp), because a finite
-difference taken across a kink measures nothing. The checks live in suite/conformance/gradients.py.
+difference taken across a kink measures nothing. The checks live in suite/conformance/autograd/gradcheck.py.
 """
 from __future__ import annotations
 

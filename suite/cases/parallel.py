@@ -98,7 +98,7 @@ class ParallelCase:
     shard_size: int = 4  # samples per rank and step
     steps: int = 3
     ddp_kwargs: dict = field(default_factory=dict)
-    scheme: str = "shards"  # shards, uneven (Join) or sampler; see suite.conformance.ddp_feeding
+    scheme: str = "shards"  # shards, uneven (Join) or sampler; see suite.conformance.parallel.sharding
     accumulate: int = 1  # micro-batches per step, all but the last under no_sync()
     rescale_loss: bool = False  # multiply each rank's loss by the world size
     expected: str = "equivalent"  # or "diverges"

@@ -1,12 +1,10 @@
-"""Conformance checkers. Each source below yields verdict records for `torchsuite run`.
+"""Conformance checkers, one subpackage per thing they check.
 
-A source is "module:function" with signature `(device: str, quick: bool) -> Iterable[dict]`;
-each dict is a verdict record (see suite/results.py): kind="conformance", suite, case, check,
-device, passed, detail, seconds.
+    autograd/    gradients of the registered ops and models against finite differences, the
+                 jacobian helpers, and the source article's chain-rule claim
+    functions/   check_function: the checks a custom torch.autograd.Function must pass
+    parallel/    DDP and DataParallel trained side by side with one process on the whole batch
+
+Each checker returns results with `.passed`; suite/conformance/sources.py lists the ones that
+`torchsuite run` consumes.
 """
-
-VERDICT_SOURCES: list[str] = [
-    "suite.conformance.ddp:verdicts",
-    "suite.conformance.gradients:verdicts",
-    "suite.conformance.function_check:verdicts",
-]

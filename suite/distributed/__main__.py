@@ -50,8 +50,8 @@ def verdict_lines(rank: int, world_size: int, names: str | None, device: str, ba
     """
     import torch.distributed as dist
 
-    from suite.conformance.ddp import build_report, case_job, judge
-    from suite.conformance.ddp_training import train_and_compare
+    from suite.conformance.parallel.ddp import build_report, case_job, judge
+    from suite.conformance.parallel.ddp_training import train_and_compare
 
     lines = []
     for case in select_cases(names, world_size, device):
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from suite.conformance.ddp import default_backend
+    from suite.conformance.parallel.ddp import default_backend
 
     if not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
         print("python -m suite.distributed: error: launch it with torchrun, which sets RANK, "

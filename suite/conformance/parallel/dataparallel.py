@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from suite.conformance.ddp_training import TOLERANCES
+from suite.conformance.parallel.ddp_training import TOLERANCES
 
 
 @dataclass

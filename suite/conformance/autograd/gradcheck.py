@@ -1,4 +1,4 @@
-"""Gradient checks of the registered ops and models, each returning a CheckResult.
+"""gradcheck and its helpers, shared by the op, model and custom-Function checks.
 
 Why float64: gradcheck compares autograd's Jacobian with central finite differences
 (f(x + eps) - f(x - eps)) / 2 eps. With eps = 1e-6 the difference of two nearby values loses
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import importlib
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 from torch.autograd.gradcheck import GradcheckError
 
-from suite.cases.ops import CASES as OPS, OpCase
-from suite.conformance.jacobians import (bind, forward_jacobians, largest_gap, numerical_jacobians,
-                                         reverse_jacobians)
-from suite.conformance.outcome import CheckResult, first_line, run_check, verdict_record
+from suite.conformance.autograd.jacobians import (bind, forward_jacobians, largest_gap, numerical_jacobians,
+                                                  reverse_jacobians)
+from suite.conformance.result import CheckResult, first_line, run_check
 
 GRADCHECK_TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
 JVP_VJP_RTOL, JVP_VJP_ATOL = 1e-9, 1e-12
@@ -131,44 +129,3 @@ def on_device(args: tuple, device: str) -> tuple:
         return args
     return tuple(a.detach().to(device).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
                  for a in args)
-
-
-def check_op(case: OpCase, check: str, *, fast_mode: bool = False, seed: int = 0, device: str = "cpu",
-             honour_unsupported: bool = True) -> CheckResult:
-    """One check of one op on its seeded float64 samples. A declared exception is a skip."""
-    if honour_unsupported and check in case.unsupported:
-        return CheckResult(check, "skip", case.unsupported[check])
-    try:
-        args = on_device(case.samples(seed), device)
-    except Exception as error:
-        return CheckResult(check, "fail", f"samples: raised {first_line(error)}")
-    if check in ("gradcheck", "gradgradcheck"):
-        return gradcheck_result(check, case.op, args, fast_mode=fast_mode)
-    if check == "forward_ad":
-        return gradcheck_result(check, case.op, args, fast_mode=fast_mode, check_forward_ad=True,
-                                check_backward_ad=False, check_undefined_grad=False)
-    if check == "batched_grad":
-        return gradcheck_result(check, case.op, args, fast_mode=fast_mode, check_batched_grad=True)
-    if check == "jvp_vjp":
-        return jvp_vjp_result(case.op, args, seed)
-    raise ValueError(f"unknown op check {check!r}")
-
-
-def verdicts(device: str, quick: bool) -> Iterator[dict]:
-    """Verdict records for `torchsuite run`: every op, then every registered model.
-
-    Samples are made in float64 on the CPU and moved to `device`. quick=True runs fast mode,
-    only the first-order and jvp/vjp checks of ops, and the models' fast-mode check.
-    """
-    from suite.conformance.model_gradients import model_results
-
-    op_checks = ("gradcheck", "jvp_vjp") if quick else None
-    for case in OPS:
-        for check in op_checks or case.checks():
-            result = check_op(case, check, fast_mode=quick, device=device)
-            yield verdict_record("autograd", case.name, result, device)
-    for result_case, result in model_results(device=device, quick=quick):
-        yield verdict_record("autograd", result_case, result, device)
-
-
-verdicts.estimated_s = (4.0, 12.0)  # (quick, full) seconds on 2 cores, for --dry-run

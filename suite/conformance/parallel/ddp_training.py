@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from suite.conformance.ddp_feeding import Feeding
+from suite.conformance.parallel.sharding import Sharding
 
 # torch.testing.assert_close's defaults per dtype: what "equal up to rounding" means there.
 TOLERANCES = {
@@ -38,7 +38,7 @@ class TrainingJob:
     steps: int
     ddp_kwargs: dict = field(default_factory=dict)
     device: str = "cpu"
-    feeding: Feeding = Feeding()
+    sharding: Sharding = Sharding()
     loss_scale: float = 1.0  # on each rank's loss, never the reference's
     seed: int = 0
 
@@ -129,7 +129,7 @@ def compare(model: nn.Module, reference: nn.Module, world_size: int, with_grads:
 def _reference_step(job: TrainingJob, reference, optimizer, step: int, world_size: int,
                     device) -> None:
     x, y = job.batch(step)
-    indices, scale = job.feeding.reference(step, world_size, len(x), job.steps)
+    indices, scale = job.sharding.reference(step, world_size, len(x), job.steps)
     optimizer.zero_grad()
     loss = job.loss_fn(reference(x[indices].to(device)), y[indices].to(device)) * scale
     loss.backward()
@@ -139,7 +139,7 @@ def _reference_step(job: TrainingJob, reference, optimizer, step: int, world_siz
 def _ddp_step(job: TrainingJob, ddp, optimizer, step: int, rank: int, world_size: int,
               device) -> None:
     x, y = job.batch(step)
-    micro = job.feeding.micro_batches(step, rank, world_size, len(x))
+    micro = job.sharding.micro_batches(step, rank, world_size, len(x))
     optimizer.zero_grad()
     for i, indices in enumerate(micro):
         # Only the last micro-batch all-reduces; the others accumulate locally.
@@ -171,9 +171,9 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     reference.to(device).train()
     optimizer, ref_optimizer = job.optimizer_fn(ddp.parameters()), job.optimizer_fn(reference.parameters())
 
-    own_steps = job.feeding.steps_of_rank(rank, job.steps)
+    own_steps = job.sharding.steps_of_rank(rank, job.steps)
     records = []
-    joinable = Join([ddp]) if job.feeding.scheme == "uneven" else contextlib.nullcontext()
+    joinable = Join([ddp]) if job.sharding.scheme == "uneven" else contextlib.nullcontext()
     with joinable:
         for step in range(job.steps):
             _reference_step(job, reference, ref_optimizer, step, world_size, device)

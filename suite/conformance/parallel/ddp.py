@@ -13,8 +13,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from suite.conformance.ddp_feeding import Feeding
-from suite.conformance.ddp_training import TOLERANCES, TrainingJob, train_and_compare
+from suite.conformance.parallel.sharding import Sharding
+from suite.conformance.parallel.ddp_training import TOLERANCES, TrainingJob, train_and_compare
 from suite.devices import require_device
 
 SUM_LOSS, BATCHNORM, DROPOUT, UNEXPLAINED = "sum_loss", "batchnorm", "dropout", "unexplained"
@@ -121,11 +121,11 @@ def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_siz
     job = TrainingJob(model_fn=model_fn, loss_fn=loss_fn, optimizer_fn=optimizer_fn or sgd,
                       inputs=_as_steps(inputs), targets=_as_steps(targets), steps=steps,
                       ddp_kwargs=dict(ddp_kwargs or {}), device=device,
-                      feeding=Feeding(scheme, accumulate), loss_scale=loss_scale)
+                      sharding=Sharding(scheme, accumulate), loss_scale=loss_scale)
     for x, y in zip(job.inputs, job.targets):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} inputs but {len(y)} targets")
-        job.feeding.validate(len(x), world_size)
+        job.sharding.validate(len(x), world_size)
     return job
 
 

@@ -1,4 +1,4 @@
-"""check_function: a battery of checks for a custom torch.autograd.Function.
+"""check_function: the checks a custom torch.autograd.Function must pass.
 
     report = check_function(MyFn, (x, y, 2.0), reference=lambda x, y, k: k * x * y)
     print(report)            # one row per check: pass, fail or skip, with a detail
@@ -16,7 +16,7 @@ It checks what applies, from what the Function declares:
 - with a reference, equal first- and second-order gradients.
 
 Everything runs in float64 (floating inputs are converted; finite differences need double
-precision, see suite/conformance/gradients.py). Tolerances: gradcheck's eps 1e-6, atol 1e-5,
+precision, see suite/conformance/autograd/gradcheck.py). Tolerances: gradcheck's eps 1e-6, atol 1e-5,
 rtol 1e-3; comparisons with the reference use assert_close's float64 defaults, rtol 1e-7,
 atol 1e-7; reentrancy demands exact equality on the CPU. A failing Function never raises: every problem
 becomes a "fail" row whose detail says by how much.
@@ -29,8 +29,8 @@ from typing import Callable, Iterator
 import torch
 from torch.autograd import Function
 
-from suite.conformance.function_battery import FunctionBattery, declares_vmap, defines
-from suite.conformance.outcome import CheckResult, run_check, verdict_record
+from suite.conformance.functions.checks import FunctionChecks, declares_vmap, defines
+from suite.conformance.result import CheckResult, run_check, verdict_record
 
 
 @dataclass
@@ -59,29 +59,31 @@ class FunctionReport:
         return "\n".join(lines)
 
 
-def _plan(battery: FunctionBattery) -> list[tuple[str, Callable | str]]:
-    """(check name, method or the reason it is skipped), in report order."""
-    fn, has_ref = battery.fn, battery.reference is not None
-    no_ref = "no reference given"
-    return [
-        ("forward", battery.forward),
-        ("reference_output", battery.reference_output if has_ref else no_ref),
-        ("gradcheck", battery.gradcheck),
-        ("gradgradcheck", "backward is @once_differentiable" if battery.once else battery.gradgradcheck),
-        ("once_differentiable", battery.once_differentiable if battery.once else "backward is not @once_differentiable"),
-        ("forward_ad", battery.forward_ad if defines(fn, "jvp") else "the Function defines no jvp"),
-        ("vmap", battery.vmap if declares_vmap(fn) else "neither generate_vmap_rule nor vmap is declared"),
-        ("reentrant", battery.reentrant),
-        ("grad_per_input", battery.grad_per_input),
-        ("needs_input_grad", battery.needs_input_grad),
-        ("reference_grad", battery.reference_grad if has_ref else no_ref),
-        ("reference_gradgrad", (battery.reference_gradgrad if not battery.once else "backward is @once_differentiable")
-         if has_ref else no_ref),
-    ]
+NO_REFERENCE = "no reference given"
+ONCE = "backward is @once_differentiable"
 
 
-CHECK_NAMES = ("forward", "reference_output", "gradcheck", "gradgradcheck", "once_differentiable", "forward_ad",
-               "vmap", "reentrant", "grad_per_input", "needs_input_grad", "reference_grad", "reference_gradgrad")
+def _needs_reference(checks: FunctionChecks) -> str | None:
+    return None if checks.reference is not None else NO_REFERENCE
+
+
+# The checks in report order, each a FunctionChecks method of the same name, with the reason it
+# does not apply to a Function (None: it applies). The one list: CHECK_NAMES derives from it.
+CHECKS: tuple[tuple[str, Callable[[FunctionChecks], str | None]], ...] = (
+    ("forward", lambda c: None),
+    ("reference_output", _needs_reference),
+    ("gradcheck", lambda c: None),
+    ("gradgradcheck", lambda c: ONCE if c.once else None),
+    ("once_differentiable", lambda c: None if c.once else "backward is not @once_differentiable"),
+    ("forward_ad", lambda c: None if defines(c.fn, "jvp") else "the Function defines no jvp"),
+    ("vmap", lambda c: None if declares_vmap(c.fn) else "neither generate_vmap_rule nor vmap is declared"),
+    ("reentrant", lambda c: None),
+    ("grad_per_input", lambda c: None),
+    ("needs_input_grad", lambda c: None),
+    ("reference_grad", _needs_reference),
+    ("reference_gradgrad", lambda c: _needs_reference(c) or (ONCE if c.once else None)),
+)
+CHECK_NAMES = tuple(name for name, _ in CHECKS)
 
 
 def check_function(fn: type[Function], inputs: tuple, *, reference: Callable | None = None) -> FunctionReport:
@@ -90,15 +92,16 @@ def check_function(fn: type[Function], inputs: tuple, *, reference: Callable | N
         raise TypeError(f"check_function needs a torch.autograd.Function subclass, not {fn!r}")
     if not isinstance(inputs, tuple):
         raise TypeError(f"inputs must be a tuple of forward's arguments, not {type(inputs).__name__}")
-    battery = FunctionBattery(fn, inputs, reference)
+    checks = FunctionChecks(fn, inputs, reference)
     report = FunctionReport(fn.__name__)
-    for name, step in _plan(battery):
-        if isinstance(step, str):
-            report.checks.append(CheckResult(name, "skip", step))
+    for name, does_not_apply in CHECKS:
+        reason = does_not_apply(checks)
+        if reason:
+            report.checks.append(CheckResult(name, "skip", reason))
         elif report.checks and report.checks[0].verdict == "fail":
             report.checks.append(CheckResult(name, "skip", "forward failed"))
         else:
-            report.checks.append(run_check(name, step))
+            report.checks.append(run_check(name, getattr(checks, name)))
     return report
 
 
@@ -115,14 +118,17 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
 
     A correct Function's record passes when its check did not fail. A deliberately wrong one
     gives one record, for the check its case names: it passes when that check caught the flaw.
-    The battery is small either way, so quick changes nothing.
+    The checks are fast either way, so quick changes nothing.
     """
-    from suite.cases.functions import CASES
+    from suite.cases.functions import CASES, CONFORMS
 
     for case in CASES:
+        if case.expected != CONFORMS and case.expected not in CHECK_NAMES:
+            raise ValueError(f"function {case.name!r}: expected {case.expected!r} is neither "
+                             f"{CONFORMS!r} nor a check ({', '.join(CHECK_NAMES)})")
         inputs = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in case.inputs())
         report = check_function(case.function, inputs, reference=case.reference)
-        if case.expected == "conforms":
+        if case.expected == CONFORMS:
             rows = [(c, c.passed) for c in report.checks]
         else:
             caught = report.check(case.expected)

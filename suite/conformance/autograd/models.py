@@ -31,9 +31,9 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from suite.cases.models import CASES as MODELS, ModelSpec
-from suite.conformance.gradients import (GRADCHECK_TOLERANCES, gradcheck_error_detail, no_slow_mode_replay,
-                                        nondeterminism_tolerance)
-from suite.conformance.outcome import CheckResult, run_check
+from suite.conformance.autograd.gradcheck import (GRADCHECK_TOLERANCES, gradcheck_error_detail,
+                                                  no_slow_mode_replay, nondeterminism_tolerance)
+from suite.conformance.result import CheckResult, run_check
 
 BATCH = 2
 MAX_SEEDS = 3

@@ -1,7 +1,7 @@
 """The checks of check_function, one method each, on one Function and one set of inputs.
 
 Helpers here read what a Function declares (jvp, vmap, once_differentiable) so that
-check_function (suite/conformance/function_check.py) runs only the checks that apply.
+check_function (suite/conformance/functions/check.py) runs only the checks that apply.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from suite.conformance.gradients import gradcheck_result, nondeterminism_tolerance
-from suite.conformance.jacobians import float_outputs, largest_gap, numerical_jacobians, reverse_jacobians
-from suite.conformance.outcome import first_line
+from suite.conformance.autograd.gradcheck import gradcheck_result, nondeterminism_tolerance
+from suite.conformance.autograd.jacobians import float_outputs, largest_gap, numerical_jacobians, reverse_jacobians
+from suite.conformance.result import first_line
 
 # assert_close's float64 defaults: two float64 implementations of one formula agree this well.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-7, 1e-7
@@ -73,7 +73,7 @@ def _close(expected, actual, what: str, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
     return "fail", f"{labels[k] if labels else f'{what} {k}'} element {i}: {a:.6g}, expected {e:.6g} (off by {gap:.3g}; rtol {rtol:g}, atol {atol:g})"
 
 
-class FunctionBattery:
+class FunctionChecks:
     """One Function on one set of float64 inputs; each method is one check -> (verdict, detail)."""
 
     def __init__(self, fn, inputs, reference):

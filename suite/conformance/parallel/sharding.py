@@ -15,7 +15,7 @@ SCHEMES = ("shards", "uneven", "sampler")
 
 
 @dataclass(frozen=True)
-class Feeding:
+class Sharding:
     """scheme "shards": the batch in N contiguous equal shards, rank r takes shard r.
     scheme "uneven": shards, but rank r stops after max(1, steps - r) steps (Join context).
     scheme "sampler": DistributedSampler over the whole data set every step (one epoch a step),
@@ -28,7 +28,7 @@ class Feeding:
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown feeding scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
+            raise ValueError(f"unknown sharding scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
         if self.accumulate < 1:
             raise ValueError(f"accumulate must be at least 1, got {self.accumulate}")
 
