@@ -70,7 +70,7 @@ class CoreClock:
 
 class Models:
     params = (MODELS.names(), list(MODES), [v.id for v in VARIANTS])
-    param_names = ["model", "mode", "setup"]
+    param_names = ["model", "mode", "variant"]
     timeout = 600
 
     # Time benchmarks: one asv call = one core sample; no asv warm-up (the core warmed up),

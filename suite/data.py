@@ -16,14 +16,14 @@ from torch.utils.data import Dataset, TensorDataset
 from suite.cases.models import SAMPLE_RATE, ModelSpec
 from suite.errors import SuiteError
 
-# Speech Commands v0.01: the 30 words the document's 30-class network is built for.
+# Speech Commands v0.01: the 30 words the article's 30-class network is built for.
 SPEECH_COMMANDS_V001_LABELS = (
     "bed", "bird", "cat", "dog", "down", "eight", "five", "four", "go", "happy",
     "house", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
     "sheila", "six", "stop", "three", "tree", "two", "up", "wow", "yes", "zero",
 )
 
-# Normalisation constants: MNIST's usual mean/std; CIFAR-10 as in the document (section 4.1).
+# Normalisation constants: MNIST's usual mean/std; CIFAR-10 as in the article (section 4.1).
 _MNIST_MEAN_STD = ((0.1307,), (0.3081,))
 _CIFAR_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -39,7 +39,7 @@ def default_root() -> Path:
 def _image_transform(mean_std):
     from torchvision import transforms
 
-    # The document passes no ToTensor to MNIST, so its loader yields PIL images (a defect).
+    # The article passes no ToTensor to MNIST, so its loader yields PIL images (a defect).
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(*mean_std)])
 
 

@@ -101,7 +101,7 @@ def _timing_step(api: TimingApi, case) -> Step:
 
 def _pool_setups() -> set[str]:
     """The timing setups that run on suite.distributed's pool, as the setup registry declares."""
-    from suite.cases.setups import CASES as SETUPS
+    from suite.cases.variants import CASES as SETUPS
 
     return {variant.kwargs["setup"] for variant in SETUPS if variant.distributed}
 

@@ -1,4 +1,4 @@
-"""The corrected training loop of the document: one model, updated by its own optimizer."""
+"""The corrected training loop of the article: one model, updated by its own optimizer."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ from suite.cases.models import ModelSpec
 
 
 def train_loop(model, optimizer, loss_fn, batches, steps: int) -> list[float]:
-    """zero_grad, forward, loss, backward, step, as the document's loops do; the loss of each step."""
+    """zero_grad, forward, loss, backward, step, as the article's loops do; the loss of each step."""
     losses = []
     for inputs, labels in itertools.islice(batches, steps):
         optimizer.zero_grad()

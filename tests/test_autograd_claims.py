@@ -1,4 +1,4 @@
-"""The source document's claims about autograd, executed.
+"""The source article's claims about autograd, executed.
 
 Section 2 claims a dynamic computation graph built as the code runs, gradients computed by the
 chain rule dL/dθ = Σ_i dL/dy_i · dy_i/dθ, and tensors that carry grad_fn themselves.
@@ -27,8 +27,8 @@ def test_chain_rule_on_a_composition_of_two_functions():
     torch.testing.assert_close(autograd_gradient(inner, outer, theta), explicit_chain_rule(inner, outer, theta))
 
 
-def test_chain_rule_through_a_document_model(model_spec):
-    """θ = the last layer's bias, y = the model's class scores, L = the document's loss."""
+def test_chain_rule_through_a_article_model(model_spec):
+    """θ = the last layer's bias, y = the model's class scores, L = the article's loss."""
     model = model_spec.build(seed=0).double()
     x, labels = model_spec.example_batch(2, seed=0)
     params = {n: p.detach() for n, p in model.named_parameters()}

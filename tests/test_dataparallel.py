@@ -28,7 +28,7 @@ def test_without_a_gpu_dataparallel_is_a_pass_through():
 
 
 @pytest.mark.parametrize("spec", list(MODELS), ids=lambda s: s.name)
-def test_document_models_equal_the_bare_module(spec):
+def test_article_models_equal_the_bare_module(spec):
     inputs, targets = spec.example_batch(5)
     report = check_dataparallel(spec.factory, inputs, targets, loss_fn=spec.loss_fn)
     assert report.passed, report.detail

@@ -1,4 +1,4 @@
-"""Each of the document's defects: its literal code fails, the suite's correction works."""
+"""Each of the article's defects: its literal code fails, the suite's correction works."""
 import re
 
 import pytest
@@ -15,7 +15,7 @@ def test_every_defect_shows_either_an_error_or_a_symptom(defect):
     assert (defect.raises is None) != (defect.symptom is None)
 
 
-def test_the_documents_literal_code_fails(defect, tmp_path):
+def test_the_articles_literal_code_fails(defect, tmp_path):
     if defect.raises is not None:
         with pytest.raises(defect.raises, match=defect.match):
             defect.literal(tmp_path)

@@ -1,4 +1,4 @@
-"""gradcheck of the document's models w.r.t. input and parameters, from the models registry."""
+"""gradcheck of the article's models w.r.t. input and parameters, from the models registry."""
 import dataclasses
 
 import pytest

@@ -7,7 +7,7 @@ from suite.cases.registry import Registry
 from suite.errors import UnknownCaseError
 
 
-def test_the_documents_three_models_are_registered():
+def test_the_articles_three_models_are_registered():
     assert MODELS.names() == ["mnist_cnn", "cifar10_lenet", "speech_cnn"]
 
 
@@ -28,7 +28,7 @@ def test_speech_frontend_turns_a_one_second_clip_into_the_10x10_map_fc1_needs():
     assert tuple(features.shape) == spec.input_shape == (1, 10, 10)
 
 
-def test_document_optimizer_settings():
+def test_article_optimizer_settings():
     lrs = {s.name: (s.optimizer, s.optimizer_kwargs["lr"], s.optimizer_kwargs["momentum"]) for s in MODELS}
     assert lrs == {"mnist_cnn": (torch.optim.SGD, 0.01, 0.9),
                    "cifar10_lenet": (torch.optim.SGD, 0.001, 0.9),

@@ -31,12 +31,12 @@ def test_declared_exception_still_holds(case, check):
 
 
 @pytest.mark.parametrize("name", ["conv2d", "linear", "relu", "max_pool2d", "log_softmax", "cross_entropy"])
-def test_fast_mode_agrees_on_the_document_ops(name):
+def test_fast_mode_agrees_on_the_article_ops(name):
     for check in ("gradcheck", "gradgradcheck"):
         assert check_op(OPS.get(name), check, fast_mode=True).verdict == "pass"
 
 
-def test_the_registry_covers_the_document_ops_and_forty_more_cases():
+def test_the_registry_covers_the_article_ops_and_forty_more_cases():
     needed = {"conv2d", "linear", "relu", "max_pool2d", "flatten", "view", "log_softmax", "nll_loss",
               "cross_entropy", "mse_loss"}
     assert needed <= set(OPS.names())

@@ -17,7 +17,7 @@ _KIND_MODULES = {
     "op": "ops",
     "function": "functions",
     "parallel": "parallel",
-    "setup": "setups",
+    "variant": "variants",
 }
 
 

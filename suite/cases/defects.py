@@ -1,7 +1,7 @@
-"""The source document's defects, as data: what it says, why that fails, and the correction.
+"""The source article's defects, as data: what it says, why that fails, and the correction.
 
 Each defect carries two runnable demonstrations, both taking a scratch directory:
-`literal` runs the document's code as written and must either raise `raises` (matching
+`literal` runs the article's code as written and must either raise `raises` (matching
 `match`) or return an observation for which `symptom` holds; `corrected` runs the suite's
 correction and must succeed, with `symptom` false on its observation.
 """
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from suite.cases import document
+from suite.cases import source_article
 from suite.cases.models import CASES as MODELS, SAMPLE_RATE
 from suite.cases.registry import Registry
 
@@ -23,7 +23,7 @@ from suite.cases.registry import Registry
 class Defect:
     name: str
     models: tuple[str, ...]
-    document_says: str
+    article_says: str
     problem: str
     correction: str
     literal: Callable[[Path], Any]
@@ -57,7 +57,7 @@ def _fixed_batches(spec_name: str, batch_size: int = 32):
 def _literal_loop(_):
     # The loop as written, with the corrected network so that only the loop's defect shows.
     torch.manual_seed(0)
-    return document.document_mnist_training_loop(_spec("mnist_cnn").factory, _fixed_batches("mnist_cnn"), 15)
+    return source_article.article_mnist_training_loop(_spec("mnist_cnn").factory, _fixed_batches("mnist_cnn"), 15)
 
 
 def _corrected_loop(_):
@@ -100,7 +100,7 @@ def _speech_features(root: Path):
     return _spec("speech_cnn").build()(features.unsqueeze(0)), features.shape
 
 
-def _document_librosa_call(_):
+def _article_librosa_call(_):
     import librosa
 
     return librosa.util.sample_rate.resample  # section 4.2's first data-loading call
@@ -125,11 +125,11 @@ CASES: Registry[Defect] = Registry("defect")
 CASES.add(Defect(
     name="mnist_fc1_input_size",
     models=("mnist_cnn",),
-    document_says="fc1 = nn.Linear(64 * 6 * 6, 128), fed 28x28 MNIST images",
+    article_says="fc1 = nn.Linear(64 * 6 * 6, 128), fed 28x28 MNIST images",
     problem="two 3x3 convolutions and a 2x2 pool turn 28x28 into 64x12x12 = 9216 features; "
             "64*6*6 only fits a 16x16 input, so the forward pass fails",
-    correction="fc1 = nn.Linear(9216, 128), as in pytorch/examples' MNIST, which the document copies",
-    literal=lambda tmp: document.DocumentMnistNet()(_mnist_batch(tmp)),
+    correction="fc1 = nn.Linear(9216, 128), as in pytorch/examples' MNIST, which the article copies",
+    literal=lambda tmp: source_article.ArticleMnistNet()(_mnist_batch(tmp)),
     corrected=lambda tmp: _spec("mnist_cnn").build()(_mnist_batch(tmp)),
     raises=RuntimeError, match="shapes cannot be multiplied",
 ))
@@ -137,7 +137,7 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="mnist_net_recreated_each_step",
     models=("mnist_cnn",),
-    document_says="optimizer = optim.SGD(Net().parameters(), ...); outputs = Net()(images)",
+    article_says="optimizer = optim.SGD(Net().parameters(), ...); outputs = Net()(images)",
     problem="a new random Net is built for the optimizer and another at every step, so the "
             "optimizer updates a model that is never evaluated and nothing is trained",
     correction="build the model once, hand its parameters to the optimizer, evaluate that model",
@@ -149,7 +149,7 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="mnist_no_totensor",
     models=("mnist_cnn",),
-    document_says="torchvision.datasets.MNIST(root='./data', train=True, download=True) with no transform",
+    article_says="torchvision.datasets.MNIST(root='./data', train=True, download=True) with no transform",
     problem="without a transform the dataset yields PIL images, which the DataLoader cannot batch",
     correction="transforms.Compose([ToTensor(), Normalize((0.1307,), (0.3081,))]) (suite.data.mnist)",
     literal=lambda tmp: _first_mnist_batch(tmp, transform=None),
@@ -160,7 +160,7 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="cross_entropy_loss_missing",
     models=("cifar10_lenet", "speech_cnn"),
-    document_says="loss = nn.functional.cross_entropy_loss(outputs, labels)",
+    article_says="loss = nn.functional.cross_entropy_loss(outputs, labels)",
     problem="torch.nn.functional has no cross_entropy_loss",
     correction="nn.functional.cross_entropy",
     literal=lambda tmp: torch.nn.functional.cross_entropy_loss(torch.zeros(2, 10), torch.zeros(2, dtype=torch.long)),
@@ -171,12 +171,12 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="speech_fc1_needs_10x10",
     models=("speech_cnn",),
-    document_says="raw clip -> x.unsqueeze(0).unsqueeze(0) -> conv1, conv2 (no pooling) -> fc1(64*6*6)",
+    article_says="raw clip -> x.unsqueeze(0).unsqueeze(0) -> conv1, conv2 (no pooling) -> fc1(64*6*6)",
     problem="with no pooling, fc1's 64*6*6 inputs need a 10x10 feature map; a raw clip is a "
             "1 x samples row that a 3x3 convolution cannot even slide over",
     correction="an MFCC front end (torchaudio) turns the 1 s clip into a 1x10x10 map: 10 "
                "coefficients x 10 frames of 100 ms; the network stays as written",
-    literal=lambda tmp: document.DocumentSpeechNet()(document.document_speech_clip()),
+    literal=lambda tmp: source_article.ArticleSpeechNet()(source_article.article_speech_clip()),
     corrected=_speech_features,
     raises=RuntimeError, match="[Kk]ernel size",
 ))
@@ -184,7 +184,7 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="speech_clip_length",
     models=("speech_cnn",),
-    document_says="clips are 0.2 s at 16000 Hz; 65000 clips of 30 commands",
+    article_says="clips are 0.2 s at 16000 Hz; 65000 clips of 30 commands",
     problem="Speech Commands clips are 1 s (16000 samples), not 0.2 s; v0.01 has 30 words "
             "(v0.02 has 35)",
     correction="clips are padded or cut to 16000 samples; labels follow v0.01's 30 words",
@@ -196,12 +196,12 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="librosa_calls_missing",
     models=("speech_cnn",),
-    document_says="librosa.util.sample_rate.resample(...), librosa.util.util.normalize / "
+    article_says="librosa.util.sample_rate.resample(...), librosa.util.util.normalize / "
                   "trim_silence / fix_silence",
     problem="librosa has no util.sample_rate or util.util modules, and librosa.load reads a "
             "file, not a directory",
     correction="torchaudio's SPEECHCOMMANDS dataset and transforms (suite.data.speech_commands)",
-    literal=_document_librosa_call,
+    literal=_article_librosa_call,
     corrected=_speech_features,
     raises=AttributeError, match="sample_rate",
 ))
@@ -209,7 +209,7 @@ CASES.add(Defect(
 CASES.add(Defect(
     name="variable_deprecated",
     models=(),
-    document_says="torch.autograd.Variable is the class that records grad_fn",
+    article_says="torch.autograd.Variable is the class that records grad_fn",
     problem="Variable has been a deprecated alias since PyTorch 0.4: it returns a plain Tensor, "
             "and tensors carry requires_grad and grad_fn themselves",
     correction="no Variable anywhere; tensors with requires_grad=True",

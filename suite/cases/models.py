@@ -1,8 +1,8 @@
-"""The source document's three models, as declared cases.
+"""The source article's three models, as declared cases.
 
 Each `ModelSpec` says everything a consumer needs: how to build the network, what one input
-sample looks like, the loss and optimizer the document trains it with, and the batch size to
-use per device kind. The networks are the document's own (section 3.2.1 and 4.1-4.2), with
+sample looks like, the loss and optimizer the article trains it with, and the batch size to
+use per device kind. The networks are the article's own (section 3.2.1 and 4.1-4.2), with
 the corrections listed in `corrections` (ids in suite.cases.defects).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def speech_frontend() -> nn.Module:
     """1 s, 16 kHz clip (1, 16000) -> MFCC feature map (1, 10, 10) for SpeechNet.
 
     Ten non-overlapping 100 ms windows (n_fft = hop = 1600, no centre padding) give ten frames;
-    40 mel bands reduced to 10 cepstral coefficients give ten rows. This keeps the document's
+    40 mel bands reduced to 10 cepstral coefficients give ten rows. This keeps the article's
     network exactly as written; the price is coarse time resolution (see README).
     """
     import torchaudio  # only the speech model needs it
@@ -105,7 +105,7 @@ class ModelSpec:
     optimizer: type[torch.optim.Optimizer]
     optimizer_kwargs: dict
     batch_sizes: dict[str, int]  # per device kind
-    source: str  # where in the document it is
+    source: str  # where in the article it is
     input_dtype: torch.dtype = torch.float32
     frontend: Callable[[], nn.Module] | None = None  # raw data -> input_shape, when not identity
     frontend_note: str = ""
@@ -140,7 +140,7 @@ CASES: Registry[ModelSpec] = Registry("model")
 
 CASES.add(ModelSpec(
     name="mnist_cnn",
-    title="MNIST CNN (document 3.2.1)",
+    title="MNIST CNN (article 3.2.1)",
     dataset="mnist",
     factory=MnistNet,
     input_shape=(1, 28, 28),
@@ -155,7 +155,7 @@ CASES.add(ModelSpec(
 
 CASES.add(ModelSpec(
     name="cifar10_lenet",
-    title="CIFAR-10 LeNet (document 4.1)",
+    title="CIFAR-10 LeNet (article 4.1)",
     dataset="cifar10",
     factory=CifarLeNet,
     input_shape=(3, 32, 32),
@@ -170,12 +170,12 @@ CASES.add(ModelSpec(
 
 CASES.add(ModelSpec(
     name="speech_cnn",
-    title="Speech Commands CNN (document 4.2)",
+    title="Speech Commands CNN (article 4.2)",
     dataset="speech_commands",
     factory=SpeechNet,
     input_shape=(1, 10, 10),
     num_classes=30,
-    # The document's (corrected) cross_entropy on log_softmax output equals nll_loss:
+    # The article's (corrected) cross_entropy on log_softmax output equals nll_loss:
     # log_softmax is idempotent.
     loss_fn=F.cross_entropy,
     optimizer=_SGD,

@@ -96,8 +96,8 @@ def op(name, fn, sample_args, family, **kw) -> OpCase:
     return CASES.add(OpCase(name=name, op=fn, sample_args=sample_args, family=family, **kw))
 
 
-# --- the ops of the document's models ------------------------------------------------------
-DOC = "document model op"
+# --- the ops of the article's models ------------------------------------------------------
+DOC = "article model op"
 op("conv2d", F.conv2d, lambda g: (randn(g, 2, 2, 5, 5), randn(g, 3, 2, 3, 3), randn(g, 3)), DOC)
 op("linear", F.linear, lambda g: (randn(g, 3, 4), randn(g, 5, 4), randn(g, 5)), DOC)
 op("relu", F.relu, lambda g: (away_from(g, 3, 4),), DOC, note="samples at least 0.1 from the kink at 0")

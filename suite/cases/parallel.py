@@ -80,7 +80,7 @@ sgd_momentum = OptimizerSpec(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9})
 adam = OptimizerSpec(torch.optim.Adam, {"lr": 1e-3})
 
 
-def _document_optimizer(model_name: str) -> OptimizerSpec:
+def _article_optimizer(model_name: str) -> OptimizerSpec:
     spec = MODELS.get(model_name)
     return OptimizerSpec(spec.optimizer, spec.optimizer_kwargs)
 
@@ -152,10 +152,10 @@ def _mlp(name: str, world_sizes=(2, 3), quick=False, **fields) -> None:
                                quick=quick and world_size == 2, **{**defaults, **fields}))
 
 
-def _document_model(model_name: str, world_sizes=(2, 3), shard_size=4, steps=3, quick=False) -> None:
+def _article_model(model_name: str, world_sizes=(2, 3), shard_size=4, steps=3, quick=False) -> None:
     spec = MODELS.get(model_name)
     base = ParallelCase(name=model_name, title=spec.title, model=spec.factory, loss=spec.loss_fn,
-                        optimizer=_document_optimizer(model_name), world_size=2,
+                        optimizer=_article_optimizer(model_name), world_size=2,
                         input_shape=spec.input_shape, num_classes=spec.num_classes,
                         shard_size=shard_size, steps=steps, family=model_name)
     for world_size in world_sizes:
@@ -163,11 +163,11 @@ def _document_model(model_name: str, world_sizes=(2, 3), shard_size=4, steps=3, 
                           quick=quick and world_size == 2))
 
 
-# The source document's three models, with the optimizers it trains them with.
+# The source article's three models, with the optimizers it trains them with.
 # The MNIST net costs ~65 MFLOP a sample and every rank also trains the whole-batch reference.
-_document_model("mnist_cnn", shard_size=1, steps=2, quick=True)
-_document_model("cifar10_lenet")
-_document_model("speech_cnn")
+_article_model("mnist_cnn", shard_size=1, steps=2, quick=True)
+_article_model("cifar10_lenet")
+_article_model("speech_cnn")
 
 _mlp("mlp_sgd_momentum", quick=True)
 _mlp("mlp_adam", optimizer=adam, steps=4)

@@ -128,13 +128,14 @@ def _column(fields: dict, name: str, count: int) -> list:
 
 
 def _variant_keywords(decoded: dict) -> dict:
-    """benchmarks/models.py names a setup variant ("cuda-amp_bf16"); the registry says what it means."""
-    setup = decoded.get("setup")
+    """benchmarks/models.py names a timing variant ("cuda-amp_bf16"); the registry says what it means.
+    Results written before the parameter was called "variant" call it "setup"."""
+    variant_id = decoded.get("variant", decoded.get("setup"))
     try:
         from suite.timing.plan import VARIANT_BY_ID
     except ImportError:
         return {}
-    variant = VARIANT_BY_ID.get(setup)
+    variant = VARIANT_BY_ID.get(variant_id)
     return {"device": variant.device, **variant.kwargs} if variant else {}
 
 

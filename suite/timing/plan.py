@@ -5,16 +5,16 @@ import importlib.util
 from typing import Iterator, NamedTuple
 
 from suite.cases.models import CASES as MODELS
-from suite.cases.setups import CASES as SETUPS, SetupVariant
+from suite.cases.variants import CASES as VARIANT_CASES, TimingVariant
 from suite.devices import missing_reason, require_device
 from suite.timing.measure import all_cores
 
 
-VARIANTS = tuple(SETUPS)
+VARIANTS = tuple(VARIANT_CASES)
 VARIANT_BY_ID = {v.id: v for v in VARIANTS}
 
 
-def variant_skip_reason(variant: SetupVariant) -> str | None:
+def variant_skip_reason(variant: TimingVariant) -> str | None:
     """Why `variant` cannot run here (absent hardware or process pool), or None."""
     reason = missing_reason(variant.device, variant.devices_needed)
     if reason is None and variant.distributed:
@@ -75,7 +75,7 @@ def iter_setups(devices: list[str], quick: bool = False,
                     yield TimingCase(spec.name, mode, {**kwargs, "quick": quick}, reason)
 
 
-def _expand(variant: SetupVariant, cores: int, quick: bool) -> list[dict]:
+def _expand(variant: TimingVariant, cores: int, quick: bool) -> list[dict]:
     if quick:
         return [dict(variant.kwargs)]
     if variant.id == "cpu":

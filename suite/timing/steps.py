@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from suite.cases.models import ModelSpec
-from suite.cases.setups import MODES
+from suite.cases.variants import MODES
 from suite.errors import SuiteError
 
 DTYPES = ("float32", "bfloat16")  # bfloat16: AMP autocast, parameters stay fp32
@@ -30,7 +30,7 @@ def build_step(spec: ModelSpec, mode: str, device: torch.device, batch_size: int
                seed: int = 0) -> Callable[[], None]:
     """A closure running one iteration; `wrap` puts the model in DataParallel or DDP.
 
-    train is the document's loop body (zero_grad, forward, loss, backward, optimizer step),
+    train is the article's loop body (zero_grad, forward, loss, backward, optimizer step),
     without its `loss.item()`, which would add a host-device sync to every step; eval is a
     forward under inference_mode.
     """

@@ -1,4 +1,4 @@
-"""The source document's chain rule, dL/dθ = Σ_i dL/dy_i · dy_i/dθ, made computable.
+"""The source article's chain rule, dL/dθ = Σ_i dL/dy_i · dy_i/dθ, made computable.
 
 `explicit_chain_rule` builds the right-hand side from two Jacobians that
 torch.autograd.functional.jacobian computes separately (dL/dy of the outer function and

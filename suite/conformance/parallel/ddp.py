@@ -1,6 +1,6 @@
 """DDP equivalence: N ranks on N shards must train exactly as one process on the whole batch.
 
-The document's P(x) = 1/N sum_i f_i(x): DDP averages the ranks' gradients, so with a mean loss
+The article's P(x) = 1/N sum_i f_i(x): DDP averages the ranks' gradients, so with a mean loss
 every step equals the whole-batch step up to float rounding. `check_ddp_equivalence` runs
 DDP in a shared worker pool beside a whole-batch reference and reports the first step, tensor
 and size of any divergence, naming the cause when it is a known one.

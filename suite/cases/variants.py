@@ -1,4 +1,8 @@
-"""The timing setups: ways to run a model (device, processes, precision, memory format).
+"""The timing variants: ways to run a model (device, processes, precision, memory format).
+
+A variant has an id ("cuda-amp_bf16") and the time_model keywords it stands for; among them
+the timing *setup* ("cpu", "cpu-ddp", "cuda", "cuda-ddp", "dataparallel"), which says how many
+processes and devices one iteration uses. Several variants share a setup.
 
 Declared once here; pytest-benchmark, asv, `torchsuite run` (suite.timing.plan.iter_setups)
 and the report's asv reader all read this registry.
@@ -12,7 +16,7 @@ from suite.cases.registry import Registry
 MODES = ("train", "eval")
 
 
-class SetupVariant(NamedTuple):
+class TimingVariant(NamedTuple):
     id: str
     kwargs: dict  # time_model keywords
     modes: tuple[str, ...]
@@ -27,26 +31,26 @@ class SetupVariant(NamedTuple):
 
     @property
     def kind(self) -> str:
-        return "setup"
+        return "variant"
 
     def describe(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
         return f"{options}; modes {'/'.join(self.modes)}; needs {self.devices_needed} {self.device}"
 
 
-CASES: Registry[SetupVariant] = Registry("setup")
+CASES: Registry[TimingVariant] = Registry("variant")
 
-CASES.add(SetupVariant("cpu", {"setup": "cpu"}, MODES, "cpu"))
+CASES.add(TimingVariant("cpu", {"setup": "cpu"}, MODES, "cpu"))
 # one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
-CASES.add(SetupVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",),
+CASES.add(TimingVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",),
                        "cpu", distributed=True))
-CASES.add(SetupVariant("cuda", {"setup": "cuda"}, MODES, "cuda"))
-CASES.add(SetupVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
+CASES.add(TimingVariant("cuda", {"setup": "cuda"}, MODES, "cuda"))
+CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
                        in_quick_runs=False))
-CASES.add(SetupVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
+CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
                        in_quick_runs=False))
 # world_size left to time_model: every GPU
-CASES.add(SetupVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2))
+CASES.add(TimingVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2))
 # DDP is about the gradient all-reduce, which eval does not have
-CASES.add(SetupVariant("cuda-ddp", {"setup": "cuda-ddp"}, ("train",), "cuda", devices_needed=2,
+CASES.add(TimingVariant("cuda-ddp", {"setup": "cuda-ddp"}, ("train",), "cuda", devices_needed=2,
                        distributed=True))
