@@ -7,7 +7,6 @@ Exit status 2, with one line on stderr, when there is no CUDA GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from suite.devices import require_device
     from suite.environment import capture
-    from suite.errors import SuiteError
+    from suite.errors import SuiteError, one_line
+    from suite.results import write_json_atomically
     from suite.timing import attach_scaling_efficiency, calibrate_peak, iter_setups
 
     try:
@@ -41,21 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             record = case.time()
         except Exception as error:  # keep going: one failing case must not hide the others
-            failed.append({"case": case.id, "error": f"{type(error).__name__}: {error}"})
-            print(f"FAILED {case.id}: {type(error).__name__}: {error}", flush=True)
+            failed.append({"case": case.id, "error": one_line(error)})
+            print(f"FAILED {case.id}: {one_line(error)}", flush=True)
             continue
         records.append(record)
         print(f"{case.id:<60} {record['median_s'] * 1e3:9.3f} ms  {record['throughput']:12.0f} samples/s"
-              f"  {record['peak_fraction']:6.1%} of peak{'  NOISY' if record['noisy'] else ''}", flush=True)
+              f"  {record['peak_fraction']:6.1%} of peak  {' '.join(record['flags'])}", flush=True)
     attach_scaling_efficiency(records)
 
     result = {"environment": capture(), "calibrations": calibrations, "records": records,
               "skipped": skipped, "failed": failed, "wall_s": time.time() - started}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    temporary = f"{args.out}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(temporary, args.out)  # a reader never sees half a file
+    write_json_atomically(args.out, result)  # a reader never sees half a file
     print(f"{len(records)} timed, {len(skipped)} skipped, {len(failed)} failed -> {args.out}")
     return 1 if failed else 0
 

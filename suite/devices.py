@@ -8,6 +8,14 @@ from suite.errors import DeviceUnavailableError
 DEVICE_KINDS = ("cpu", "cuda")
 
 
+# The torch.distributed backend for each device kind: gloo on CPUs, NCCL on NVIDIA GPUs.
+BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
+
+
+def default_backend(device: str) -> str:
+    return BACKENDS[torch.device(device).type]
+
+
 def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

@@ -16,3 +16,14 @@ class UnknownCaseError(SuiteError, KeyError):
 
 class DeviceUnavailableError(SuiteError):
     pass
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one readable line: its type and the first line of its message, at most
+    `limit` characters of it. Every place that reports an error in a table, a record or a
+    terminal line uses this."""
+    text = str(error).strip().splitlines()
+    message = text[0].rstrip(",;: ") if text else ""
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

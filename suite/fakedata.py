@@ -1,5 +1,8 @@
 """Write tiny datasets in the real on-disk formats, for tests and for the defect demonstrations.
 
+It ships in the package, not in tests/, because the defect registry (suite/cases/defects.py)
+feeds these files to the real loaders to show the article's loader defects.
+
 The files are what the real archives unpack to (MNIST idx, CIFAR-10 python batches, a Speech
 Commands folder of 16-bit PCM wav files), so the real torchvision/torchaudio loaders read them.
 """

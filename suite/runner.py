@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from suite.errors import one_line
 from suite.progress import Progress
 from suite.results import ResultsStore
 
@@ -127,7 +128,7 @@ def _error_record(step: Step, err: BaseException) -> dict:
     last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
     where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
     return {"kind": "error", **step.context, "step": step.label,
-            "detail": f"{type(err).__name__}: {err}{where}",
+            "detail": f"{one_line(err)}{where}",
             "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from suite.cases import function_flaws as bad
-from suite.cases.ops import CASES as OPS, OP_CHECKS, OpCase, away_from, distinct, randn
+from suite.cases.ops import CASES as OPS, OP_CHECKS, OpCase
+from suite.cases.samples import away_from, distinct, randn
 from suite.conformance.autograd.ops import check_op
 from suite.conformance.autograd.verdicts import verdicts
 

@@ -17,6 +17,7 @@ from torch.autograd import Function
 from suite.cases import function_examples as ok
 from suite.cases import function_flaws as bad
 from suite.cases.registry import Registry
+from suite.cases.samples import distinct, plain, randn, seeded
 
 CONFORMS = "conforms"
 
@@ -36,23 +37,6 @@ class FunctionCase:
         return f"{self.function.__name__}: {self.feature} ({verdict})"
 
 
-def randn(seed: int, *shape) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def grad_randn(seed: int, *shape) -> torch.Tensor:
-    return randn(seed, *shape).requires_grad_()
-
-
-def distinct(seed: int, *shape) -> torch.Tensor:
-    """No ties: sort has one ordering, so its gradient is defined."""
-    n = 1
-    for s in shape:
-        n *= s
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return (perm.to(torch.float64).reshape(shape) / n).requires_grad_()
-
-
 CASES: Registry[FunctionCase] = Registry("function")
 
 
@@ -61,58 +45,58 @@ def case(name, function, inputs, feature, reference=None, expected=CONFORMS) -> 
 
 
 # --- correct Functions: each must conform --------------------------------------------------
-case("saved_input", ok.CubeSavedInput, lambda: (grad_randn(0, 3, 4),),
+case("saved_input", ok.CubeSavedInput, lambda: (randn(seeded(0), 3, 4),),
      "save_for_backward of an input; twice differentiable", lambda x: x ** 3)
-case("saved_output", ok.ExpSavedOutput, lambda: (grad_randn(1, 3, 4),),
+case("saved_output", ok.ExpSavedOutput, lambda: (randn(seeded(1), 3, 4),),
      "save_for_backward of the output", torch.exp)
-case("twice_differentiable", ok.SigmoidTwiceDifferentiable, lambda: (grad_randn(2, 3, 4),),
+case("twice_differentiable", ok.SigmoidTwiceDifferentiable, lambda: (randn(seeded(2), 3, 4),),
      "double backward through a saved output", torch.sigmoid)
-case("setup_context", ok.ScaledMulSetupContext, lambda: (grad_randn(3, 3, 4), grad_randn(4, 3, 4), 1.5),
+case("setup_context", ok.ScaledMulSetupContext, lambda: (randn(seeded(3), 3, 4), randn(seeded(4), 3, 4), 1.5),
      "setup_context style with a float argument", lambda x, y, alpha: alpha * x * y)
-case("mark_dirty", ok.MulInPlace, lambda: (grad_randn(5, 3, 4), 2.5),
+case("mark_dirty", ok.MulInPlace, lambda: (randn(seeded(5), 3, 4), 2.5),
      "in place with mark_dirty", lambda x, k: x * k)
-case("mark_non_differentiable", ok.SortWithIndices, lambda: (distinct(6, 3, 5),),
+case("mark_non_differentiable", ok.SortWithIndices, lambda: (distinct(seeded(6), 3, 5),),
      "integer output marked non-differentiable", lambda x: x.sort(dim=-1))
-case("materialize_grads_off", ok.TwoScalesUnmaterialized, lambda: (grad_randn(7, 3, 4),),
+case("materialize_grads_off", ok.TwoScalesUnmaterialized, lambda: (randn(seeded(7), 3, 4),),
      "set_materialize_grads(False): None gradients handled", lambda x: (2 * x, 3 * x))
-case("once_differentiable", ok.TanhOnceDifferentiable, lambda: (grad_randn(8, 3, 4),),
+case("once_differentiable", ok.TanhOnceDifferentiable, lambda: (randn(seeded(8), 3, 4),),
      "@once_differentiable backward", torch.tanh)
-case("jvp", ok.SinWithJvp, lambda: (grad_randn(9, 3, 4),), "forward mode through jvp", torch.sin)
-case("generate_vmap_rule", ok.CosVmappable, lambda: (grad_randn(10, 3, 4),),
+case("jvp", ok.SinWithJvp, lambda: (randn(seeded(9), 3, 4),), "forward mode through jvp", torch.sin)
+case("generate_vmap_rule", ok.CosVmappable, lambda: (randn(seeded(10), 3, 4),),
      "generate_vmap_rule = True", torch.cos)
-case("vmap_staticmethod", ok.ScaleWithVmapRule, lambda: (grad_randn(11, 3, 4), 0.5),
+case("vmap_staticmethod", ok.ScaleWithVmapRule, lambda: (randn(seeded(11), 3, 4), 0.5),
      "a hand-written vmap rule", lambda x, k: x * k)
-case("non_tensor_arguments", ok.PowerWithOptions, lambda: (grad_randn(12, 3, 4), 3, 0.5, "cube"),
+case("non_tensor_arguments", ok.PowerWithOptions, lambda: (randn(seeded(12), 3, 4), 3, 0.5, "cube"),
      "int, float and str arguments", lambda x, exponent, scale, label: scale * x ** exponent)
-case("broadcasting", ok.BroadcastMul, lambda: (grad_randn(13, 3, 4), grad_randn(14, 1, 4)),
+case("broadcasting", ok.BroadcastMul, lambda: (randn(seeded(13), 3, 4), randn(seeded(14), 1, 4)),
      "broadcast inputs, gradients summed to their shapes", torch.mul)
 case("needs_input_grad", ok.LinearNeedsInputGrad,
-     lambda: (grad_randn(15, 3, 4), grad_randn(16, 2, 4), grad_randn(17, 2)),
+     lambda: (randn(seeded(15), 3, 4), randn(seeded(16), 2, 4), randn(seeded(17), 2)),
      "computes only the gradients needs_input_grad asks for", F.linear)
 
 # --- deliberately wrong Functions: each must be flagged by `expected` -----------------------
-case("wrong_scale", bad.CubeWrongScale, lambda: (grad_randn(20, 3, 4),),
+case("wrong_scale", bad.CubeWrongScale, lambda: (randn(seeded(20), 3, 4),),
      "backward 2x**2 instead of 3x**2", lambda x: x ** 3, expected="gradcheck")
-case("swapped_gradients", bad.SwappedGradients, lambda: (grad_randn(21, 3, 4), grad_randn(22, 3, 4)),
+case("swapped_gradients", bad.SwappedGradients, lambda: (randn(seeded(21), 3, 4), randn(seeded(22), 3, 4)),
      "backward returns the gradients in the wrong order", lambda x, y: x * y ** 2, expected="gradcheck")
-case("missing_gradient", bad.MissingGradient, lambda: (grad_randn(23, 3, 4), grad_randn(24, 3, 4)),
+case("missing_gradient", bad.MissingGradient, lambda: (randn(seeded(23), 3, 4), randn(seeded(24), 3, 4)),
      "backward returns None for a differentiable input", torch.mul, expected="gradcheck")
-case("wrong_second_derivative", bad.CubeDetachedBackward, lambda: (grad_randn(25, 3, 4),),
+case("wrong_second_derivative", bad.CubeDetachedBackward, lambda: (randn(seeded(25), 3, 4),),
      "backward detaches its saved input: second derivatives silently zero", lambda x: x ** 3,
      expected="gradgradcheck")
-case("wrong_jvp", bad.SinWrongJvp, lambda: (grad_randn(26, 3, 4),),
+case("wrong_jvp", bad.SinWrongJvp, lambda: (randn(seeded(26), 3, 4),),
      "jvp uses sin instead of cos", torch.sin, expected="forward_ad")
-case("forward_differs_from_reference", bad.GeluTanhApproximation, lambda: (grad_randn(27, 3, 4),),
+case("forward_differs_from_reference", bad.GeluTanhApproximation, lambda: (randn(seeded(27), 3, 4),),
      "tanh-approximate gelu claimed to be exact gelu", F.gelu, expected="reference_output")
 case("wrong_broadcast_reduction", bad.BroadcastMulMeanReduction,
-     lambda: (grad_randn(28, 3, 4), grad_randn(29, 1, 4)),
+     lambda: (randn(seeded(28), 3, 4), randn(seeded(29), 1, 4)),
      "broadcast gradient averaged instead of summed", torch.mul, expected="gradcheck")
-case("nondeterministic_backward", bad.NoisyBackward, lambda: (grad_randn(30, 3, 4),),
+case("nondeterministic_backward", bad.NoisyBackward, lambda: (randn(seeded(30), 3, 4),),
      "backward adds noise", lambda x: 2 * x, expected="reentrant")
-case("gradient_for_a_float", bad.GradientForAFloat, lambda: (grad_randn(31, 3, 4), 1.5),
+case("gradient_for_a_float", bad.GradientForAFloat, lambda: (randn(seeded(31), 3, 4), 1.5),
      "backward returns a gradient for a float argument", lambda x, k: k * x, expected="grad_per_input")
 case("needs_input_grad_misread", bad.LinearNeedsInputGradMisread,
-     lambda: (grad_randn(32, 3, 4), grad_randn(33, 2, 4), grad_randn(34, 2)),
+     lambda: (randn(seeded(32), 3, 4), randn(seeded(33), 2, 4), randn(seeded(34), 2)),
      "x's gradient gated on the weight's needs_input_grad", F.linear, expected="needs_input_grad")
-case("wrong_vmap_rule", bad.ScaleVmapRuleForgetsScale, lambda: (grad_randn(35, 3, 4), 0.5),
+case("wrong_vmap_rule", bad.ScaleVmapRuleForgetsScale, lambda: (randn(seeded(35), 3, 4), 0.5),
      "a vmap rule that forgets the scale", lambda x, k: x * k, expected="vmap")

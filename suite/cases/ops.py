@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from suite.cases.registry import Registry
+from suite.cases.samples import away_from, distinct, labels, leaf, plain, positive, randn
 
 # Every check an op can take; an OpCase lists the ones that do not apply in `unsupported`.
 OP_CHECKS = ("gradcheck", "gradgradcheck", "forward_ad", "batched_grad", "jvp_vjp")
@@ -48,45 +49,6 @@ class OpCase:
         checks = f"only {', '.join(self.checks())}" if self.unsupported else "every check"
         note = f"; {self.note}" if self.note else ""
         return f"{self.family}, {checks}{note}"
-
-
-# --- sample makers: float64, small, seeded by the generator they are given -----------------
-
-def _leaf(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().requires_grad_()
-
-
-def randn(g, *shape) -> torch.Tensor:
-    return _leaf(torch.randn(shape, generator=g, dtype=F64))
-
-
-def positive(g, *shape, low=0.5, high=2.0) -> torch.Tensor:
-    return _leaf(low + (high - low) * torch.rand(shape, generator=g, dtype=F64))
-
-
-def away_from(g, *shape, points=(0.0,), margin=0.1) -> torch.Tensor:
-    """Gaussian samples pushed at least `margin` away from each kink in `points`."""
-    x = torch.randn(shape, generator=g, dtype=F64)
-    for p in points:
-        d = x - p
-        x = torch.where(d.abs() < margin, p + torch.where(d < 0, -margin, margin) + d, x)
-    return _leaf(x)
-
-
-def distinct(g, *shape) -> torch.Tensor:
-    """Values with no ties, at least 1/numel apart: max and max_pool have a unique winner."""
-    n = int(torch.tensor(shape).prod())
-    x = torch.randperm(n, generator=g).to(F64).reshape(shape) / n - 0.5
-    return _leaf(x)
-
-
-def labels(g, n, classes) -> torch.Tensor:
-    return torch.randint(0, classes, (n,), generator=g)
-
-
-def plain(g, *shape) -> torch.Tensor:
-    """A float64 tensor that is not differentiated (a constant of the op)."""
-    return torch.randn(shape, generator=g, dtype=F64)
 
 
 CASES: Registry[OpCase] = Registry("op")
@@ -215,7 +177,7 @@ op("cdist", torch.cdist, lambda g: (randn(g, 3, 2), randn(g, 4, 2)), FIRST, unsu
 op("embedding_bag", lambda w, i: F.embedding_bag(i, w, torch.tensor([0, 2], device=w.device)),
    lambda g: (randn(g, 5, 3), torch.tensor([0, 2, 4, 1])), FIRST, unsupported=_FIRST_ORDER_ONLY)
 op("grid_sample", lambda x, grid: F.grid_sample(x, grid, align_corners=False),
-   lambda g: (randn(g, 1, 1, 4, 4), _leaf(torch.rand(1, 3, 3, 2, generator=g, dtype=F64) * 1.6 - 0.8)),
+   lambda g: (randn(g, 1, 1, 4, 4), leaf(torch.rand(1, 3, 3, 2, generator=g, dtype=F64) * 1.6 - 0.8)),
    FIRST, unsupported=_FIRST_ORDER_ONLY, note="grid points inside the image, off the pixel centres")
 op("multi_margin_loss", F.multi_margin_loss, lambda g: (randn(g, 3, 4), labels(g, 3, 4)), FIRST,
    unsupported=_FIRST_ORDER_ONLY)

@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from suite.errors import one_line
+
 VERDICTS = ("pass", "fail", "skip")
 
 
@@ -35,15 +37,6 @@ class CheckResult:
         return f"{self.name}: {self.verdict}" + (f" ({self.detail})" if self.detail else "")
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
-    """An exception as one readable line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
-    message = text[0].rstrip(",;: ") if text else ""
-    if len(message) > limit:
-        message = message[: limit - 3] + "..."
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
 @contextmanager
 def one_thread():
     """The checks work on tiny tensors, where intra-op threads only add overhead; on a shared
@@ -64,7 +57,7 @@ def run_check(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
         with one_thread():
             verdict, detail = body()
     except Exception as error:  # a failing check is reported, never raised
-        verdict, detail = "fail", f"raised {first_line(error)}"
+        verdict, detail = "fail", f"raised {one_line(error)}"
     return CheckResult(name, verdict, detail, time.perf_counter() - start)
 
 

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from suite.conformance.parallel.ddp import default_backend
+    from suite.devices import default_backend
 
     if not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
         print("python -m suite.distributed: error: launch it with torchrun, which sets RANK, "

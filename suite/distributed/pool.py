@@ -17,8 +17,8 @@ import weakref
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 
-from suite.distributed.worker import one_line, receive, send
-from suite.errors import SuiteError
+from suite.distributed.worker import receive, send
+from suite.errors import SuiteError, one_line
 
 _STORE_HOST = "127.0.0.1"
 _GRACE_S = 2.0  # how long a terminated worker gets before it is killed

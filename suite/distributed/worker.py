@@ -8,6 +8,8 @@ import datetime
 import pickle
 import traceback
 
+from suite.errors import one_line
+
 
 # Messages between the pool and its workers go as plain pickled bytes. Connection.send would use
 # torch's multiprocessing reductions, which pass each tensor's storage as a file descriptor
@@ -20,11 +22,6 @@ def send(conn, message) -> None:
 
 def receive(conn):
     return pickle.loads(conn.recv_bytes())
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _error_payload(error: BaseException) -> tuple[str, str]:

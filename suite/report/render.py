@@ -15,6 +15,7 @@ import pandas as pd
 
 from suite.report import machines as machine_facts
 from suite.report import tables
+from suite.timing.stats import NOISY_IQR_FRACTION
 from suite.results import utc_now
 
 HOW_TO_READ = (
@@ -23,7 +24,7 @@ HOW_TO_READ = (
     "is a 95% bootstrap interval of that ratio of medians, resampled from the raw per-iteration "
     f"samples of both machines ({tables.BOOTSTRAP_RESAMPLES} resamples, fixed seed); it is absent "
     "when either side kept fewer than 2 samples. A word in round brackets after a figure is a flag: "
-    f"noisy (IQR over {tables.NOISE_THRESHOLD:.0%} of the median), contended (other processes took "
+    f"noisy (IQR over {NOISY_IQR_FRACTION:.0%} of the median), contended (other processes took "
     "cores the timing needed), drift (the machine's speed changed under the figure), few_samples, "
     "throttled (thermal or power limits); repeat a flagged figure before trusting it. \"not "
     "comparable\" marks a figure taken with other settings, quick/full or versions than the "

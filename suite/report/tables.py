@@ -23,17 +23,16 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError, UnknownCaseError
+from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 from suite.timing.stats import NOISY_IQR_FRACTION, is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
 TIMING_COLUMNS = ["threads", "median_s", "iqr_s", "noisy", "throughput", "peak_mem_bytes", "flops",
                   "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
-NOISE_THRESHOLD = NOISY_IQR_FRACTION
 # What must match for two figures to be compared as like for like, and how a difference reads.
 COMPARABILITY = {"quick": "quick vs full", "torch": "torch", "cuda": "CUDA", "settings_key": "settings"}
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-SINGLE_DEVICE_SETUP = {"cpu-ddp": "cpu", "cuda-ddp": "cuda", "dataparallel": "cuda"}
 
 
 class EmptyResultsError(SuiteError):
@@ -251,36 +250,28 @@ def geometric_means(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
 
 
 def scaling(table: pd.DataFrame) -> pd.DataFrame:
-    """Multi-process/multi-GPU efficiency: throughput / (world_size x single-device throughput).
-
-    The single-device reference is the same machine, model, mode, per-device batch, dtype and
-    memory format on one device ("cpu" for cpu-ddp, "cuda" otherwise), on CPU at the same
-    threads per process, the rule suite.timing.plan.attach_scaling_efficiency uses.
-    """
+    """Multi-process/multi-GPU efficiency of every multi-device row, by suite.timing.scaling's rule."""
     columns = ["machine", "model", "mode", "setup", "world_size", "batch_size", "dtype", "threads",
                "throughput", "reference_setup", "reference_throughput", "efficiency", "noisy"]
-    multi = table[(table["world_size"] > 1).fillna(False)]
-    single = table[(table["world_size"] == 1).fillna(False)]
-    rows = []
-    for r in multi.itertuples():
-        base_setup = SINGLE_DEVICE_SETUP.get(r.setup, r.device)
-        match = single[(single["machine"] == r.machine) & (single["model"] == r.model)
-                       & (single["mode"] == r.mode) & (single["setup"] == base_setup)
-                       & (single["dtype"] == r.dtype) & (single["channels_last"] == r.channels_last)]
-        if pd.notna(r.batch_size):
-            match = match[match["batch_size"] == r.batch_size]
-        if base_setup == "cpu" and pd.notna(r.threads):
-            match = match[match["threads"] == r.threads]
-        reference = match["throughput"].iloc[0] if len(match) else math.nan
-        rows.append({"machine": r.machine, "model": r.model, "mode": r.mode, "setup": r.setup,
-                     "world_size": r.world_size, "batch_size": r.batch_size, "dtype": r.dtype,
-                     "threads": r.threads, "throughput": r.throughput,
-                     # --quick runs time the CPU at all cores only: no 1-thread reference for CPU DDP.
-                     "reference_setup": base_setup if len(match) else "none measured",
-                     "reference_throughput": reference,
-                     "efficiency": r.throughput / (r.world_size * reference) if reference else math.nan,
-                     "noisy": r.noisy})
-    return pd.DataFrame(rows, columns=columns)
+    rows = [_plain(r) for r in table.to_dict("records")]
+    references = {(r["machine"], reference_key(r)): r["throughput"] for r in rows if r["world_size"] == 1}
+    out = []
+    for r in rows:
+        if r["world_size"] is None or r["world_size"] <= 1:
+            continue
+        reference = references.get((r["machine"], reference_key(r)))
+        value = efficiency(r["throughput"], r["world_size"], reference)
+        out.append({**{c: r.get(c) for c in columns},
+                    # --quick runs time the CPU at all cores only: no 1-thread reference for CPU DDP.
+                    "reference_setup": REFERENCE_SETUP.get(r["setup"], r["device"]) if reference else "not in this run",
+                    "reference_throughput": reference if reference else math.nan,
+                    "efficiency": value if value is not None else math.nan})
+    return pd.DataFrame(out, columns=columns)
+
+
+def _plain(row: dict) -> dict:
+    """pandas' missing values (NA, NaN) as None, so that keys of two rows compare equal."""
+    return {k: None if not isinstance(v, (list, tuple)) and pd.isna(v) else v for k, v in row.items()}
 
 
 def require_records(loaded) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from suite.cases.models import CASES as MODELS
 from suite.cases.models import ModelSpec
+from suite.devices import default_backend
 from suite.errors import SuiteError
 from suite.timing.figure import measure_figure
 from suite.timing.measure import torch_threads
@@ -17,7 +18,6 @@ from suite.timing.options import TimingOptions
 from suite.timing.settings import current_settings
 from suite.timing.steps import build_step
 
-BACKEND = {"cpu": "gloo", "cuda": "nccl"}
 # Spawning, model building and warm-up come on top of the timed part; each attempt may wait
 # for quiet and then sample up to the time cap (or longer, for the minimum count of slow steps).
 TIMEOUT_FIXED_S = 120.0
@@ -29,7 +29,7 @@ def time_ddp(spec: ModelSpec, options: TimingOptions) -> dict:
         from suite.distributed.pool import get_pool
     except ImportError as err:
         raise SuiteError(f"setup {options.setup!r} needs suite.distributed.pool: {err}") from err
-    pool = get_pool(options.world_size, backend=BACKEND[options.device], device=options.device)
+    pool = get_pool(options.world_size, backend=default_backend(options.device), device=options.device)
     # A registered model travels by name; an ad-hoc spec must be picklable itself.
     spec_ref = spec.name if spec.name in MODELS and MODELS.get(spec.name) is spec else spec
     timeout = TIMEOUT_FIXED_S + options.attempts * (options.quiet_budget_s + 3 * options.time_cap_s)

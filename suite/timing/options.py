@@ -7,7 +7,7 @@ from suite.cases.models import ModelSpec
 from suite.devices import cuda_count, require_device
 from suite.errors import SuiteError
 from suite.timing.measure import all_cores
-from suite.timing.steps import DTYPES, MODES
+from suite.timing.steps import validate_mode_and_dtype
 
 # setup -> device kind it runs on
 SETUP_DEVICE = {
@@ -80,10 +80,7 @@ class TimingOptions:
 def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_size: int | None,
                     threads: int | None, world_size: int | None, setup: str | None, dtype: str,
                     channels_last: bool, min_run_time: float | None, quick: bool) -> TimingOptions:
-    if mode not in MODES:
-        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    if dtype not in DTYPES:
-        raise SuiteError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    validate_mode_and_dtype(mode, dtype)
     setup = _resolve_setup(setup, device, world_size)
     device = SETUP_DEVICE[setup]
     world_size = _resolve_world_size(setup, world_size)

@@ -8,6 +8,7 @@ from suite.cases.models import CASES as MODELS
 from suite.cases.variants import CASES as VARIANT_CASES, TimingVariant
 from suite.devices import missing_reason, require_device
 from suite.timing.measure import all_cores
+from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 
 
 VARIANTS = tuple(VARIANT_CASES)
@@ -105,24 +106,11 @@ def sweep_batch_sizes(model: str, batch_sizes: list[int] | None = None, **kwargs
 
 
 def attach_scaling_efficiency(records: list[dict]) -> list[dict]:
-    """Set scaling_efficiency = throughput(N) / (N * throughput(1)) on multi-device records.
-
-    The baseline is the single-device record ("cpu" for cpu-ddp, "cuda" otherwise) of the same
-    model, mode, per-device batch, dtype, memory format, and on CPU the same threads per rank.
-    Records without a baseline keep None. Returns the records, changed in place.
-    """
-    baselines = {_baseline_key(r, r["setup"]): r for r in records if r["setup"] in ("cpu", "cuda")}
+    """Set scaling_efficiency (suite.timing.scaling) on multi-device records that have a reference
+    in `records`; the others keep None. Returns the records, changed in place."""
+    references = {reference_key(r): r["throughput"] for r in records if r["setup"] in ("cpu", "cuda")}
     for record in records:
-        if record["setup"] in ("cpu", "cuda"):
-            continue
-        base_setup = "cpu" if record["setup"] == "cpu-ddp" else "cuda"
-        base = baselines.get(_baseline_key(record, base_setup))
-        if base:
-            record["scaling_efficiency"] = record["throughput"] / (record["world_size"] * base["throughput"])
+        if record["setup"] in REFERENCE_SETUP:
+            record["scaling_efficiency"] = efficiency(record["throughput"], record["world_size"],
+                                                      references.get(reference_key(record)))
     return records
-
-
-def _baseline_key(record: dict, setup: str) -> tuple:
-    threads = record["threads"] if setup == "cpu" else None
-    return (record["model"], record["mode"], setup, record["batch_size"], record["dtype"],
-            record["channels_last"], threads)

@@ -18,6 +18,13 @@ from suite.errors import SuiteError
 DTYPES = ("float32", "bfloat16")  # bfloat16: AMP autocast, parameters stay fp32
 
 
+def validate_mode_and_dtype(mode: str, dtype: str) -> None:
+    if mode not in MODES:
+        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if dtype not in DTYPES:
+        raise SuiteError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+
+
 def autocast_for(device: torch.device, dtype: str):
     if dtype == "bfloat16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -34,10 +41,7 @@ def build_step(spec: ModelSpec, mode: str, device: torch.device, batch_size: int
     without its `loss.item()`, which would add a host-device sync to every step; eval is a
     forward under inference_mode.
     """
-    if mode not in MODES:
-        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    if dtype not in DTYPES:
-        raise SuiteError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    validate_mode_and_dtype(mode, dtype)
     model = spec.build(seed=seed).to(device)
     inputs, labels = spec.example_batch(batch_size, seed=seed, device=device)
     if channels_last:

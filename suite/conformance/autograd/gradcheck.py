@@ -25,7 +25,8 @@ from torch.autograd.gradcheck import GradcheckError
 
 from suite.conformance.autograd.jacobians import (bind, forward_jacobians, largest_gap, numerical_jacobians,
                                                   reverse_jacobians)
-from suite.conformance.result import CheckResult, first_line, run_check
+from suite.conformance.result import CheckResult, run_check
+from suite.errors import one_line
 
 GRADCHECK_TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
 JVP_VJP_RTOL, JVP_VJP_ATOL = 1e-9, 1e-12
@@ -61,7 +62,7 @@ def no_slow_mode_replay():
 
 def gradcheck_error_detail(error: GradcheckError) -> str:
     """gradcheck's first line, plus fast mode's projections u^T J v when the message has them."""
-    head = first_line(error)
+    head = one_line(error)
     lines = str(error).splitlines()
     values = {k: line.split(":", 1)[1].strip() for line in lines for k in ("numerical", "analytical")
               if line.startswith(k + ":")}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from suite.cases.ops import OpCase
 from suite.conformance.autograd.gradcheck import gradcheck_result, jvp_vjp_result, on_device
-from suite.conformance.result import CheckResult, first_line
+from suite.conformance.result import CheckResult
+from suite.errors import one_line
 
 
 def check_op(case: OpCase, check: str, *, fast_mode: bool = False, seed: int = 0, device: str = "cpu",
@@ -14,7 +15,7 @@ def check_op(case: OpCase, check: str, *, fast_mode: bool = False, seed: int = 0
     try:
         args = on_device(case.samples(seed), device)
     except Exception as error:
-        return CheckResult(check, "fail", f"samples: raised {first_line(error)}")
+        return CheckResult(check, "fail", f"samples: raised {one_line(error)}")
     if check in ("gradcheck", "gradgradcheck"):
         return gradcheck_result(check, case.op, args, fast_mode=fast_mode)
     if check == "forward_ad":

@@ -10,8 +10,9 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from suite.conformance.autograd.gradcheck import gradcheck_result, nondeterminism_tolerance
+from suite.conformance.closeness import mismatch
 from suite.conformance.autograd.jacobians import float_outputs, largest_gap, numerical_jacobians, reverse_jacobians
-from suite.conformance.result import first_line
+from suite.errors import one_line
 
 # assert_close's float64 defaults: two float64 implementations of one formula agree this well.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-7, 1e-7
@@ -49,28 +50,19 @@ def as_float64(inputs: tuple) -> tuple:
 
 
 def _close(expected, actual, what: str, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL, labels=None) -> tuple[str, str]:
-    """(verdict, detail) comparing two sequences of tensors; None counts as zeros, NaN as a miss.
-    Item k is called labels[k] in the detail, else "{what} {k}"."""
+    """(verdict, detail) comparing two sequences of tensors by suite.conformance.closeness;
+    None counts as zeros. Item k is called labels[k] in the detail, else "{what} {k}"."""
     if len(expected) != len(actual):
         return "fail", f"{len(actual)} {what}s, expected {len(expected)}"
-    worst = None
     for k, (e, a) in enumerate(zip(expected, actual)):
         if e is None and a is None:
             continue
-        e = torch.zeros_like(a) if e is None else e.detach()
-        a = torch.zeros_like(e) if a is None else a.detach()
-        if e.shape != a.shape:
-            return "fail", f"{labels[k] if labels else f'{what} {k}'}: shape {tuple(a.shape)}, expected {tuple(e.shape)}"
-        missed = ~torch.isclose(a, e, rtol=rtol, atol=atol)
-        if missed.any():
-            gaps = torch.where(missed, (a - e).abs().nan_to_num(nan=float("inf")), 0).reshape(-1)
-            i = int(gaps.argmax())
-            if worst is None or float(gaps[i]) > worst[0]:
-                worst = (float(gaps[i]), k, i, float(e.reshape(-1)[i]), float(a.reshape(-1)[i]))
-    if worst is None:
-        return "pass", f"equal within rtol {rtol:g}, atol {atol:g}"
-    gap, k, i, e, a = worst
-    return "fail", f"{labels[k] if labels else f'{what} {k}'} element {i}: {a:.6g}, expected {e:.6g} (off by {gap:.3g}; rtol {rtol:g}, atol {atol:g})"
+        e = torch.zeros_like(a) if e is None else e
+        a = torch.zeros_like(e) if a is None else a
+        why = mismatch(a, e, rtol=rtol, atol=atol)
+        if why:
+            return "fail", f"{labels[k] if labels else f'{what} {k}'}: {why}"
+    return "pass", f"equal within rtol {rtol:g}, atol {atol:g}"
 
 
 class FunctionChecks:
@@ -164,7 +156,7 @@ class FunctionChecks:
             numerical = numerical_jacobians(backward_of, points)
             analytical = reverse_jacobians(backward_of, points)
         except Exception as error:
-            return f"second-order Jacobian unavailable: {first_line(error)}"
+            return f"second-order Jacobian unavailable: {one_line(error)}"
         labels = self.diff + [f"v{k}" for k in range(len(vs))]
         return largest_gap(numerical, analytical, labels).replace("d(output", "d(grad")
 
@@ -185,8 +177,8 @@ class FunctionChecks:
             torch.autograd.backward(sum(g.sum() for g in carriers))
         except RuntimeError as error:
             if "once_differentiable" in str(error):
-                return "pass", f"double backward raises: {first_line(error)}"
-            return "fail", f"double backward raises, but not the once_differentiable error: {first_line(error)}"
+                return "pass", f"double backward raises: {one_line(error)}"
+            return "fail", f"double backward raises, but not the once_differentiable error: {one_line(error)}"
         return "fail", "double backward gave numbers although backward is @once_differentiable"
 
     def forward_ad(self):

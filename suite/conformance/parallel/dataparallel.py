@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from suite.conformance.parallel.ddp_training import TOLERANCES
+from suite.conformance.closeness import max_abs_diff, mismatch
 
 
 @dataclass
@@ -28,9 +28,7 @@ class DataParallelReport:
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, bool]:
-    rtol, atol = TOLERANCES.get(b.dtype, (0.0, 0.0))
-    a, b = a.detach().to(b.device), b.detach()
-    return (a.double() - b.double()).abs().max().item(), bool(torch.isclose(a, b, rtol, atol).all())
+    return max_abs_diff(a, b), mismatch(a, b) is None
 
 
 @contextlib.contextmanager

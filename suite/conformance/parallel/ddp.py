@@ -14,8 +14,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from suite.conformance.parallel.sharding import Sharding
-from suite.conformance.parallel.ddp_training import TOLERANCES, TrainingJob, train_and_compare
-from suite.devices import require_device
+from suite.conformance.closeness import tolerances
+from suite.conformance.parallel.ddp_training import TrainingJob, train_and_compare
+from suite.devices import default_backend, require_device
 
 SUM_LOSS, BATCHNORM, DROPOUT, UNEXPLAINED = "sum_loss", "batchnorm", "dropout", "unexplained"
 
@@ -65,10 +66,6 @@ class DDPReport:
 def sgd(params) -> torch.optim.Optimizer:
     """The default optimizer: plain SGD, so a divergence is not blurred by optimizer state."""
     return torch.optim.SGD(params, lr=0.05)
-
-
-def default_backend(device: str) -> str:
-    return "nccl" if device == "cuda" else "gloo"
 
 
 def resolve_group(backend: str | None, device: str, world_size: int) -> str:
@@ -142,7 +139,7 @@ def run_job(job: TrainingJob, world_size: int, backend: str, timeout: float | No
 def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backend: str,
                  device: str, dtype: torch.dtype = torch.float32) -> DDPReport:
     """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
-    rtol, atol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+    rtol, atol = tolerances(dtype)
     report = DDPReport(passed=True, world_size=world_size, steps=steps, backend=backend,
                        device=device, rtol=rtol, atol=atol)
     first = None
@@ -216,7 +213,8 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     for case in CASES:
         if (quick and not case.quick) or case.gpus_needed > (cuda_count() if device == "cuda" else 0):
             continue
-        backend = "nccl" if device == "cuda" and cuda_count() >= case.world_size else "gloo"
+        # gloo where there are fewer GPUs than ranks: it may put several ranks on one GPU.
+        backend = default_backend(device) if device == "cpu" or cuda_count() >= case.world_size else "gloo"
         start = time.perf_counter()
         try:
             passed, detail = judge(case, check_case(case, device=device, backend=backend))

@@ -15,16 +15,8 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from suite.conformance.closeness import max_abs_diff, mismatch
 from suite.conformance.parallel.sharding import Sharding
-
-# torch.testing.assert_close's defaults per dtype: what "equal up to rounding" means there.
-TOLERANCES = {
-    torch.float64: (1e-7, 1e-7),
-    torch.float32: (1.3e-6, 1e-5),
-    torch.bfloat16: (1.6e-2, 1e-5),
-    torch.float16: (1e-3, 1e-5),
-}
-
 
 @dataclass(frozen=True)
 class TrainingJob:
@@ -84,13 +76,8 @@ def rank_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-
-
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    rtol, atol = TOLERANCES.get(b.dtype, (0.0, 0.0))
-    return bool(torch.isclose(a, b, rtol=rtol, atol=atol).all())
+    return mismatch(a, b) is None
 
 
 def compare(model: nn.Module, reference: nn.Module, world_size: int, with_grads: bool) -> dict:
@@ -119,7 +106,7 @@ def compare(model: nn.Module, reference: nn.Module, world_size: int, with_grads:
     pairs += [("parameter", name, named[name].detach(), p.detach())
               for name, p in reference.named_parameters()]
     for category, name, ours, theirs in pairs:
-        diff = _max_abs(ours, theirs)
+        diff = max_abs_diff(ours, theirs)
         found["max"][category] = max(found["max"].get(category, 0.0), diff)
         if found["first"] is None and not _close(ours, theirs):
             found["first"] = (category, name, diff)
