@@ -98,6 +98,16 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from suite.report import compare
+
+    header, rows = compare.compare(args.baseline, args.new, threshold=args.threshold)
+    if args.out:
+        compare.write_outputs(args.out, header, rows)
+    print(compare.dumps(header, rows) if args.json else compare.format_table(header, rows))
+    return compare.exit_status(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsuite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -119,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="machine the speedups are relative to (default the first file's)")
     p.add_argument("--out", default="reports", help="directory for the report (default reports/)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="the regression gate: exit 1 when NEW is slower than BASELINE, for real")
+    p.add_argument("baseline", help="results file to compare against (torchsuite, pytest-benchmark JSON or asv)")
+    p.add_argument("new", help="results file to judge")
+    p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--out", default=None, help="also write compare.json and compare.txt into this directory")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("list", help="every registered case with its kind")
     p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")

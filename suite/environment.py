@@ -44,6 +44,8 @@ def capture(name: str | None = None) -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_git_version": getattr(torch.version, "git_version", None),
+        "suite_commit": suite_commit(),
         "torchvision": _version("torchvision"),
         "torchaudio": _version("torchaudio"),
         "torch_threads": torch.get_num_threads(),
@@ -58,6 +60,25 @@ def capture(name: str | None = None) -> dict:
         "collect_env": _collect_env_summary(),
     }
     return info
+
+
+def suite_commit() -> str | None:
+    """The git commit of the torchsuite checkout running (with "-dirty" when it has uncommitted
+    changes), or None when it is not run from a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git binary, a broken checkout
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None
 
 
 def _usable_cores() -> int | None:

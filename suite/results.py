@@ -11,8 +11,9 @@ Layout (schema_version 1):
      "started_at": "...Z", "finished_at": "...Z" | null,
      "status": "running" | "complete" | "interrupted" | "failed",
      "machine": {...suite.environment.capture()...},
-     "run": {"devices": [...], "models": [...], "quick": bool},
-     "peaks": [{"device", "dtype", "peak_flops_per_s", ...}],
+     "run": {"devices": [...], "models": [...], "quick": bool, "verdict_sources": [...],
+             "machine_state": {"start": {...}, "end": {...}}},
+     "peaks": [{"device", "dtype", "flops_per_s", "flags", ...}],
      "records": [timing records (kind="timing") and verdicts (kind="conformance")]}
 """
 from __future__ import annotations
@@ -42,20 +43,20 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _json_ready(value):
+def json_ready(value):
     """Plain JSON values: NaN/inf become null (JSON has no NaN); numpy/torch scalars their Python value."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy or torch scalar
-        return _json_ready(value.item())
+        return json_ready(value.item())
     if hasattr(value, "tolist"):  # arrays and tensors of raw samples
-        return _json_ready(value.tolist())
+        return json_ready(value.tolist())
     return str(value)  # torch.dtype, torch.device, Path: their names are what a reader needs
 
 
@@ -64,7 +65,7 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temp, "w", encoding="utf-8") as f:
-            json.dump(_json_ready(payload), f, indent=1, allow_nan=False)
+            json.dump(json_ready(payload), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
@@ -89,7 +90,7 @@ def create_unique_file(directory: Path, machine_name: str, payload: dict) -> Pat
             path = directory / (f"{stem}.json" if attempt == 0 else f"{stem}-{attempt}.json")
             try:
                 with open(path, "x", encoding="utf-8") as f:
-                    json.dump(_json_ready(payload), f, indent=1, allow_nan=False)
+                    json.dump(json_ready(payload), f, indent=1, allow_nan=False)
                 return path
             except FileExistsError:
                 continue

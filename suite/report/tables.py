@@ -104,8 +104,8 @@ def choose_baseline(loaded, baseline: str | None) -> str:
     return baseline
 
 
-def _median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
-    a, b = _as_array(baseline_samples), _as_array(samples)
+def median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
+    a, b = as_samples(baseline_samples), as_samples(samples)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(BOOTSTRAP_SEED)
@@ -115,7 +115,7 @@ def _median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _as_array(samples) -> np.ndarray:
+def as_samples(samples) -> np.ndarray:
     if samples is None or (isinstance(samples, float) and math.isnan(samples)):
         return np.empty(0)
     values = np.asarray([s for s in samples if s is not None], dtype=float)
@@ -135,7 +135,7 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     full["differs"] = [_differences(row) for row in full.itertuples()]
     full["speedup"] = full["baseline_median_s"] / full["median_s"]
     # The baseline against itself has speedup 1.0 by definition; an interval there would only confuse.
-    intervals = [_median_ratio_interval(bs, s) if not missing and machine != baseline else (math.nan, math.nan)
+    intervals = [median_ratio_interval(bs, s) if not missing and machine != baseline else (math.nan, math.nan)
                  for bs, s, missing, machine in zip(full["baseline_samples"], full["samples"], full["missing"],
                                                     full["machine"])]
     full["speedup_ci_low"] = [i[0] for i in intervals]
