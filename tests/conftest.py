@@ -1,4 +1,5 @@
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -75,7 +76,8 @@ def pytest_configure(config):
 # The `distributed` tests run on suite.distributed's pools, whose fork server spends seconds
 # importing torch. A run of whole directories whose -m admits those tests starts it here,
 # before collection, while pytest imports torch on the other core; any other run starts it
-# once collection has selected a distributed test.
+# once collection has selected a distributed test (pytest_collection_finish: session.items is
+# then what -m and -k left, and only public pytest API is used either way).
 
 def _start_fork_server() -> None:
     from suite.distributed.pool import start_fork_server
@@ -89,12 +91,61 @@ def _whole_suite_with_distributed_tests(config) -> bool:
     if not all(os.path.isdir(arg) for arg in config.args):  # files or node ids: wait for collection
         return False
     try:
-        from _pytest.mark.expression import Expression  # pytest's own -m evaluation
-
-        return Expression.compile(config.option.markexpr or "distributed").evaluate(
-            lambda name, **kwargs: name == "distributed" and not kwargs)
-    except Exception:  # its private API changed: wait for collection
+        return _admits_distributed(config.getoption("markexpr") or "")
+    except ValueError:  # beyond the grammar below (marker arguments): wait for collection
         return False
+
+
+# -m's grammar, as pytest documents it: `or`, `and`, `not`, parentheses and marker names.
+_MARK_TOKEN = re.compile(r"\s*(\(|\)|[\w:+\-.\[\]\\/]+)")
+
+
+def _admits_distributed(markexpr: str) -> bool:
+    """Whether `-m markexpr` selects a test whose one marker is `distributed` (an empty
+    expression selects everything). ValueError for what the grammar above does not cover."""
+    text, tokens, position = markexpr.strip(), [], 0
+    while position < len(text):
+        match = _MARK_TOKEN.match(text, position)
+        if match is None:
+            raise ValueError(f"cannot read -m {markexpr!r}")
+        tokens.append(match.group(1))
+        position = match.end()
+    if not tokens:
+        return True
+
+    def expr(i):  # expr := and_expr ("or" and_expr)*
+        value, i = and_expr(i)
+        while i < len(tokens) and tokens[i] == "or":
+            right, i = and_expr(i + 1)
+            value = value or right
+        return value, i
+
+    def and_expr(i):  # and_expr := not_expr ("and" not_expr)*
+        value, i = not_expr(i)
+        while i < len(tokens) and tokens[i] == "and":
+            right, i = not_expr(i + 1)
+            value = value and right
+        return value, i
+
+    def not_expr(i):  # not_expr := "not" not_expr | "(" expr ")" | marker name
+        if i >= len(tokens):
+            raise ValueError(f"-m {markexpr!r} ends early")
+        if tokens[i] == "not":
+            value, i = not_expr(i + 1)
+            return not value, i
+        if tokens[i] == "(":
+            value, i = expr(i + 1)
+            if i >= len(tokens) or tokens[i] != ")":
+                raise ValueError(f"unbalanced parentheses in -m {markexpr!r}")
+            return value, i + 1
+        if tokens[i] in ("and", "or", ")") or (i + 1 < len(tokens) and tokens[i + 1] == "("):
+            raise ValueError(f"cannot read -m {markexpr!r}")  # a misplaced word, or marker(args)
+        return tokens[i] == "distributed", i + 1
+
+    value, end = expr(0)
+    if end != len(tokens):
+        raise ValueError(f"cannot read -m {markexpr!r}")
+    return value
 
 
 def pytest_collection_finish(session):
@@ -138,6 +189,7 @@ def _processes_left(session_id: int, timeout: float) -> list[str]:
 
 @pytest.fixture
 def processes_left():
-    """processes_left(session_id, timeout=10.0): what still runs in that session (one made with
-    start_new_session) after waiting up to `timeout` s for it to empty; anything there is a leak."""
-    return lambda session_id, timeout=10.0: _processes_left(session_id, timeout)
+    """processes_left(session_id, timeout=30.0): what still runs in that session (one made with
+    start_new_session) after waiting up to `timeout` s for it to empty; anything there is a leak.
+    The wait ends as soon as the session is empty: the timeout only bounds a leak's cost."""
+    return lambda session_id, timeout=30.0: _processes_left(session_id, timeout)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from suite.conformance.autograd.chain_rule import autograd_gradient, explicit_chain_rule
+from suite.conformance.autograd.chain_rule import (autograd_gradient, central_difference_jacobian, contract,
+                                                   explicit_chain_rule)
 
 F64 = torch.float64
 
@@ -18,13 +19,33 @@ def _randn(seed, *shape):
 
 
 # --- the chain rule ------------------------------------------------------------------------
+#
+# explicit_chain_rule takes both factors, dL/dy_i and dy_i/dθ, from central differences, and
+# the closed-form test below from formulas: neither runs autograd, so autograd's gradient is
+# compared with something it did not compute.
 
-def test_chain_rule_on_a_composition_of_two_functions():
+def _tanh_then_square_plus_product():
     a = _randn(0, 5, 3)
     inner = lambda theta: torch.tanh(a @ theta)  # y in R^5
     outer = lambda y: (y ** 2).sum() + y.prod()  # L in R
-    theta = _randn(1, 3)
+    return a, inner, outer, _randn(1, 3)
+
+
+def test_chain_rule_on_a_composition_of_two_functions():
+    _, inner, outer, theta = _tanh_then_square_plus_product()
     torch.testing.assert_close(autograd_gradient(inner, outer, theta), explicit_chain_rule(inner, outer, theta))
+
+
+def test_chain_rule_from_closed_form_factors():
+    """dy/dθ = diag(1 - y²) A for y = tanh(Aθ); dL/dy_i = 2 y_i + Π_{j≠i} y_j."""
+    a, inner, outer, theta = _tanh_then_square_plus_product()
+    y = torch.tanh(a @ theta)
+    dy_dtheta = (1 - y ** 2)[:, None] * a
+    dl_dy = torch.stack([2 * y[i] + torch.cat([y[:i], y[i + 1:]]).prod() for i in range(len(y))])
+    torch.testing.assert_close(autograd_gradient(inner, outer, theta), contract(dl_dy, dy_dtheta, theta.shape))
+    # ...and the finite differences explicit_chain_rule uses measure these same factors
+    torch.testing.assert_close(central_difference_jacobian(inner, theta), dy_dtheta)
+    torch.testing.assert_close(central_difference_jacobian(outer, y).reshape(-1), dl_dy)
 
 
 def test_chain_rule_through_a_article_model(model_spec):
@@ -44,14 +65,41 @@ def test_chain_rule_through_a_article_model(model_spec):
     torch.testing.assert_close(autograd_gradient(inner, outer, theta), explicit_chain_rule(inner, outer, theta))
 
 
+class _TanhWithWrongBackward(torch.autograd.Function):
+    """tanh forward; backward forgets the square in 1 - tanh²."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y)
+
+
+def test_a_wrong_backward_shows_as_a_disagreement():
+    """Had the factors come from autograd, they would share the wrong backward and agree."""
+    a, _, outer, theta = _tanh_then_square_plus_product()
+    inner = lambda t: _TanhWithWrongBackward.apply(a @ t)
+    explicit = explicit_chain_rule(inner, outer, theta)
+    torch.testing.assert_close(explicit, explicit_chain_rule(lambda t: torch.tanh(a @ t), outer, theta))
+    assert not torch.allclose(autograd_gradient(inner, outer, theta), explicit)
+
+
 def test_the_explicit_chain_rule_is_not_trivially_equal():
-    """A wrong inner Jacobian (the wrong function) gives a different answer: the test can fail."""
-    a = _randn(0, 5, 3)
-    theta = _randn(1, 3)
-    outer = lambda y: (y ** 2).sum()
-    right = autograd_gradient(lambda t: torch.tanh(a @ t), outer, theta)
+    """A wrong inner function, or a sum missing a term, gives a different answer: the test can fail."""
+    a, inner, outer, theta = _tanh_then_square_plus_product()
+    right = autograd_gradient(inner, outer, theta)
     wrong = explicit_chain_rule(lambda t: torch.sin(a @ t), outer, theta)
     assert not torch.allclose(right, wrong)
+    y = inner(theta)
+    dl_dy = central_difference_jacobian(outer, y).reshape(-1)
+    dy_dtheta = central_difference_jacobian(inner, theta)
+    torch.testing.assert_close(contract(dl_dy, dy_dtheta, theta.shape), right)
+    assert not torch.allclose(contract(dl_dy[1:], dy_dtheta[1:], theta.shape), right)
 
 
 # --- the dynamic graph ---------------------------------------------------------------------

@@ -11,7 +11,11 @@ import sys
 import pytest
 
 TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_join_w2"]
-TORCHRUN_TIMEOUT_S = 120
+# How long a test waits for its command: bounds that only catch a hang. Each command needs
+# seconds to a few tens of seconds on a loaded 2-core machine; the waits are minutes, and no
+# test asserts how fast a command ran. (The torchrun workers' collectives give up after 60 s.)
+TORCHRUN_TIMEOUT_S = 600
+SCRIPT_TIMEOUT_S = 300
 
 
 @pytest.mark.launch(
@@ -47,7 +51,7 @@ if __name__ == "__main__":
 
 @pytest.mark.launch([sys.executable, "-c", _CTRL_C_WHILE_STARTING])
 def test_ctrl_c_while_a_pool_starts_leaves_no_process(launched, processes_left):
-    returncode, output = launched.wait(timeout=60)
+    returncode, output = launched.wait(timeout=SCRIPT_TIMEOUT_S)
     assert returncode == 130, output  # interrupted inside start(), which takes seconds
     assert not (left := processes_left(launched.pid)), f"processes left behind: {left}"
     assert "Traceback" not in output
@@ -73,7 +77,7 @@ if __name__ == "__main__":
 def test_a_pool_left_open_is_closed_at_exit_leaving_no_process(launched, processes_left):
     # Its live workers once held the resource tracker's pipe open, and exit waited forever.
     # The program's own process, which multiprocessing joins at exit, still runs to its end.
-    returncode, output = launched.wait(timeout=60)
+    returncode, output = launched.wait(timeout=SCRIPT_TIMEOUT_S)
     assert returncode == 0, output
     assert "rank sums [1.0, 1.0]" in output
     assert "the program's own process finished" in output

@@ -3,7 +3,9 @@
 Each defect carries two runnable demonstrations, both taking a scratch directory:
 `literal` runs the article's code as written and must either raise `raises` (matching
 `match`) or return an observation for which `symptom` holds; `corrected` runs the suite's
-correction and must succeed, with `symptom` false on its observation.
+correction and must succeed, with `works` true on its observation (by default: `symptom` false).
+A defect in what the article *says* rather than in code that fails (variable_deprecated) has
+code that runs either way: there `works` states what the correction must show instead.
 """
 from __future__ import annotations
 
@@ -31,10 +33,17 @@ class Defect:
     raises: type[BaseException] | None = None
     match: str = ""
     symptom: Callable[[Any], bool] | None = None
+    works: Callable[[Any], bool] | None = None  # None: `not symptom`, when there is a symptom
     kind: str = "defect"
 
     def describe(self) -> str:
         return self.problem
+
+    def correction_works(self, observed) -> bool:
+        """Whether the corrected side's observation shows the correction working."""
+        if self.works is not None:
+            return self.works(observed)
+        return self.symptom is None or not self.symptom(observed)
 
 
 def _spec(name):
@@ -106,18 +115,57 @@ def _article_librosa_call(_):
     return librosa.util.sample_rate.resample  # section 4.2's first data-loading call
 
 
-def _clip_lengths(root: Path, assumed_seconds: float, through_loader: bool):
-    """(samples the code assumes, samples it gets) for a real-format 1 s Speech Commands clip."""
-    import torchaudio
+def _speech_clips(root: Path) -> Path:
+    """A real-format Speech Commands tree with two training clips of `yes`: a 1 s one and a
+    0.75 s one (the real data set has clips shorter than 1 s); returns its base folder."""
+    import numpy as np
+
+    from suite.fakedata import write_speech_commands, write_wav
+
+    base = write_speech_commands(root, labels=("yes",), clips_per_label=2)  # spk01 is for testing
+    short = np.arange(int(0.75 * SAMPLE_RATE)) / SAMPLE_RATE
+    write_wav(base / "yes" / "spk02_nohash_0.wav", 0.3 * np.sin(2 * np.pi * 300 * short))
+    return base
+
+
+def _input_shapes_assuming_article_clip_length(root: Path) -> list[tuple[int, ...]]:
+    """The speech model's input shapes when each clip is taken to be 0.2 s long, as the
+    article says: read with torchaudio's SPEECHCOMMANDS, fixed to 0.2 s x 16 kHz = 3200
+    samples, through the model's own MFCC front end."""
+    from torchaudio.datasets import SPEECHCOMMANDS
 
     from suite.data import fix_length
-    from suite.fakedata import write_speech_commands
 
-    base = write_speech_commands(root, labels=("yes",), clips_per_label=1)
-    clip = torchaudio.load(str(base / "yes" / "spk00_nohash_0.wav"))[0]
-    if through_loader:
-        clip = fix_length(clip, SAMPLE_RATE)
-    return int(assumed_seconds * SAMPLE_RATE), clip.shape[-1]
+    _speech_clips(root)
+    frontend = _spec("speech_cnn").frontend()
+    clips = SPEECHCOMMANDS(str(root), url="speech_commands_v0.01", subset="training", download=False)
+    return sorted({tuple(frontend(fix_length(clips[n][0], int(0.2 * SAMPLE_RATE))).shape)
+                   for n in range(len(clips))})
+
+
+def _input_shapes_from_the_suites_loader(root: Path) -> list[tuple[int, ...]]:
+    """The speech model's input shapes from suite.data.speech_commands, which fixes each clip
+    to 1 s before the same front end."""
+    from suite.data import speech_commands
+
+    _speech_clips(root)
+    data = speech_commands(root, frontend=_spec("speech_cnn").frontend())
+    if len(data) != 2:  # the 1 s and the 0.75 s clip, or the padding goes unseen
+        raise RuntimeError(f"expected the 2 training clips written, the loader found {len(data)}")
+    return sorted({tuple(data[n][0].shape) for n in range(len(data))})
+
+
+def _not_the_speech_models_input(shapes: list[tuple[int, ...]]) -> bool:
+    return shapes != [_spec("speech_cnn").input_shape]  # (1, 10, 10): 10 MFCCs x 10 frames
+
+
+def _what_records_the_graph(make_leaf: Callable[[], torch.Tensor]):
+    """(the leaf's class, out.grad_fn's class name, the leaf's gradient) for out = (3 * leaf).sum()."""
+    leaf = make_leaf()
+    out = (3 * leaf).sum()
+    out.backward()
+    return (type(leaf), type(out.grad_fn).__name__ if out.grad_fn is not None else None,
+            None if leaf.grad is None else leaf.grad.tolist())
 
 
 CASES: Registry[Defect] = Registry("defect")
@@ -188,9 +236,11 @@ CASES.add(Defect(
     problem="Speech Commands clips are 1 s (16000 samples), not 0.2 s; v0.01 has 30 words "
             "(v0.02 has 35)",
     correction="clips are padded or cut to 16000 samples; labels follow v0.01's 30 words",
-    literal=lambda tmp: _clip_lengths(tmp, assumed_seconds=0.2, through_loader=False),
-    corrected=lambda tmp: _clip_lengths(tmp, assumed_seconds=1.0, through_loader=True),
-    symptom=lambda lengths: lengths[0] != lengths[1],
+    # Taken at its word (3200 samples a clip), the article gives the front end 2 frames, not
+    # the 10 the network needs; the suite's loader gives (1, 10, 10) for 1 s and shorter clips.
+    literal=_input_shapes_assuming_article_clip_length,
+    corrected=_input_shapes_from_the_suites_loader,
+    symptom=_not_the_speech_models_input,
 ))
 
 CASES.add(Defect(
@@ -213,7 +263,12 @@ CASES.add(Defect(
     problem="Variable has been a deprecated alias since PyTorch 0.4: it returns a plain Tensor, "
             "and tensors carry requires_grad and grad_fn themselves",
     correction="no Variable anywhere; tensors with requires_grad=True",
-    literal=lambda tmp: type(torch.autograd.Variable(torch.ones(2), requires_grad=True)),
-    corrected=lambda tmp: (torch.ones(2, requires_grad=True) * 2).grad_fn,
-    symptom=lambda obs: obs is torch.Tensor,
+    # Variable hands back a plain Tensor: it is no class of its own that could record grad_fn.
+    literal=lambda tmp: _what_records_the_graph(
+        lambda: torch.autograd.Variable(torch.ones(2), requires_grad=True)),
+    corrected=lambda tmp: _what_records_the_graph(lambda: torch.ones(2, requires_grad=True)),
+    symptom=lambda observed: observed[0] is torch.Tensor,
+    # The article's code runs either way, so the correction cannot be told by the symptom's
+    # absence: a plain tensor must record the graph and receive the gradient by itself.
+    works=lambda observed: observed == (torch.Tensor, "SumBackward0", [3.0, 3.0]),
 ))
