@@ -47,6 +47,7 @@ class NothingToCompareError(SuiteError):
 @dataclass
 class Row:
     figure: str
+    key: dict  # model, mode, device, setup, world_size, batch_size, dtype, channels_last, threads_setting
     baseline_median_s: float
     new_median_s: float
     ratio: float
@@ -88,13 +89,14 @@ def compare(baseline_path, new_path, threshold: float = 0.05) -> tuple[dict, lis
     base_loaded, base = _one_side(baseline_path)
     new_loaded, new = _one_side(new_path)
     joined = base.merge(new, on=tables.KEY, suffixes=("_base", "_new"))
+    joined = joined[joined["median_s_base"].notna() & joined["median_s_new"].notna()]  # asv: skipped
     if not len(joined):
         raise NothingToCompareError(f"no figure in common between {baseline_path} and {new_path}")
     canaries = canary_s(base_loaded), canary_s(new_loaded)
     machine_moved = None
     if all(canaries) and abs(canaries[1] / canaries[0] - 1) > threshold:
         machine_moved = f"the machine's speed differed: canary x{canaries[1] / canaries[0]:.3f}"
-    labels = tables.row_label(joined.assign(threads_setting=joined["threads_setting"]))
+    labels = tables.row_label(joined)
     rows = [_row(label, r, threshold, machine_moved) for label, r in zip(labels, joined.to_dict("records"))]
     rows.sort(key=lambda row: row.ratio)
     header = {"baseline": _provenance(base_loaded, canaries[0]), "new": _provenance(new_loaded, canaries[1]),
@@ -125,7 +127,8 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None) -> Ro
         verdict, why = "improved", f"{ratio - 1:+.1%}, p = {p_faster:.2g}"
     else:
         verdict, why = "unchanged", ""
-    return Row(label, r["median_s_base"], r["median_s_new"], ratio, low, high, p_slower, p_faster, verdict, why)
+    key = {k: r[k] for k in tables.KEY}
+    return Row(label, key, r["median_s_base"], r["median_s_new"], ratio, low, high, p_slower, p_faster, verdict, why)
 
 
 def _provenance(loaded: sources.MachineResults, canary: float | None) -> dict:
