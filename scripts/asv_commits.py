@@ -5,8 +5,8 @@
 
 Each commit is checked out into a temporary git worktree and benchmarked by asv in the
 *existing* environment (this interpreter, with torch already installed) with
-`--set-commit-hash`: the worktree's `benchmarks/` and its `suite` package (first on
-PYTHONPATH) are that commit's, the Python stack is this one. asv's own alternative, a virtualenv
+`--set-commit-hash`: the worktree's `benchmarks/` and its `suite` package (first on the
+benchmarks' sys.path, through ASV_PYTHONPATH) are that commit's, the Python stack is this one. asv's own alternative, a virtualenv
 per commit built from asv.conf.json's matrix, reinstalls torch (several GB) for every
 environment; `existing` costs nothing but the benchmarks. Then `asv compare BASE NEW` and
 `asv publish` run on the shared results, and the result files are printed, for
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 config = out / f"asv.conf.{commit[:12]}.json"
                 config.write_text(json.dumps(asv_config(worktree, out), indent=1))
-                run_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(worktree), env.get("PYTHONPATH")]))}
+                # asv drops PYTHONPATH from the benchmarks' environment and puts ASV_PYTHONPATH
+                # first on their sys.path instead: the commit's `suite` wins over the installed one.
+                run_env = {**env, "ASV_PYTHONPATH": os.pathsep.join(filter(None, [str(worktree), env.get("ASV_PYTHONPATH")]))}
                 asv(["machine", "--yes", "--machine", args.machine, "--config", str(config)], run_env)
                 started = time.monotonic()
                 asv(["run", "--config", str(config), "-E", f"existing:{sys.executable}", "--set-commit-hash",

@@ -42,7 +42,8 @@ def two_commits(tmp_path_factory):
     slowed = text.replace("        optimizer.step()\n\n    return train_step",
                           "        optimizer.step()\n" + SLOWDOWN + "\n    return train_step")
     assert slowed != text, "the train step changed shape: update this test's slowdown"
-    steps.write_text("import time\n" + slowed)
+    slowed = slowed.replace("from __future__ import annotations\n", "from __future__ import annotations\n\nimport time\n", 1)
+    steps.write_text(slowed)
     git(clone, "commit", "--quiet", "-am", "Slow every train step down by 3 ms")
     out = root / "out"
     done = subprocess.run([sys.executable, str(clone / "scripts" / "asv_commits.py"), "HEAD~1", "HEAD",
