@@ -78,7 +78,8 @@ def test_torchsuite_compare_and_asv_compare_agree_on_every_change(two_commits):
         shared += 1
         assert (ratio > 1) == (row.ratio > 1), (row.figure, ratio, row.ratio)
     assert shared, "no change beyond the threshold that both tools measured"
-    slowed = [r for r in rows if r.key["mode"] == "train" and r.key["setup"] == "cpu"]
+    # 3 ms is more than the threshold of a step under 30 ms (LeNet, the speech net), not of MNIST's
+    slowed = [r for r in rows if r.key["mode"] == "train" and r.key["setup"] == "cpu" and r.baseline_median_s < 0.03]
     assert slowed and all(r.ratio > 1.05 for r in slowed), [(r.figure, r.ratio) for r in slowed]
     assert any(r.verdict == "regressed" for r in slowed), [(r.figure, r.verdict, r.why) for r in slowed]
     assert "Benchmarks that have got worse" in two_commits["stdout"]
