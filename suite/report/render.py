@@ -15,6 +15,7 @@ import pandas as pd
 
 from suite.report import machines as machine_facts
 from suite.report import tables
+from suite.report.compare import canary_s
 from suite.timing.stats import NOISY_IQR_FRACTION
 from suite.results import utc_now
 
@@ -58,9 +59,16 @@ def summary(loaded, comp: pd.DataFrame, conformance: pd.DataFrame, machines: lis
             "flagged timings": int((figures["marks"] != "").sum()) if len(figures) else 0,
             "geometric mean speedup": f"{np.exp(np.log(speedups).mean()):.3g} (n={len(speedups)})" if len(speedups) else "n/a",
             "run": ", ".join(dict.fromkeys(_run_kind(m) for m in mine)),
+            # the fixed matmul timed around every figure: the machine's own speed, to read beside its figures
+            "canary (ms)": _canary_ms(mine),
         })
     frame = pd.DataFrame(rows)
     return frame if len(machines) > 1 else frame.drop(columns=["geometric mean speedup"])
+
+
+def _canary_ms(loaded) -> str:
+    values = [c for c in (canary_s(m) for m in loaded) if c]
+    return f"{np.median(values) * 1e3:.3g}" if values else "n/a"
 
 
 def _run_kind(loaded_machine) -> str:

@@ -1,32 +1,25 @@
 """Summary statistics of timing samples: median, IQR, the `noisy` rule and the median's interval.
 
-Kept free of torch so the rules can be checked on synthetic sample lists.
+Median, IQR and the noisy warning come from torch.utils.benchmark.Measurement, the object
+Timer itself returns. The module imports torch only inside `summarize`, so that the report
+(which applies the same `noisy` rule to other tools' files) does not need it.
 """
 from __future__ import annotations
 
 import math
-import statistics
 
-# The design's rule: a figure whose IQR is over 10% of its median is not to be trusted alone.
+# A figure whose IQR is 10% of its median or more is not to be trusted alone: the threshold of
+# Measurement's own warning ("This could indicate system fluctuation").
 NOISY_IQR_FRACTION = 0.10
 # A distribution-free 95% interval of the median needs at least this many samples: with 5,
 # even (min, max) covers the median only 1 - 2 * 0.5**5 = 94% of the time.
 MIN_SAMPLES_FOR_INTERVAL = 6
 
 
-def quartiles(samples: list[float]) -> tuple[float, float, float]:
-    """(25th, 50th, 75th) percentiles, linearly interpolated as numpy's and torch's defaults are."""
-    if not samples:
-        raise ValueError("no samples to summarize")
-    if len(samples) == 1:
-        return samples[0], samples[0], samples[0]
-    q1, q2, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def is_noisy(iqr: float, median: float) -> bool:
-    """The one `noisy` rule: IQR over NOISY_IQR_FRACTION of the median."""
-    return not median > 0 or iqr / median > NOISY_IQR_FRACTION
+    """The one `noisy` rule, Measurement.meets_confidence's negation: IQR / median of at least
+    NOISY_IQR_FRACTION (for files whose figures no Measurement summarised)."""
+    return not median > 0 or not iqr / median < NOISY_IQR_FRACTION
 
 
 def median_interval(samples: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -57,14 +50,18 @@ def summarize(samples: list[float]) -> dict:
     ci_half_width_fraction is half the interval's width over the median: the precision of the
     figure, which full runs keep sampling to bring under 2%.
     """
-    q1, median, q3 = quartiles(samples)
-    iqr = q3 - q1
+    from torch.utils.benchmark import Measurement, TaskSpec
+
+    if not samples:
+        raise ValueError("no samples to summarize")
+    measurement = Measurement(number_per_run=1, raw_times=list(samples), task_spec=TaskSpec("", ""))
+    median, iqr = measurement.median, measurement.iqr
     interval = median_interval(samples)
     return {
         "median_s": median,
         "iqr_s": iqr,
         "iqr_fraction": iqr / median if median > 0 else float("inf"),
-        "noisy": is_noisy(iqr, median),
+        "noisy": not median > 0 or not measurement.meets_confidence(NOISY_IQR_FRACTION),
         "ci95_low_s": interval[0] if interval else None,
         "ci95_high_s": interval[1] if interval else None,
         "ci_half_width_fraction": (interval[1] - interval[0]) / 2 / median if interval and median > 0 else None,
