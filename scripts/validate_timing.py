@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))
+    parser.add_argument("--quick", action="store_true",
+                        help="the core's quick sampling rules (a smoke test of this script, not a validation)")
     args = parser.parse_args()
     if args.rounds < 1 or args.min_run_time <= 0:
         parser.error("--rounds must be at least 1 and --min-run-time above 0")
@@ -96,7 +98,8 @@ def main() -> None:
         if method == "core":
             started = time.perf_counter()
             records.append(time_model(MODEL, mode="train", threads=args.threads,
-                                      batch_size=args.batch_size, min_run_time=args.min_run_time))
+                                      batch_size=args.batch_size, min_run_time=args.min_run_time,
+                                      quick=args.quick))
             walls.append(time.perf_counter() - started)
             return records[-1]["median_s"]
         step = hand_written_train_step(args.batch_size)

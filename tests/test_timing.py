@@ -354,7 +354,7 @@ def test_validate_timing_reports_consistent_arithmetic():
     import sys
 
     script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "validate_timing.py")
-    proc = subprocess.run([sys.executable, script, "--rounds", "1",
+    proc = subprocess.run([sys.executable, script, "--rounds", "1", "--quick",
                            "--min-run-time", "0.05", "--batch-size", "8", "--threads", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
