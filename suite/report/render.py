@@ -25,7 +25,7 @@ HOW_TO_READ = (
     "is a 95% bootstrap interval of that ratio of medians, resampled from the raw per-iteration "
     f"samples of both machines ({tables.BOOTSTRAP_RESAMPLES} resamples, fixed seed); it is absent "
     "when either side kept fewer than 2 samples. A word in round brackets after a figure is a flag: "
-    f"noisy (IQR over {NOISY_IQR_FRACTION:.0%} of the median), contended (other processes took "
+    f"noisy (IQR at least {NOISY_IQR_FRACTION:.0%} of the median), contended (other processes took "
     "cores the timing needed), drift (the machine's speed changed under the figure), few_samples, "
     "throttled (thermal or power limits); repeat a flagged figure before trusting it. \"not "
     "comparable\" marks a figure taken with other settings, quick/full or versions than the "
@@ -91,17 +91,24 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                        + ", ".join(incomplete) if incomplete else ""),
                    summary(loaded, comp, checks, machines), index=False)]
     if len(comp) and len(machines) > 1:
-        out.append(Section("Geometric mean speedup across models", "", tables.geometric_means(comp, machines)))
+        out.append(Section("Geometric mean speedup across models", "", _flat(tables.geometric_means(comp, machines)),
+                           index=False))
     out.append(Section("How to read this report", HOW_TO_READ))
     if len(comp):
         out += [
             Section("Throughput (samples/s)", "Rows: model, mode, device setup (xN: processes or GPUs; Nt: threads when not all cores); columns: machine.",
-                    tables.pivot_shown(comp, "throughput", machines), image="throughput.png"),
-            Section("Median time per iteration (s)", "", tables.pivot_shown(comp, "median_s", machines)),
-            Section(f"Speedup against {baseline}", "", tables.speedup_table(comp, machines), image="speedup.png"),
+                    _flat(tables.pivot_shown(comp, "throughput", machines)), index=False, image="throughput.png"),
+            Section("Median time per iteration (s)", "", _flat(tables.pivot_shown(comp, "median_s", machines)),
+                    index=False),
+        ]
+        if len(machines) > 1:  # one machine against itself: every speedup is 1
+            out.append(Section(f"Speedup against {baseline}", "", _flat(tables.speedup_table(comp, machines)),
+                               index=False, image="speedup.png"))
+        out += [
             Section("Fraction of each machine's measured peak FLOP/s",
                     "Achieved FLOP/s (FlopCounterMode's count / median time) over the machine's own calibrated peak.",
-                    tables.pivot_shown(comp, "peak_fraction", machines, digits=3), image="peak_fraction.png"),
+                    _flat(tables.pivot_shown(comp, "peak_fraction", machines, digits=3)), index=False,
+                    image="peak_fraction.png"),
         ]
     peaks = machine_facts.peaks(loaded)
     if len(peaks):
@@ -133,6 +140,11 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
         out.append(Section("Skipped by design (hardware absent)", "", pd.DataFrame(skipped), index=False))
     out.append(Section("Machines", f"Machines: {', '.join(machines)}.", machine_facts.environments(loaded)))
     return out, comp, scaling
+
+
+def _flat(pivot: pd.DataFrame) -> pd.DataFrame:
+    """A pivot (rows x machines) as a plain table whose first column is its rows: one header line."""
+    return pivot.rename_axis(columns=None).reset_index()
 
 
 def to_markdown(parts: list[Section]) -> str:

@@ -5,7 +5,7 @@ Around every measurement the core times a canary (suite.timing.canary) and watch
 or the machine's own speed moved, is repeated after waiting for quiet, up to `attempts` times;
 what is still wrong after the last attempt keeps its samples and says so in `flags`:
 
-    noisy        IQR over 10% of the median: the samples disagree among themselves
+    noisy        IQR 10% of the median or more: the samples disagree among themselves
     contended    other processes (or a hypervisor, or a CPU quota) took cores the timing needed
     drift        the canary ran more than 15% faster or slower after the figure than before it
     few_samples  fewer raw samples than the minimum (10 in full runs, 5 in quick runs)

@@ -14,7 +14,7 @@ Fields:
     dtype                 "float32", or "bfloat16" for AMP autocast (parameters stay fp32)
     channels_last         whether model and inputs used the channels_last memory format
     median_s, iqr_s       median and interquartile range of `samples`, seconds per iteration
-    iqr_fraction, noisy   iqr_s / median_s, and whether it is over 10% (not to be trusted alone)
+    iqr_fraction, noisy   iqr_s / median_s, and whether it is 10% or more (not to be trusted alone)
     ci95_low_s, ci95_high_s   distribution-free 95% interval of the median (None under 6 samples)
     ci_half_width_fraction    half that interval's width over the median: the figure's precision
     flags                 what is wrong with the figure, [] when clean: noisy, contended, drift,
