@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "check_function": "suite.conformance.functions.check",
     "assert_function_conforms": "suite.conformance.functions.check",
-    "check_ddp_equivalence": "suite.conformance.parallel.ddp",
+    "check_ddp_equivalence": "suite.conformance.parallel.equivalence",
     "time_model": "suite.timing.core",
 }
 

@@ -1,31 +1,33 @@
-"""DDP equals one process on the whole batch: every declared parallel case reaches its verdict.
+"""DDP and FSDP2 equal one process on the whole batch: every declared parallel case reaches its verdict.
 
 The cases come from suite.cases.parallel; the process groups are the shared pools (one per
-world size), so the whole file starts each group once.
+world size), so the whole file starts each group once. FSDP2 cases beyond 2 ranks are `slow`
+(the default run keeps each FSDP configuration at 2 ranks).
 """
 
 import pytest
 import torch
 
 from suite.cases.parallel import CASES, adam, cross_entropy_sum, tiny_mlp
-from suite.conformance.parallel.ddp import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
+from suite.conformance.parallel.equivalence import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
                                    verdicts)
 from suite.devices import cuda_count, missing_reason
 from suite.distributed import get_pool
 from suite.errors import DeviceUnavailableError
 
 
-def _hardware_marks(case):
+def _marks(case):
+    marks = [pytest.mark.slow] if case.wrapper == "fsdp" and case.world_size > 2 else []
     if case.gpus_needed >= 2:
-        return [pytest.mark.multigpu]
-    return [pytest.mark.gpu] if case.gpus_needed == 1 else []
+        return marks + [pytest.mark.multigpu]
+    return marks + ([pytest.mark.gpu] if case.gpus_needed == 1 else [])
 
 
 CPU_CASES = [c for c in CASES if not c.gpus_needed]
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_hardware_marks(c)) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
 def test_case_reaches_its_expected_verdict(case):
     report = check_case(case, device="cuda" if case.gpus_needed else "cpu")
     passed, detail = judge(case, report)
@@ -81,13 +83,19 @@ def test_an_absent_device_is_an_error_naming_it():
 # -- the registry ------------------------------------------------------------------------------
 
 def test_the_matrix_covers_every_required_configuration():
-    assert len(CASES) >= 30 and {c.world_size for c in CPU_CASES} == {2, 3}
+    assert len(CASES) >= 30 and {c.world_size for c in CPU_CASES} == {2, 3, 4}
     options = {key for c in CASES for key in c.ddp_kwargs}
     assert {"gradient_as_bucket_view", "static_graph", "bucket_cap_mb", "find_unused_parameters",
             "broadcast_buffers"} <= options
     assert {c.scheme for c in CASES} == {"shards", "uneven", "sampler"}
     assert any(c.accumulate > 1 for c in CASES) and any(c.rescale_loss for c in CASES)
-    assert {c.expected_reason for c in CASES if c.expected == "diverges"} == {"sum_loss", "batchnorm", "dropout"}
+    assert {c.expected_reason for c in CASES if c.expected == "diverges"} == {
+        "sum_loss", "batchnorm", "dropout", "compression", "mixed_precision"}
+    fsdp = [c for c in CASES if c.wrapper == "fsdp"]
+    assert {c.world_size for c in fsdp} == {2, 3, 4} and any(c.accumulate > 1 for c in fsdp)
+    assert {False, 2} <= {c.fsdp_kwargs.get("reshard_after_forward") for c in fsdp}
+    assert {"mnist_cnn", "cifar10_lenet", "speech_cnn"} <= {c.family.removeprefix("fsdp_") for c in fsdp}
+    assert {"allreduce", "fp16_compress", "bf16_compress", "powersgd"} == {c.comm_hook for c in CASES} - {""}
     assert {"mnist_cnn", "cifar10_lenet", "speech_cnn"} <= {c.family for c in CASES}
     assert {"SGD", "Adam"} <= {type(c.optimizer(tiny_mlp().parameters())).__name__ for c in CASES}
     assert any(c.quick for c in CASES) and all(c.world_size == 2 for c in CASES if c.quick)
@@ -104,10 +112,11 @@ def test_every_case_describes_itself_in_one_line():
 @pytest.mark.distributed
 def test_quick_verdicts_are_records_of_world_size_2_cases_that_pass():
     records = list(verdicts("cpu", quick=True))
-    assert 3 <= len(records) <= 6
+    assert 3 <= len(records) <= 8
     assert {r["case"] for r in records} <= {c.name for c in CASES if c.world_size == 2}
+    assert {r["suite"] for r in records} == {"ddp", "fsdp"}
     for r in records:
-        assert (r["kind"], r["suite"], r["check"], r["device"]) == ("conformance", "ddp", "equivalence", "cpu")
+        assert (r["kind"], r["check"], r["device"]) == ("conformance", "equivalence", "cpu")
         assert r["passed"] is True, r["detail"]
         assert r["seconds"] > 0
 
@@ -115,12 +124,16 @@ def test_quick_verdicts_are_records_of_world_size_2_cases_that_pass():
 def test_torchrun_runs_one_case_per_configuration_preferring_the_launched_world_size():
     from suite.distributed.__main__ import select_cases
 
-    families = {c.family for c in CPU_CASES}
     at_2, at_3, at_16 = (select_cases(None, n, "cpu") for n in (2, 3, 16))
-    for chosen in (at_2, at_3, at_16):
+    for n, chosen in ((2, at_2), (3, at_3), (16, at_16)):
+        families = {c.family for c in CPU_CASES if c.runs_at(n)}
         assert sorted(c.family for c in chosen) == sorted(families)  # each once, no GPU-only case
     assert all(c.world_size == 2 for c in at_2)
-    assert {c.name for c in at_3} == {c.name for c in CPU_CASES if c.world_size == 3} | {"mlp_unused_layer_static_graph_w2"}
+    declared_at_3 = {c.name for c in CPU_CASES if c.world_size == 3}
+    assert declared_at_3 <= {c.name for c in at_3}
+    assert all(c.name in declared_at_3 or not any(d.family == c.family for d in CPU_CASES if d.world_size == 3)
+               for c in at_3)
+    assert "fsdp_mlp_reshard_to_2" not in {c.family for c in at_3}  # 2 does not divide 3
     assert "mlp_sync_batchnorm_w2" in {c.name for c in select_cases(None, 2, "cuda")}
 
 
@@ -152,3 +165,38 @@ def test_nccl_with_one_process_per_gpu(case):
         pytest.skip(missing_reason("cuda", case.world_size))
     passed, detail = judge(case, check_case(case, device="cuda", backend="nccl"))
     assert passed, detail
+
+
+# -- FSDP2 -----------------------------------------------------------------------------------
+
+def test_tied_weights_are_sharded_with_their_common_parent_and_the_rest_alone():
+    from suite.cases.parallel import TiedMlp, uneven_mlp
+    from suite.conformance.parallel.fsdp import shard_groups
+
+    model = TiedMlp()
+    groups = shard_groups(model)
+    assert groups == [model.inp, model.out] or groups == [model.out, model.inp]  # first/second: the root's
+    nested = torch.nn.Sequential(uneven_mlp(), TiedMlp())
+    groups = shard_groups(nested)
+    assert nested[1] in groups and nested[1].first not in groups and nested[1].second not in groups
+    assert nested[0][0] in groups and groups.index(nested[0][0]) < groups.index(nested[1])  # deepest first
+
+
+@pytest.mark.distributed
+def test_fsdp_with_ranks_that_built_different_weights_equals_one_process():
+    from suite.conformance.parallel.equivalence import check_fsdp_equivalence
+
+    # tiny_mlp draws fresh weights on each rank (seeded by rank): fully_shard does not broadcast,
+    # so only a reference built from the shards' full tensors can agree with what FSDP trains.
+    report = check_fsdp_equivalence(tiny_mlp, *_batch(), loss_fn=torch.nn.functional.cross_entropy)
+    assert report.passed, report.detail
+    assert set(report.max_abs_diff) == {"gradient", "parameter"} and report.max_abs_diff["gradient"] < 1e-5
+
+
+@pytest.mark.distributed
+def test_fsdp_names_the_step_and_tensor_of_a_sum_loss():
+    from suite.conformance.parallel.equivalence import check_fsdp_equivalence
+
+    report = check_fsdp_equivalence(tiny_mlp, *_batch(), loss_fn=cross_entropy_sum)
+    assert not report.passed and report.reason == SUM_LOSS
+    assert (report.divergence.step, report.divergence.category) == (1, "gradient")

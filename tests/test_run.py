@@ -62,7 +62,7 @@ def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
     steps = plan(["cpu"], CASES.select(["speech_cnn"]), True, [ddp_verdicts, autograd_verdicts],
                  default_timing_api())
     on_pool = {(s.kind, s.context.get("source") or s.context.get("setup")) for s in steps if s.uses_worker_pool}
-    assert on_pool == {("conformance", "suite.conformance.parallel.ddp:verdicts"), ("timing", "cpu-ddp")}
+    assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts"), ("timing", "cpu-ddp")}
 
 
 @pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"), (signal.SIGKILL, "running")],

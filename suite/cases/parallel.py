@@ -57,6 +57,27 @@ def dropout_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, CLASSES))
 
 
+def uneven_mlp() -> nn.Module:
+    """Widths 15 and 5 split unevenly over 2, 3 and 4 ranks: FSDP pads the last shards."""
+    return nn.Sequential(nn.Linear(FEATURES, 15), nn.ReLU(), nn.Linear(15, 5), nn.ReLU(), nn.Linear(5, CLASSES))
+
+
+class TiedMlp(nn.Module):
+    """Two layers share one weight: FSDP must keep both users in one group (their parent)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(FEATURES, 16)
+        self.first = nn.Linear(16, 16)
+        self.second = nn.Linear(16, 16)
+        self.second.weight = self.first.weight
+        self.out = nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        return self.out(torch.relu(self.second(torch.relu(self.first(h)))))
+
+
 def cross_entropy_sum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, target, reduction="sum")
 
@@ -98,11 +119,17 @@ class ParallelCase:
     shard_size: int = 4  # samples per rank and step
     steps: int = 3
     ddp_kwargs: dict = field(default_factory=dict)
+    wrapper: str = "ddp"  # "ddp", or "fsdp" for FSDP2's fully_shard
+    fsdp_kwargs: dict | None = None  # set for wrapper "fsdp"
+    comm_hook: str = ""  # a DDP communication hook by name (suite.conformance.parallel.ddp_training)
+    reference_dtype: torch.dtype | None = None  # the reference's forward precision (default the model's)
+    rtol: float | None = None  # a declared tolerance, with its derivation beside the case
+    atol: float | None = None
     scheme: str = "shards"  # shards, uneven (Join) or sampler; see suite.conformance.parallel.sharding
     accumulate: int = 1  # micro-batches per step, all but the last under no_sync()
     rescale_loss: bool = False  # multiply each rank's loss by the world size
-    expected: str = "equivalent"  # or "diverges"
-    expected_reason: str = ""  # sum_loss, batchnorm or dropout when expected == "diverges"
+    expected: str = "equivalent"  # or "diverges", or "approximate" (the error is reported, not judged)
+    expected_reason: str = ""  # the known cause when expected == "diverges" (see equivalence.py)
     quick: bool = False  # part of `torchsuite run --quick`
     gpus_needed: int = 0
     seed: int = 0
@@ -112,6 +139,14 @@ class ParallelCase:
     def __post_init__(self):
         if (self.expected == "diverges") != bool(self.expected_reason):
             raise ValueError(f"{self.name}: a divergence, and only a divergence, needs a reason")
+        if (self.wrapper == "fsdp") != (self.fsdp_kwargs is not None):
+            raise ValueError(f"{self.name}: FSDP cases, and only they, have fsdp_kwargs")
+
+    def runs_at(self, world_size: int) -> bool:
+        """Whether the case's configuration is valid at `world_size` ranks (an int
+        reshard_after_forward must divide it)."""
+        reshard = (self.fsdp_kwargs or {}).get("reshard_after_forward")
+        return not (isinstance(reshard, int) and not isinstance(reshard, bool) and world_size % reshard)
 
     def data(self, world_size: int | None = None) -> tuple[list, list]:
         """One global batch per step (shard_size per rank); for the sampler scheme, a data set
@@ -127,7 +162,13 @@ class ParallelCase:
         return inputs, targets
 
     def describe(self) -> str:
-        options = [f"{k}={v}" for k, v in self.ddp_kwargs.items()]
+        options = [f"{k}={v}" for k, v in {**self.ddp_kwargs, **(self.fsdp_kwargs or {})}.items()]
+        if self.comm_hook:
+            options.append(f"{self.comm_hook} hook")
+        if self.rtol is not None:
+            options.append(f"judged at rtol {self.rtol:g}, atol {self.atol:g}")
+        if self.reference_dtype is not None:
+            options.append(f"reference in {str(self.reference_dtype).removeprefix('torch.')}")
         if self.scheme != "shards":
             options.append({"uneven": "uneven inputs under Join",
                             "sampler": "DistributedSampler with padding"}[self.scheme])
@@ -137,7 +178,7 @@ class ParallelCase:
             options.append("loss x world size")
         verdict = self.expected + (f" ({self.expected_reason})" if self.expected_reason else "")
         optimizer = getattr(self.optimizer, "__name__", None) or str(self.optimizer)
-        return (f"{self.title}, {self.loss.__name__}, {optimizer}, {self.world_size} ranks x "
+        return (f"{self.wrapper.upper()}: {self.title}, {self.loss.__name__}, {optimizer}, {self.world_size} ranks x "
                 f"{self.shard_size}, {self.steps} steps{''.join(', ' + o for o in options)}: {verdict}")
 
 
@@ -189,6 +230,63 @@ _mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expected="d
      expected_reason="dropout")
 _mlp("mlp_uneven_inputs_join", scheme="uneven")
 _mlp("mlp_distributed_sampler_padding", scheme="sampler")
+
+# DDP communication hooks. fp16/bf16 compression rounds each rank's gradient to 16 bits (unit
+# roundoff u = 2^-11 for fp16, 2^-8 for bf16), divides by N and sums N of them in 16 bits: the
+# averaged gradient errs by at most about (N + 1) u times the gradients' size, which is of order
+# one here (cross-entropy on a small MLP). Declared tolerance: rtol = atol = 4u, which covers
+# N = 2 with room; at float32's tolerance the same run must diverge, with compression named.
+FP16_U, BF16_U = 2.0 ** -11, 2.0 ** -8
+_mlp("mlp_allreduce_hook", world_sizes=(2,), comm_hook="allreduce", steps=4)
+_mlp("mlp_fp16_compress_hook", world_sizes=(2,), comm_hook="fp16_compress", steps=4,
+     rtol=4 * FP16_U, atol=4 * FP16_U)
+_mlp("mlp_fp16_compress_hook_float32_tolerance", world_sizes=(2,), comm_hook="fp16_compress", steps=4,
+     expected="diverges", expected_reason="compression")
+_mlp("mlp_bf16_compress_hook", world_sizes=(2,), comm_hook="bf16_compress", steps=4,
+     rtol=4 * BF16_U, atol=4 * BF16_U)
+_mlp("mlp_bf16_compress_hook_float32_tolerance", world_sizes=(2,), comm_hook="bf16_compress", steps=4,
+     expected="diverges", expected_reason="compression")
+# PowerSGD replaces each gradient by a rank-1 approximation: no tolerance makes it equal, so
+# its error is reported, not judged.
+_mlp("mlp_powersgd_hook", world_sizes=(2,), comm_hook="powersgd", steps=4, expected="approximate")
+
+
+def _fsdp(name: str, world_sizes=(2, 3, 4), quick=False, fsdp_kwargs=None, **fields) -> None:
+    _mlp(f"fsdp_{name}", world_sizes=world_sizes, quick=quick, wrapper="fsdp",
+         fsdp_kwargs=dict(fsdp_kwargs or {}), **fields)
+
+
+def _bf16_params():
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16)}
+
+
+# FSDP2 (fully_shard): the same promise as DDP's, with the parameters sharded.
+_fsdp("mlp", quick=True)
+_fsdp("mlp_no_reshard", world_sizes=(2, 3), fsdp_kwargs={"reshard_after_forward": False})
+_fsdp("mlp_reshard_to_2", world_sizes=(2, 4), fsdp_kwargs={"reshard_after_forward": 2})
+_fsdp("mlp_uneven_shapes", title="MLP 8-15-5-4", model=uneven_mlp)
+_fsdp("mlp_tied_weights", world_sizes=(2, 3), title="MLP with a tied weight", model=TiedMlp, quick=True)
+_fsdp("mlp_accumulation", world_sizes=(2,), accumulate=2)
+_fsdp("mlp_adam", world_sizes=(2,), optimizer=adam, steps=4)
+_fsdp("mlp_sum_loss", world_sizes=(2,), loss=cross_entropy_sum, expected="diverges", expected_reason="sum_loss")
+_fsdp("mlp_batchnorm", world_sizes=(2,), title="MLP with BatchNorm1d", model=batchnorm_mlp,
+      expected="diverges", expected_reason="batchnorm")
+# bf16 parameters for forward and backward: against a float32 reference they diverge (by about
+# 5e-4 here); against a reference run in bf16 they agree within bf16's rounding, 4u as above.
+_fsdp("mlp_bf16_params", world_sizes=(2,), fsdp_kwargs=_bf16_params(), expected="diverges",
+      expected_reason="mixed_precision")
+_fsdp("mlp_bf16_params_bf16_reference", world_sizes=(2,), fsdp_kwargs=_bf16_params(),
+      reference_dtype=torch.bfloat16, rtol=4 * BF16_U, atol=4 * BF16_U)
+for _model in ("mnist_cnn", "cifar10_lenet", "speech_cnn"):
+    _spec = MODELS.get(_model)
+    CASES.add(ParallelCase(name=f"fsdp_{_model}_w2", title=_spec.title, model=_spec.factory, loss=_spec.loss_fn,
+                           optimizer=_article_optimizer(_model), world_size=2, input_shape=_spec.input_shape,
+                           num_classes=_spec.num_classes, shard_size=1 if _model == "mnist_cnn" else 4,
+                           steps=2 if _model == "mnist_cnn" else 3, wrapper="fsdp", fsdp_kwargs={},
+                           family=f"fsdp_{_model}"))
+
 # SyncBatchNorm runs on GPUs only; over every rank's shard it must equal whole-batch BatchNorm.
 _mlp("mlp_sync_batchnorm", world_sizes=(2,), title="MLP with SyncBatchNorm", model=sync_batchnorm_mlp,
      gpus_needed=2)

@@ -7,6 +7,6 @@ kind="conformance", suite, case, check, device, passed, detail, seconds. It may 
 """
 from suite.conformance.autograd.verdicts import verdicts as autograd_verdicts
 from suite.conformance.functions.check import verdicts as function_verdicts
-from suite.conformance.parallel.ddp import verdicts as ddp_verdicts
+from suite.conformance.parallel.equivalence import verdicts as ddp_verdicts
 
 VERDICT_SOURCES = [ddp_verdicts, autograd_verdicts, function_verdicts]

@@ -1,4 +1,4 @@
-"""torchrun entry: run the parallel registry's cases across machines and print a verdict each.
+"""torchrun entry: run the parallel registry's cases (DDP and FSDP2) across machines and print a verdict each.
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         -m suite.distributed --device cuda
@@ -33,7 +33,7 @@ def select_cases(names: str | None, world_size: int, device: str) -> list:
         return CASES.select([n.strip() for n in names.split(",") if n.strip()])
     chosen: dict[str, object] = {}
     for case in CASES:
-        if case.gpus_needed and (device != "cuda" or world_size < case.gpus_needed):
+        if case.gpus_needed and (device != "cuda" or world_size < case.gpus_needed) or not case.runs_at(world_size):
             continue
         family = case.family or case.name
         if family not in chosen or (case.world_size == world_size != chosen[family].world_size):
@@ -50,17 +50,18 @@ def verdict_lines(rank: int, world_size: int, names: str | None, device: str, ba
     """
     import torch.distributed as dist
 
-    from suite.conformance.parallel.ddp import build_report, case_job, judge
-    from suite.conformance.parallel.ddp_training import train_and_compare
+    from suite.conformance.parallel.equivalence import build_report, case_job, judge, rank_loop
 
     lines = []
     for case in select_cases(names, world_size, device):
-        outcome = train_and_compare(rank, world_size, case_job(case, world_size, device))
+        job = case_job(case, world_size, device)
+        outcome = rank_loop(job)(rank, world_size, job)
         outcomes = [None] * world_size if rank == 0 else None
         dist.gather_object(outcome, outcomes, dst=0)
         if rank == 0:
             ok, detail = judge(case, build_report(outcomes, world_size=world_size, steps=case.steps,
-                                                  backend=backend, device=device))
+                                                  backend=backend, device=device,
+                                                  tolerance=(case.rtol, case.atol)))
             lines.append((ok, f"{'PASS' if ok else 'FAIL'} {case.name} (world size {world_size}): {detail}"))
     return lines
 

@@ -1,5 +1,7 @@
 """What each rank runs: DDP training beside a whole-batch reference, compared after every step.
 
+(FSDP2's rank loop, in fsdp.py, shares the job, the reference step and the comparison.)
+
 Every rank trains its own copy of the reference (the whole batch, one process, no DDP) from
 the state DDP starts from, so each rank checks itself locally. Comparing against a reference
 held by rank 0 would need collectives, and collectives cannot be issued while a Join context
@@ -33,6 +35,11 @@ class TrainingJob:
     sharding: Sharding = Sharding()
     loss_scale: float = 1.0  # on each rank's loss, never the reference's
     seed: int = 0
+    comm_hook: str = ""  # a DDP communication hook, by name (COMM_HOOKS)
+    fsdp_kwargs: dict | None = None  # set: FSDP2 (fully_shard) instead of DDP
+    reference_dtype: torch.dtype | None = None  # run the reference's forward in this precision
+    rtol: float | None = None  # a declared tolerance; None: assert_close's for the dtype
+    atol: float | None = None
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = min(step, len(self.inputs) - 1)
@@ -76,31 +83,45 @@ def rank_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return mismatch(a, b) is None
+def job_traits(job: TrainingJob) -> dict:
+    """Features of the job itself that make it differ from the float32 reference by design."""
+    policy = (job.fsdp_kwargs or {}).get("mp_policy")
+    low_params = getattr(policy, "param_dtype", None) not in (None, torch.float32)
+    return {"compression": job.comm_hook in ("fp16_compress", "bf16_compress", "powersgd"),
+            "mixed_precision": low_params and job.reference_dtype is None}
 
 
-def compare(model: nn.Module, reference: nn.Module, world_size: int, with_grads: bool) -> dict:
-    """Max abs differences per category and the first tensor that is not close.
+def local_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
+    """(parameters, gradients, buffers) by name, as this rank holds them (DDP: whole tensors)."""
+    params = dict(model.named_parameters())
+    return params, {n: p.grad for n, p in params.items()}, dict(model.named_buffers())
+
+
+def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int, with_grads: bool,
+            job: TrainingJob) -> dict:
+    """Max abs differences per category and the first tensor that is not close, by the job's
+    tolerance. `ours`: (parameters, gradients, buffers) by name, whole tensors.
 
     Order: gradients, then buffers, then parameters: a wrong gradient is the cause of a wrong
     parameter, so it is the one to name. A missing gradient counts as zeros (an unused layer).
     """
+    def close(a, b):
+        return mismatch(a, b, rtol=job.rtol, atol=job.atol) is None
+
     found = {"max": {}, "first": None, "grads_scaled_by_world_size": False}
-    named = dict(model.named_parameters())
+    named, our_grads, buffers = ours
     pairs = []
     if with_grads:
         grads = []
         for name, ref_param in reference.named_parameters():
-            ours, theirs = named[name].grad, ref_param.grad
+            ours, theirs = our_grads[name], ref_param.grad
             ours = torch.zeros_like(named[name]) if ours is None else ours.detach()
             theirs = torch.zeros_like(ref_param) if theirs is None else theirs.detach()
             grads.append((ours, theirs))
             pairs.append(("gradient", name, ours, theirs))
         found["grads_scaled_by_world_size"] = world_size > 1 and all(
-            _close(ours * world_size, theirs) for ours, theirs in grads) and not all(
-            _close(ours, theirs) for ours, theirs in grads)
-    buffers = dict(model.named_buffers())
+            close(ours * world_size, theirs) for ours, theirs in grads) and not all(
+            close(ours, theirs) for ours, theirs in grads)
     pairs += [("buffer", name, buffers[name], buf) for name, buf in reference.named_buffers()
               if buf.is_floating_point()]
     pairs += [("parameter", name, named[name].detach(), p.detach())
@@ -108,19 +129,46 @@ def compare(model: nn.Module, reference: nn.Module, world_size: int, with_grads:
     for category, name, ours, theirs in pairs:
         diff = max_abs_diff(ours, theirs)
         found["max"][category] = max(found["max"].get(category, 0.0), diff)
-        if found["first"] is None and not _close(ours, theirs):
+        if found["first"] is None and not close(ours, theirs):
             found["first"] = (category, name, diff)
     return found
 
 
-def _reference_step(job: TrainingJob, reference, optimizer, step: int, world_size: int,
-                    device) -> None:
+def reference_step(job: TrainingJob, reference, optimizer, step: int, world_size: int,
+                   device) -> None:
+    """One step of the single process on the whole batch (in job.reference_dtype, if set:
+    parameters and inputs cast for the forward, as a mixed-precision policy does)."""
     x, y = job.batch(step)
     indices, scale = job.sharding.reference(step, world_size, len(x), job.steps)
     optimizer.zero_grad()
-    loss = job.loss_fn(reference(x[indices].to(device)), y[indices].to(device)) * scale
+    inputs = x[indices].to(device)
+    if job.reference_dtype is None:
+        out = reference(inputs)
+    else:
+        cast = {n: p.to(job.reference_dtype) for n, p in reference.named_parameters()}
+        out = torch.func.functional_call(reference, cast, (inputs.to(job.reference_dtype),))
+    loss = job.loss_fn(out, y[indices].to(device)) * scale
     loss.backward()
     optimizer.step()
+
+
+COMM_HOOKS = ("allreduce", "fp16_compress", "bf16_compress", "powersgd")
+
+
+def register_comm_hook(ddp, name: str) -> None:
+    """The named DDP communication hook, on the default group."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+
+    if name not in COMM_HOOKS:
+        raise ValueError(f"unknown comm hook {name!r}; valid: {', '.join(COMM_HOOKS)}")
+    if name == "powersgd":
+        # Rank-1 approximation from the second step on (the first is a plain allreduce, which
+        # PowerSGD needs to start its error feedback from).
+        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1,
+                                            start_powerSGD_iter=2, min_compression_rate=0)
+        ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    else:
+        ddp.register_comm_hook(None, getattr(default_hooks, f"{name}_hook"))
 
 
 def _ddp_step(job: TrainingJob, ddp, optimizer, step: int, rank: int, world_size: int,
@@ -153,6 +201,8 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     torch.manual_seed(job.seed + rank)
     model = job.model_fn().to(device)
     ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
+    if job.comm_hook:
+        register_comm_hook(ddp, job.comm_hook)
     reference = _without_sync_batchnorm(job.model_fn())
     reference.load_state_dict(model.state_dict())  # rank 0's state, as DDP broadcast it
     reference.to(device).train()
@@ -163,14 +213,14 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     joinable = Join([ddp]) if job.sharding.scheme == "uneven" else contextlib.nullcontext()
     with joinable:
         for step in range(job.steps):
-            _reference_step(job, reference, ref_optimizer, step, world_size, device)
+            reference_step(job, reference, ref_optimizer, step, world_size, device)
             if step < own_steps:
                 _ddp_step(job, ddp, optimizer, step, rank, world_size, device)
                 records.append({"step": step + 1, "what": "every tensor",
-                                **compare(model, reference, world_size, with_grads=True)})
+                                **compare(local_tensors(model), reference, world_size, True, job)})
     if own_steps < job.steps:
         # A rank that ran out takes the last one's parameters when Join ends; its gradients
         # are stale by design, so only parameters and buffers are compared.
         records.append({"step": job.steps, "what": "final parameters and buffers",
-                        **compare(model, reference, world_size, with_grads=False)})
-    return {"rank": rank, "traits": model_traits(model), "records": records}
+                        **compare(local_tensors(model), reference, world_size, False, job)})
+    return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records}

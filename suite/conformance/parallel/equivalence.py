@@ -1,9 +1,11 @@
-"""DDP equivalence: N ranks on N shards must train exactly as one process on the whole batch.
+"""Data-parallel equivalence: N ranks on N shards must train exactly as one process on the whole batch.
 
-The article's P(x) = 1/N sum_i f_i(x): DDP averages the ranks' gradients, so with a mean loss
-every step equals the whole-batch step up to float rounding. `check_ddp_equivalence` runs
-DDP in a shared worker pool beside a whole-batch reference and reports the first step, tensor
-and size of any divergence, naming the cause when it is a known one.
+The article's P(x) = 1/N sum_i f_i(x): DDP averages the ranks' gradients, and FSDP2 averages
+them too while each rank keeps a shard of the parameters, so with a mean loss every step
+equals the whole-batch step up to float rounding. `check_ddp_equivalence` and
+`check_fsdp_equivalence` train in a shared worker pool beside a whole-batch reference and
+report the first step, tensor and size of any divergence, naming the cause when it is a known
+one. The rank loops are ddp_training.py and fsdp.py.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import torch
 from suite.conformance.parallel.sharding import Sharding
 from suite.conformance.closeness import tolerances
 from suite.conformance.parallel.ddp_training import TrainingJob, train_and_compare
+from suite.conformance.parallel.fsdp import fsdp_train_and_compare
 from suite.devices import default_backend, require_device
 
 SUM_LOSS, BATCHNORM, DROPOUT, UNEXPLAINED = "sum_loss", "batchnorm", "dropout", "unexplained"
+COMPRESSION, MIXED_PRECISION = "compression", "mixed_precision"
 
 _CAUSES = {
     SUM_LOSS: "the gradients are exactly 1/{n} of the reference's: the loss sums over its batch "
@@ -28,7 +32,11 @@ _CAUSES = {
                "use SyncBatchNorm",
     DROPOUT: "dropout draws its masks on each rank, so the ranks drop other units than the "
              "whole-batch reference does; compare with dropout off",
-    UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout) explains it",
+    COMPRESSION: "the communication hook compresses every gradient (16-bit rounding, or a low-rank "
+                 "approximation) before it is averaged; judge it at a tolerance derived from that",
+    MIXED_PRECISION: "the mixed-precision policy computes forward and backward with 16-bit parameters; "
+                     "compare with a reference run at the same precision",
+    UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout, compression, mixed precision) explains it",
 }
 
 
@@ -46,7 +54,7 @@ class Divergence:
 
 
 @dataclass
-class DDPReport:
+class EquivalenceReport:
     passed: bool
     world_size: int
     steps: int
@@ -85,7 +93,8 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
                           steps: int = 3, ddp_kwargs: dict | None = None,
                           backend: str | None = None, device: str = "cpu",
                           accumulate: int = 1, scheme: str = "shards", loss_scale: float = 1.0,
-                          timeout: float | None = None) -> DDPReport:
+                          comm_hook: str = "", rtol: float | None = None, atol: float | None = None,
+                          timeout: float | None = None) -> EquivalenceReport:
     """Train model_fn() with DDP on `world_size` ranks and compare every step with one process.
 
     inputs/targets: the global batch, used at every step, or a sequence of one per step.
@@ -100,6 +109,8 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
     (the loss must be a mean). scheme "uneven": rank r stops after steps - r steps, inside a
     Join context; "sampler": inputs is a data set that DistributedSampler shares out at every
     step. loss_scale multiplies each rank's loss (world_size turns a sum loss into DDP's).
+    comm_hook names a DDP communication hook ("allreduce", "fp16_compress", "bf16_compress",
+    "powersgd"); rtol/atol replace the dtype's tolerances (a hook that rounds needs its own).
 
     A model that diverges gives a report with passed False; it does not raise. An absent
     device raises DeviceUnavailableError; a failed worker raises WorkerError.
@@ -107,18 +118,46 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
     backend = resolve_group(backend, device, world_size)
     job = make_job(model_fn, inputs, targets, loss_fn=loss_fn, optimizer_fn=optimizer_fn,
                    world_size=world_size, steps=steps, ddp_kwargs=ddp_kwargs, device=device,
-                   accumulate=accumulate, scheme=scheme, loss_scale=loss_scale)
+                   accumulate=accumulate, scheme=scheme, loss_scale=loss_scale, comm_hook=comm_hook,
+                   rtol=rtol, atol=atol)
+    return run_job(job, world_size, backend, timeout)
+
+
+def check_fsdp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Callable,
+                           optimizer_fn: Callable | None = None, world_size: int = 2,
+                           steps: int = 3, fsdp_kwargs: dict | None = None, device: str = "cpu",
+                           accumulate: int = 1, loss_scale: float = 1.0,
+                           reference_dtype: torch.dtype | None = None, rtol: float | None = None,
+                           atol: float | None = None, backend: str | None = None,
+                           timeout: float | None = None) -> EquivalenceReport:
+    """Train model_fn() under FSDP2 (`fully_shard`) on `world_size` ranks and compare every
+    step with one process on the whole batch; the report has check_ddp_equivalence's shape.
+
+    fsdp_kwargs go to every fully_shard call (reshard_after_forward, mp_policy, ...). Each
+    submodule holding parameters is sharded, then the root; tied weights stay in one group,
+    their common parent (suite.conformance.parallel.fsdp). The reference starts from the full
+    tensors of what FSDP shards, whatever each rank built, and after every step the full
+    parameters, gradients and buffers must be close to its own. accumulate > 1: micro-batches
+    with gradient sync only on the last. reference_dtype runs the reference's forward in that
+    precision (to judge a bf16 mp_policy against a bf16 reference rather than a float32 one).
+    """
+    backend = resolve_group(backend, device, world_size)
+    job = make_job(model_fn, inputs, targets, loss_fn=loss_fn, optimizer_fn=optimizer_fn,
+                   world_size=world_size, steps=steps, device=device, accumulate=accumulate,
+                   loss_scale=loss_scale, fsdp_kwargs=fsdp_kwargs or {},
+                   reference_dtype=reference_dtype, rtol=rtol, atol=atol)
     return run_job(job, world_size, backend, timeout)
 
 
 def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_size: int,
              steps: int, ddp_kwargs=None, device="cpu", accumulate=1, scheme="shards",
-             loss_scale=1.0) -> TrainingJob:
-    """A validated TrainingJob: shapes that split as the scheme needs, one target per input."""
+             loss_scale=1.0, **options) -> TrainingJob:
+    """A validated TrainingJob: shapes that split as the scheme needs, one target per input.
+    `options`: TrainingJob's other fields (comm_hook, fsdp_kwargs, reference_dtype, rtol, atol)."""
     job = TrainingJob(model_fn=model_fn, loss_fn=loss_fn, optimizer_fn=optimizer_fn or sgd,
                       inputs=_as_steps(inputs), targets=_as_steps(targets), steps=steps,
                       ddp_kwargs=dict(ddp_kwargs or {}), device=device,
-                      sharding=Sharding(scheme, accumulate), loss_scale=loss_scale)
+                      sharding=Sharding(scheme, accumulate), loss_scale=loss_scale, **options)
     for x, y in zip(job.inputs, job.targets):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} inputs but {len(y)} targets")
@@ -127,20 +166,26 @@ def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_siz
 
 
 def run_job(job: TrainingJob, world_size: int, backend: str, timeout: float | None = None
-            ) -> DDPReport:
+            ) -> EquivalenceReport:
     """Run a job on the shared pool for (world_size, backend, device) and merge its report."""
     from suite.distributed import get_pool
 
-    outcomes = get_pool(world_size, backend, job.device).run(train_and_compare, job, timeout=timeout)
+    outcomes = get_pool(world_size, backend, job.device).run(rank_loop(job), job, timeout=timeout)
     return build_report(outcomes, world_size=world_size, steps=job.steps, backend=backend,
-                        device=job.device, dtype=job.inputs[0].dtype)
+                        device=job.device, dtype=job.inputs[0].dtype, tolerance=(job.rtol, job.atol))
+
+
+def rank_loop(job: TrainingJob):
+    """What each rank runs for `job`: FSDP2's loop when the job shards, else DDP's."""
+    return fsdp_train_and_compare if job.fsdp_kwargs is not None else train_and_compare
 
 
 def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backend: str,
-                 device: str, dtype: torch.dtype = torch.float32) -> DDPReport:
+                 device: str, dtype: torch.dtype = torch.float32,
+                 tolerance: tuple[float | None, float | None] = (None, None)) -> EquivalenceReport:
     """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
-    rtol, atol = tolerances(dtype)
-    report = DDPReport(passed=True, world_size=world_size, steps=steps, backend=backend,
+    rtol, atol = tolerance if None not in tolerance else tolerances(dtype)
+    report = EquivalenceReport(passed=True, world_size=world_size, steps=steps, backend=backend,
                        device=device, rtol=rtol, atol=atol)
     first = None
     for outcome in outcomes:
@@ -167,6 +212,10 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
 def _cause(record: dict, traits: dict) -> str:
     if record.get("grads_scaled_by_world_size"):
         return SUM_LOSS
+    if traits.get("compression"):
+        return COMPRESSION
+    if traits.get("mixed_precision"):
+        return MIXED_PRECISION
     if traits.get("batchnorm"):
         return BATCHNORM
     if traits.get("dropout"):
@@ -177,7 +226,7 @@ def _cause(record: dict, traits: dict) -> str:
 # -- the declared cases ------------------------------------------------------------------------
 
 def check_case(case, device: str = "cpu", backend: str | None = None,
-               world_size: int | None = None, timeout: float | None = None) -> DDPReport:
+               world_size: int | None = None, timeout: float | None = None) -> EquivalenceReport:
     """Check one case of suite.cases.parallel (at its own world size unless one is given)."""
     world_size = world_size or case.world_size
     backend = resolve_group(backend, device, world_size)
@@ -190,14 +239,19 @@ def case_job(case, world_size: int, device: str = "cpu") -> TrainingJob:
     return make_job(case.model, inputs, targets, loss_fn=case.loss, optimizer_fn=case.optimizer,
                     world_size=world_size, steps=case.steps, ddp_kwargs=case.ddp_kwargs,
                     device=device, accumulate=case.accumulate, scheme=case.scheme,
-                    loss_scale=world_size if case.rescale_loss else 1.0)
+                    loss_scale=world_size if case.rescale_loss else 1.0, comm_hook=case.comm_hook,
+                    fsdp_kwargs=case.fsdp_kwargs, reference_dtype=case.reference_dtype,
+                    rtol=case.rtol, atol=case.atol)
 
 
-def judge(case, report: DDPReport) -> tuple[bool, str]:
+def judge(case, report: EquivalenceReport) -> tuple[bool, str]:
     """Whether the report is the case's expected verdict, and a one-line detail saying so."""
     if case.expected == "equivalent":
         ok = report.passed
         expectation = "expected equivalent"
+    elif case.expected == "approximate":  # the error is the finding, not a verdict
+        maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
+        return True, f"approximate by design, max abs diff from the reference: {maxima}"
     else:
         ok = not report.passed and report.reason == case.expected_reason
         expectation = f"expected to diverge from {case.expected_reason}"
@@ -220,7 +274,7 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
             passed, detail = judge(case, check_case(case, device=device, backend=backend))
         except SuiteError as error:
             passed, detail = False, f"error: {error}"
-        yield {"kind": "conformance", "suite": "ddp", "case": case.name, "check": "equivalence",
+        yield {"kind": "conformance", "suite": case.wrapper, "case": case.name, "check": "equivalence",
                "device": device, "passed": passed, "detail": detail,
                "seconds": time.perf_counter() - start}
 
