@@ -10,6 +10,7 @@ _PUBLIC = {
     "check_function": "suite.conformance.functions.check",
     "assert_function_conforms": "suite.conformance.functions.check",
     "check_ddp_equivalence": "suite.conformance.parallel.equivalence",
+    "check_fsdp_equivalence": "suite.conformance.parallel.equivalence",
     "time_model": "suite.timing.core",
 }
 

@@ -6,11 +6,29 @@ rather than `distributed` (whose tests share this process's pools), and their co
 as soon as collection ends (tests/conftest.py), overlapping the rest of the run. All of them
 run in the default test run; `pytest -m launch` runs just these.
 """
+import shlex
+import socket
 import sys
 
 import pytest
 
 TORCHRUN_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "mlp_uneven_inputs_join_w2"]
+TWO_NODE_CASES = ["mlp_sgd_momentum_w2", "mlp_sum_loss_w2", "fsdp_mlp_w2", "fsdp_mlp_tied_weights_w2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_nodes_command(cases: list[str]) -> list[str]:
+    """Two torchrun agents, one process each, meeting through c10d rendezvous on 127.0.0.1:
+    two nodes on one machine. The shell waits for both and fails when either does."""
+    agent = (f"{shlex.quote(sys.executable)} -m torch.distributed.run --nnodes 2 --nproc-per-node 1 "
+             f"--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{_free_port()} --rdzv-id two-nodes "
+             f"-m suite.distributed --cases {','.join(cases)} --timeout 60")
+    return ["bash", "-c", f"{agent} & first=$!; {agent}; second=$?; wait $first; exit $(( $? | second ))"]
 # How long a test waits for its command: bounds that only catch a hang. Each command needs
 # seconds to a few tens of seconds on a loaded 2-core machine; the waits are minutes, and no
 # test asserts how fast a command ran. (The torchrun workers' collectives give up after 60 s.)
@@ -27,7 +45,18 @@ def test_torchrun_launch_prints_one_passing_verdict_per_case(launched):
     assert returncode == 0, output
     lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert [line.split()[:2] for line in lines] == [["PASS", name] for name in TORCHRUN_CASES]
-    assert all("(world size 2): as expected" in line for line in lines)
+    assert all("(world size 2): as expected" in line and line.endswith("[node 0]") for line in lines)
+
+
+@pytest.mark.launch(_two_nodes_command(TWO_NODE_CASES), env={"OMP_NUM_THREADS": "1"})
+def test_two_torchrun_nodes_on_one_machine_both_report_every_case_as_expected(launched):
+    returncode, output = launched.wait(timeout=TORCHRUN_TIMEOUT_S)
+    assert returncode == 0, output
+    for node in ("0", "1"):
+        lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))
+                 and line.endswith(f"[node {node}]")]
+        assert sorted(line.split()[1] for line in lines) == sorted(TWO_NODE_CASES), output
+        assert all(line.startswith("PASS") and "(world size 2): as expected" in line for line in lines)
 
 
 _CTRL_C_WHILE_STARTING = """

@@ -5,8 +5,14 @@
 
 Each process joins the group torchrun describes in its environment (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without --cases, one case per configuration runs at
-the launched world size (the variant declared at that size when there is one). Rank 0
-prints one line per case; every rank exits 1 when any verdict is not the expected one.
+the launched world size (the variant declared at that size when there is one). The first
+process of each node prints one line per case; every rank exits 1 when any verdict is not the
+expected one.
+
+Two nodes (here both on one machine; on two, give each the other's reachable host name):
+
+    torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:29400 \
+        -m suite.distributed --cases mlp_sgd_momentum_w2,fsdp_mlp_w2     # once per node
 """
 from __future__ import annotations
 
@@ -91,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group(backend, init_method="env://",
                             timeout=datetime.timedelta(seconds=args.timeout))
     try:
-        lines = verdict_lines(rank, world_size, args.cases, args.device, backend)
-        for _, line in lines:
-            print(line, flush=True)
-        # Every rank exits with rank 0's verdict, so torchrun's own status says it too.
-        failed = [any(not ok for ok, _ in lines)]
-        dist.broadcast_object_list(failed, src=0)
-        return 1 if failed[0] else 0
+        shared = [verdict_lines(rank, world_size, args.cases, args.device, backend)]
+        # Rank 0's verdicts reach every rank: the first process of each node prints them (so a
+        # log on every machine shows them), and every rank exits with them, so that torchrun's
+        # own status says it too.
+        dist.broadcast_object_list(shared, src=0)
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            node = os.environ.get("GROUP_RANK", "0")
+            for _, line in shared[0]:
+                print(f"{line} [node {node}]", flush=True)
+        return 1 if any(not ok for ok, _ in shared[0]) else 0
     finally:
         dist.destroy_process_group()
 
