@@ -96,56 +96,25 @@ def _whole_suite_with_distributed_tests(config) -> bool:
         return False
 
 
-# -m's grammar, as pytest documents it: `or`, `and`, `not`, parentheses and marker names.
-_MARK_TOKEN = re.compile(r"\s*(\(|\)|[\w:+\-.\[\]\\/]+)")
+_MARK_WORDS = ("and", "or", "not", "(", ")")
 
 
 def _admits_distributed(markexpr: str) -> bool:
     """Whether `-m markexpr` selects a test whose one marker is `distributed` (an empty
-    expression selects everything). ValueError for what the grammar above does not cover."""
-    text, tokens, position = markexpr.strip(), [], 0
-    while position < len(text):
-        match = _MARK_TOKEN.match(text, position)
-        if match is None:
-            raise ValueError(f"cannot read -m {markexpr!r}")
-        tokens.append(match.group(1))
-        position = match.end()
+    expression selects everything). -m's grammar as pytest documents it is Python's boolean
+    grammar over marker names: each name becomes True or False and the expression, made of
+    nothing else, is evaluated. ValueError for anything else (marker arguments)."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", markexpr)
     if not tokens:
         return True
-
-    def expr(i):  # expr := and_expr ("or" and_expr)*
-        value, i = and_expr(i)
-        while i < len(tokens) and tokens[i] == "or":
-            right, i = and_expr(i + 1)
-            value = value or right
-        return value, i
-
-    def and_expr(i):  # and_expr := not_expr ("and" not_expr)*
-        value, i = not_expr(i)
-        while i < len(tokens) and tokens[i] == "and":
-            right, i = not_expr(i + 1)
-            value = value and right
-        return value, i
-
-    def not_expr(i):  # not_expr := "not" not_expr | "(" expr ")" | marker name
-        if i >= len(tokens):
-            raise ValueError(f"-m {markexpr!r} ends early")
-        if tokens[i] == "not":
-            value, i = not_expr(i + 1)
-            return not value, i
-        if tokens[i] == "(":
-            value, i = expr(i + 1)
-            if i >= len(tokens) or tokens[i] != ")":
-                raise ValueError(f"unbalanced parentheses in -m {markexpr!r}")
-            return value, i + 1
-        if tokens[i] in ("and", "or", ")") or (i + 1 < len(tokens) and tokens[i + 1] == "("):
-            raise ValueError(f"cannot read -m {markexpr!r}")  # a misplaced word, or marker(args)
-        return tokens[i] == "distributed", i + 1
-
-    value, end = expr(0)
-    if end != len(tokens):
-        raise ValueError(f"cannot read -m {markexpr!r}")
-    return value
+    names = [i for i, t in enumerate(tokens) if t not in _MARK_WORDS]
+    if any(not re.fullmatch(r"[\w:+\-.\[\]\\/]+", tokens[i]) or tokens[i + 1:i + 2] == ["("] for i in names):
+        raise ValueError(f"cannot read -m {markexpr!r}")  # marker(arguments), or not a marker name
+    source = " ".join(t if t in _MARK_WORDS else str(t == "distributed") for t in tokens)
+    try:
+        return bool(eval(source, {"__builtins__": {}}))  # only True, False, and, or, not, ( and )
+    except SyntaxError:
+        raise ValueError(f"cannot read -m {markexpr!r}") from None
 
 
 def pytest_collection_finish(session):
