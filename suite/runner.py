@@ -101,10 +101,10 @@ def _timing_step(api: TimingApi, case) -> Step:
 
 
 def _pool_setups() -> set[str]:
-    """The timing setups that run on suite.distributed's pool, as the setup registry declares."""
-    from suite.cases.variants import CASES as SETUPS
+    """The timing setups that run on suite.distributed's pool, as the variant registry declares."""
+    from suite.cases.variants import CASES as VARIANTS
 
-    return {variant.kwargs["setup"] for variant in SETUPS if variant.distributed}
+    return {variant.kwargs["setup"] for variant in VARIANTS if variant.distributed}
 
 
 def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
