@@ -36,8 +36,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def check_function():
-    """check_function(fn, inputs, *, reference=None) for a test: runs every check of a custom Function,
-    fails the test with the report's table when a check fails, and returns the report."""
+    """check_function(fn, inputs, *, reference=None, backward_reference=None) for a test: runs every
+    check of a custom Function, fails the test with the report's table when a check fails, and
+    returns the report."""
     from suite.conformance.functions.check import assert_function_conforms
 
     return assert_function_conforms

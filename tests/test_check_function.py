@@ -17,7 +17,8 @@ WRONG = [c for c in FUNCTIONS if c.expected != CONFORMS]
 
 
 def _report(case):
-    return check_function(case.function, case.inputs(), reference=case.reference)
+    return check_function(case.function, case.inputs(), reference=case.reference,
+                          backward_reference=case.backward_reference)
 
 
 @pytest.mark.parametrize("case", CORRECT, ids=lambda c: c.name)
@@ -52,9 +53,10 @@ def test_the_catalogue_covers_the_function_api():
     features = {c.name for c in CORRECT}
     assert {"saved_input", "saved_output", "setup_context", "mark_dirty", "mark_non_differentiable",
             "materialize_grads_off", "once_differentiable", "twice_differentiable", "jvp", "generate_vmap_rule",
-            "non_tensor_arguments", "broadcasting"} <= features
+            "non_tensor_arguments", "broadcasting", "straight_through_estimator"} <= features
     caught_by = {c.expected for c in WRONG}
-    assert {"gradcheck", "gradgradcheck", "forward_ad", "reference_output", "reentrant"} <= caught_by
+    assert {"gradcheck", "gradgradcheck", "forward_ad", "reference_output", "reentrant",
+            "backward_reference"} <= caught_by
     assert all("\n" not in c.describe() for c in FUNCTIONS)
 
 

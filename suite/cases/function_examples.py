@@ -248,3 +248,27 @@ class LinearNeedsInputGrad(Function):
         grad_w = grad.T @ x if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
+
+
+QMIN, QMAX = -8, 7  # a signed 4-bit integer grid
+
+
+class FakeQuantizeStraightThrough(Function):
+    """x rounded to a 4-bit grid of step `scale`, as in quantization-aware training.
+
+    Rounding's derivative is zero almost everywhere, which would stop training; backward
+    passes the gradient straight through where the rounded value lies on the grid, and zero
+    where it was clamped: a straight-through estimator, not the derivative, so its case
+    declares the intended gradient (backward_reference).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        steps = torch.round(x / scale)
+        ctx.save_for_backward((steps >= QMIN) & (steps <= QMAX))
+        return steps.clamp(QMIN, QMAX) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (on_grid,) = ctx.saved_tensors
+        return grad * on_grid, None

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from suite.cases.function_examples import (BroadcastMul, CubeSavedInput, LinearNeedsInputGrad,
-                                           ScaleWithVmapRule, SinWithJvp)
+from suite.cases.function_examples import (BroadcastMul, CubeSavedInput, FakeQuantizeStraightThrough,
+                                           LinearNeedsInputGrad, ScaleWithVmapRule, SinWithJvp)
 
 
 class CubeWrongScale(CubeSavedInput):
@@ -150,3 +150,12 @@ class ScaleVmapRuleForgetsScale(ScaleWithVmapRule):
     @staticmethod
     def vmap(info, in_dims, x, k):
         return x.clone(), in_dims[0]
+
+
+class FakeQuantizeUnclipped(FakeQuantizeStraightThrough):
+    """A straight-through estimator that passes the gradient through clamped values too: the
+    clamp's zero gradient is lost, so values pinned at the grid's ends keep being pushed out."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone(), None

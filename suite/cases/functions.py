@@ -1,9 +1,11 @@
 """A catalogue of custom autograd.Functions, declared as data, for check_function.
 
 Correct Functions (suite/cases/function_examples.py) cover the Function API's features; each
-must conform. Deliberately wrong ones (suite/cases/function_flaws.py) each name, in
-`expected`, the check that must flag them: check_function is worth what it catches.
-Inputs are float64, small and seeded, and keep away from non-differentiable points.
+must conform. A Function whose gradient is a surrogate on purpose declares it
+(`backward_reference`), as check_function takes it. Deliberately wrong ones
+(suite/cases/function_flaws.py) each name, in `expected`, the check that must flag them:
+check_function is worth what it catches. Inputs are float64, small and seeded, and keep away
+from non-differentiable points (rounding and clamping boundaries included).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch.autograd import Function
 from suite.cases import function_examples as ok
 from suite.cases import function_flaws as bad
 from suite.cases.registry import Registry
-from suite.cases.samples import distinct, plain, randn, seeded
+from suite.cases.samples import distinct, leaf, plain, randn, seeded
 
 CONFORMS = "conforms"
 
@@ -30,6 +32,7 @@ class FunctionCase:
     feature: str  # what the case shows (for a flawed one: the flaw)
     reference: Callable | None = None  # what the Function claims to compute
     expected: str = CONFORMS  # or the name of the check that must flag it
+    backward_reference: Callable | None = None  # the intended gradient, when not the derivative
     kind: str = "function"
 
     def describe(self) -> str:
@@ -40,8 +43,28 @@ class FunctionCase:
 CASES: Registry[FunctionCase] = Registry("function")
 
 
-def case(name, function, inputs, feature, reference=None, expected=CONFORMS) -> FunctionCase:
-    return CASES.add(FunctionCase(name, function, inputs, feature, reference, expected))
+def case(name, function, inputs, feature, reference=None, expected=CONFORMS, backward_reference=None) -> FunctionCase:
+    return CASES.add(FunctionCase(name, function, inputs, feature, reference, expected, backward_reference))
+
+
+def _grid_samples(g, scale=0.25):
+    """x / scale near grid points (never within 0.2 of a rounding or clamping boundary), some of
+    them beyond the 4-bit range, where the straight-through gradient is zero."""
+    steps = torch.tensor([[-11.0, -8, -3, 0], [2, 5, 7, 9], [-1, 3, 6, 12]], dtype=torch.float64)
+    return leaf(scale * (steps + 0.6 * (torch.rand(steps.shape, generator=g, dtype=torch.float64) - 0.5))), scale
+
+
+def _fake_quantize(x, scale):
+    return torch.fake_quantize_per_tensor_affine(x, scale, 0, ok.QMIN, ok.QMAX)
+
+
+def _fake_quantize_gradient(inputs, grad_outputs):
+    """The intended straight-through gradient: that of PyTorch's own fake_quantize, an
+    implementation independent of the Function's."""
+    x, scale = inputs
+    x = x.detach().requires_grad_()
+    with torch.enable_grad():
+        return torch.autograd.grad(_fake_quantize(x, scale), x, grad_outputs[0])[0], None
 
 
 # --- correct Functions: each must conform --------------------------------------------------
@@ -73,6 +96,9 @@ case("broadcasting", ok.BroadcastMul, lambda: (randn(seeded(13), 3, 4), randn(se
 case("needs_input_grad", ok.LinearNeedsInputGrad,
      lambda: (randn(seeded(15), 3, 4), randn(seeded(16), 2, 4), randn(seeded(17), 2)),
      "computes only the gradients needs_input_grad asks for", F.linear)
+case("straight_through_estimator", ok.FakeQuantizeStraightThrough, lambda: _grid_samples(seeded(18)),
+     "a declared surrogate gradient (backward_reference)", _fake_quantize,
+     backward_reference=_fake_quantize_gradient)
 
 # --- deliberately wrong Functions: each must be flagged by `expected` -----------------------
 case("wrong_scale", bad.CubeWrongScale, lambda: (randn(seeded(20), 3, 4),),
@@ -100,3 +126,6 @@ case("needs_input_grad_misread", bad.LinearNeedsInputGradMisread,
      "x's gradient gated on the weight's needs_input_grad", F.linear, expected="needs_input_grad")
 case("wrong_vmap_rule", bad.ScaleVmapRuleForgetsScale, lambda: (randn(seeded(35), 3, 4), 0.5),
      "a vmap rule that forgets the scale", lambda x, k: x * k, expected="vmap")
+case("surrogate_differs_from_declaration", bad.FakeQuantizeUnclipped, lambda: _grid_samples(seeded(36)),
+     "a straight-through gradient that forgets the clamp", _fake_quantize, expected="backward_reference",
+     backward_reference=_fake_quantize_gradient)

@@ -76,3 +76,16 @@ def settings_now(rank: int, world_size: int) -> dict:
     from suite.timing.settings import current_settings
 
     return current_settings()
+
+
+def check_collective_function(rank: int, world_size: int, case_name: str) -> dict:
+    """check_function and the group-Jacobian blocks of one collective case of
+    suite/cases/torch_functions.py, on this rank; every rank makes the same calls in order."""
+    from suite.cases.torch_functions import CASES
+    from suite.conformance.functions.check import check_function
+    from suite.conformance.functions.collective import jacobian_blocks
+
+    case = CASES.get(case_name)
+    inputs = case.inputs(rank, world_size)
+    return {"report": check_function(case.function, inputs, reference=case.reference),
+            "blocks": jacobian_blocks(case.function, inputs, world_size)}

@@ -25,14 +25,22 @@ def current_settings() -> dict:
 
 
 def _restore(saved: dict) -> None:
-    torch.set_num_threads(saved["threads"])
+    """Put back what changed, only that: a process whose backend flags are frozen (torch's own
+    test utilities freeze them) can still run a check that changed nothing."""
+    now = current_settings()
+    if now["threads"] != saved["threads"]:
+        torch.set_num_threads(saved["threads"])
     # float32_matmul_precision and matmul.allow_tf32 are one setting seen two ways: restore the
     # precision, which sets the flag with it.
-    torch.set_float32_matmul_precision(saved["float32_matmul_precision"])
-    torch.backends.cudnn.allow_tf32 = saved["cudnn_allow_tf32"]
-    torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
-    torch.backends.cudnn.deterministic = saved["cudnn_deterministic"]
-    torch.use_deterministic_algorithms(saved["deterministic_algorithms"])
+    if (now["float32_matmul_precision"], now["matmul_allow_tf32"]) != (
+            saved["float32_matmul_precision"], saved["matmul_allow_tf32"]):
+        torch.set_float32_matmul_precision(saved["float32_matmul_precision"])
+    for key, flag in (("cudnn_allow_tf32", "allow_tf32"), ("cudnn_benchmark", "benchmark"),
+                      ("cudnn_deterministic", "deterministic")):
+        if now[key] != saved[key]:
+            setattr(torch.backends.cudnn, flag, saved[key])
+    if now["deterministic_algorithms"] != saved["deterministic_algorithms"]:
+        torch.use_deterministic_algorithms(saved["deterministic_algorithms"])
 
 
 @contextmanager

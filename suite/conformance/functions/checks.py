@@ -2,16 +2,23 @@
 
 Helpers here read what a Function declares (jvp, vmap, once_differentiable) so that
 check_function (suite/conformance/functions/check.py) runs only the checks that apply.
+Derivative checks see only the differentiable outputs: non-tensor outputs and integer or
+mark_non_differentiable ones are left out (suite/conformance/functions/gradients.py).
 """
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from suite.conformance.autograd.gradcheck import gradcheck_result, nondeterminism_tolerance
 from suite.conformance.closeness import mismatch
-from suite.conformance.autograd.jacobians import float_outputs, largest_gap, numerical_jacobians, reverse_jacobians
+from suite.conformance.autograd.jacobians import (bind, float_outputs, forward_jacobians, largest_gap,
+                                                  numerical_jacobians, reverse_jacobians)
+from suite.conformance.functions.gradients import (DIFFERENTIABLE, NON_DIFFERENTIABLE, NON_TENSOR, as_tuple,
+                                                   declaration_as_backward, output_kind, silent_conversions,
+                                                   with_backward)
 from suite.errors import one_line
 
 # assert_close's float64 defaults: two float64 implementations of one formula agree this well.
@@ -68,24 +75,43 @@ def _close(expected, actual, what: str, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
 class FunctionChecks:
     """One Function on one set of float64 inputs; each method is one check -> (verdict, detail)."""
 
-    def __init__(self, fn, inputs, reference):
-        self.fn, self.reference = fn, reference
+    def __init__(self, fn, inputs, reference, backward_reference=None):
+        self.fn, self.reference, self.declared = fn, reference, backward_reference
         self.args = as_float64(tuple(inputs))
         self.diff = [i for i, a in enumerate(self.args) if isinstance(a, torch.Tensor) and a.requires_grad]
         self.once = is_once_differentiable(fn)
-        self.output_mask: list[bool] = []  # which floating outputs require grad; set by forward()
+        self.output_kinds: list[str] = []  # per output of forward, from gradients.output_kind; set by forward()
 
     # --- helpers -------------------------------------------------------------------------
-    def call(self, *args):
+    def call_as(self, function: type[Function], *args):
         # Clones: an in-place Function (mark_dirty) must not modify gradcheck's leaves or our samples.
-        return self.fn.apply(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+        return function.apply(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+
+    def call(self, *args):
+        return self.call_as(self.fn, *args)
+
+    def call_declared(self, *args):
+        """The Function with backward_reference as its backward: autograd applies to the declared
+        gradients exactly what it applies to backward's (trailing Nones, summing, casting)."""
+        backward = declaration_as_backward(self.declared, args)
+        return self.call_as(with_backward(self.fn, backward_method(self.fn), backward, "Declared"), *args)
 
     def call_reference(self, *args):
         return self.reference(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
 
     def differentiable_outputs(self, f, args=None):
-        outs = float_outputs(f(*(args or self.args)))
-        return [o for o, keep in zip(outs, self.output_mask) if keep]
+        outs = as_tuple(f(*(args or self.args)))
+        return [o for o, kind in zip(outs, self.output_kinds) if kind == DIFFERENTIABLE]
+
+    def differentiable_call(self, *args):
+        """The Function's differentiable outputs only: what gradcheck and the Jacobians compare."""
+        return tuple(self.differentiable_outputs(self.call, args))
+
+    def declared_differentiable_call(self, *args):
+        return tuple(self.differentiable_outputs(self.call_declared, args))
+
+    def positions(self, kind: str) -> list[int]:
+        return [k for k, kind_k in enumerate(self.output_kinds) if kind_k == kind]
 
     def cotangents(self, outs, seed=1, requires_grad=False):
         g = torch.Generator().manual_seed(seed)
@@ -113,23 +139,34 @@ class FunctionChecks:
 
     # --- checks --------------------------------------------------------------------------
     def forward(self):
-        out = self.call(*self.args)
-        outs = float_outputs(out)
-        self.output_mask = [o.requires_grad for o in outs]
-        if not any(self.output_mask):
-            return "fail", "no floating output requires grad: the Function is not differentiable"
-        shapes = ", ".join(str(tuple(o.shape)) for o in outs)
-        return "pass", f"{len(outs)} floating output(s) {shapes}; differentiable args {self.diff}"
+        outs = as_tuple(self.call(*self.args))
+        self.output_kinds = [output_kind(o) for o in outs]
+        differentiable = [outs[k] for k in self.positions(DIFFERENTIABLE)]
+        if not differentiable:
+            return "fail", "no output requires grad: the Function is not differentiable"
+        shapes = ", ".join(str(tuple(o.shape)) for o in differentiable)
+        left_out = [f"{len(self.positions(kind))} {kind}" for kind in (NON_DIFFERENTIABLE, NON_TENSOR)
+                    if self.positions(kind)]
+        return "pass", (f"{len(differentiable)} differentiable output(s) {shapes}; differentiable args {self.diff}"
+                        + (f"; left out of derivative checks: {', '.join(left_out)} output(s)" if left_out else ""))
 
     def reference_output(self):
         return _close(float_outputs(self.call_reference(*self.args)), float_outputs(self.call(*self.args)), "output")
 
     def gradcheck(self):
-        r = gradcheck_result("gradcheck", self.call, self.args, fast_mode=False)
+        r = gradcheck_result("gradcheck", self.differentiable_call, self.args, fast_mode=False)
         return r.verdict, r.detail
 
+    def backward_reference(self):
+        """Backward against the declared (surrogate) gradient, for the same random cotangents."""
+        _, _, mine = self.first_grads(self.call)
+        _, _, declared = self.first_grads(self.call_declared)
+        verdict, detail = _close(declared, mine, "gradient", labels=[f"gradient of arg {i}" for i in self.diff])
+        return verdict, (f"backward equals the declared gradient ({detail})" if verdict == "pass"
+                         else f"backward differs from backward_reference: {detail}")
+
     def gradgradcheck(self):
-        r = gradcheck_result("gradgradcheck", self.call, self.args, fast_mode=False)
+        r = gradcheck_result("gradgradcheck", self.differentiable_call, self.args, fast_mode=False)
         if r.verdict == "fail":
             return "fail", f"{r.detail}; {self._second_order_gap()}"
         return r.verdict, r.detail
@@ -182,9 +219,24 @@ class FunctionChecks:
         return "fail", "double backward gave numbers although backward is @once_differentiable"
 
     def forward_ad(self):
-        r = gradcheck_result("forward_ad", self.call, self.args, fast_mode=False, check_forward_ad=True,
-                             check_backward_ad=False, check_undefined_grad=False)
+        if self.declared is not None:
+            return self._jvp_against_declaration()
+        r = gradcheck_result("forward_ad", self.differentiable_call, self.args, fast_mode=False,
+                             check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False)
         return r.verdict, r.detail
+
+    def _jvp_against_declaration(self):
+        """A surrogate's jvp must be the transpose of its declared gradient, not the derivative:
+        forward mode's Jacobian against the one backward_reference's gradients make."""
+        jvp_of, diff, positions = bind(self.differentiable_call, self.args)
+        declared_of, _, _ = bind(self.declared_differentiable_call, self.args)
+        forward = forward_jacobians(jvp_of, diff)
+        declared = reverse_jacobians(declared_of, diff)
+        labels = [f"d(output {o})/d(arg {p})" for o in range(len(forward)) for p in positions]
+        verdict, detail = _close([b for row in declared for b in row], [b for row in forward for b in row],
+                                 "Jacobian", labels=labels)
+        return verdict, (f"jvp is the transpose of the declared gradient ({detail})" if verdict == "pass"
+                         else f"jvp disagrees with backward_reference: {detail}")
 
     def vmap(self):
         batch = 3
@@ -192,9 +244,12 @@ class FunctionChecks:
         batched = [torch.randn((batch, *a.shape), generator=g, dtype=a.dtype).to(a.device)
                    if i in self.diff else a for i, a in enumerate(self.args)]
         in_dims = tuple(0 if i in self.diff else None for i in range(len(self.args)))
-        mapped = float_outputs(torch.func.vmap(self.call, in_dims=in_dims)(*batched))
-        looped = [float_outputs(self.call(*[b[k] if d == 0 else b for b, d in zip(batched, in_dims)]))
-                  for k in range(batch)]
+
+        def tensor_outputs(*args):  # vmap returns tensors only: a non-tensor output is left out
+            return tuple(o for o in as_tuple(self.call(*args)) if isinstance(o, torch.Tensor))
+
+        mapped = torch.func.vmap(tensor_outputs, in_dims=in_dims)(*batched)
+        looped = [tensor_outputs(*[b[k] if d == 0 else b for b, d in zip(batched, in_dims)]) for k in range(batch)]
         stacked = [torch.stack([row[j] for row in looped]) for j in range(len(mapped))]
         verdict, detail = _close(stacked, mapped, "vmapped output", rtol=1e-10, atol=1e-12)
         if verdict == "fail":
@@ -205,7 +260,7 @@ class FunctionChecks:
                 full = list(args)
                 for i, x in zip(self.diff, xs):
                     full[i] = x
-                return tuple(o for o, keep in zip(float_outputs(self.call(*full)), self.output_mask) if keep)
+                return self.differentiable_call(*full)
             outs, pullback = torch.func.vjp(of_diff, *[args[i] for i in self.diff])
             return pullback(tuple(torch.ones_like(o) for o in outs))
 
@@ -227,21 +282,18 @@ class FunctionChecks:
                          else f"backward is not reentrant: {detail}")
 
     def grad_per_input(self):
-        returned = self._probe_backward(self.args)
+        returned, refusal = self._probe_backward(self.args)
         if returned is None:
             return "fail", "backward was never called"
-        if len(returned) != len(self.args):
-            return "fail", f"backward returned {len(returned)} gradient(s) for {len(self.args)} forward inputs"
-        wrong = [f"arg {i} ({type(a).__name__}) got a {type(r).__name__}"
-                 for i, (a, r) in enumerate(zip(self.args, returned))
-                 if not isinstance(a, torch.Tensor) and r is not None]
-        if wrong:
-            return "fail", "non-tensor inputs need None gradients: " + "; ".join(wrong)
+        if refusal is not None:  # autograd's own verdict on what backward returned, in its words
+            return "fail", f"autograd refuses what backward returned: {one_line(refusal)}"
         plain = sum(not isinstance(a, torch.Tensor) for a in self.args)
-        return "pass", f"{len(returned)} gradients, None for the {plain} non-tensor input(s)"
+        accepted = f"{len(self.args)} gradient(s), None for the {plain} non-tensor input(s)"
+        return "pass", "; ".join([accepted, *silent_conversions(returned, self.args)])
 
-    def _probe_backward(self, args) -> tuple | None:
-        """Run backward through a subclass that records what the user's backward returns."""
+    def _probe_backward(self, args) -> tuple[tuple | None, Exception | None]:
+        """Run backward through a subclass that records what the user's backward returns.
+        Returns (what it returned, the error autograd raised on it, if any)."""
         recorded: list[tuple] = []
         method = backward_method(self.fn)
         original = getattr(self.fn, method)
@@ -251,17 +303,40 @@ class FunctionChecks:
             recorded.append(result if isinstance(result, tuple) else (result,))
             return result
 
-        probe = type(f"Probe{self.fn.__name__}", (self.fn,), {method: staticmethod(recording)})
-        outs = [o for o, keep in zip(float_outputs(probe.apply(*[a.clone() if isinstance(a, torch.Tensor) else a
-                                                                   for a in args])), self.output_mask) if keep]
-        outs = [o for o in outs if o.requires_grad]
+        probe = with_backward(self.fn, method, recording, "Probe")
+        # Fresh leaves: backward() accumulates into .grad, which must not touch the samples.
+        leaves = tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args)
+        outs = [o for o in self.differentiable_outputs(lambda *a: self.call_as(probe, *a), leaves) if o.requires_grad]
         try:
             if outs:
                 torch.autograd.backward(outs, self.cotangents(outs))
-        except RuntimeError:
-            if not recorded:  # autograd rejecting what backward returned is this check's to report
+        except Exception as error:
+            if not recorded:  # backward itself raised: reported by the check that ran it
                 raise
-        return recorded[0] if recorded else None
+            return recorded[0], error
+        return (recorded[0] if recorded else None), None
+
+    def non_differentiable(self):
+        """Integer and mark_non_differentiable outputs stay out of autograd: no grad_fn even when
+        the inputs come from a graph (as inside a model), no tangent in forward mode."""
+        positions = self.positions(NON_DIFFERENTIABLE)
+        mid_graph = tuple(a * 1 if i in self.diff else a for i, a in enumerate(self.args))
+        outs = as_tuple(self.call(*mid_graph))
+        tracked = [k for k in positions if outs[k].requires_grad or outs[k].grad_fn is not None]
+        if tracked:
+            return "fail", f"non-differentiable output(s) {tracked} require grad when the inputs come from a graph"
+        modes = "no grad_fn"
+        if defines(self.fn, "jvp"):
+            with fwAD.dual_level():
+                duals = tuple(fwAD.make_dual(a.detach(), torch.ones_like(a)) if i in self.diff else a
+                              for i, a in enumerate(self.args))
+                dual_outs = as_tuple(self.call(*duals))
+                carried = [k for k in positions if fwAD.unpack_dual(dual_outs[k]).tangent is not None]
+            if carried:
+                return "fail", f"non-differentiable output(s) {carried} carry a tangent in forward mode"
+            modes += ", no tangent in forward mode"
+        described = ", ".join(f"output {k} ({str(outs[k].dtype).replace('torch.', '')})" for k in positions)
+        return "pass", f"{described}: {modes}"
 
     def needs_input_grad(self):
         if len(self.diff) < 2:
@@ -279,7 +354,7 @@ class FunctionChecks:
             verdict, detail = _close(expected, partial, "gradient", rtol=1e-12, atol=1e-12, labels=labels)
             if verdict == "fail":
                 return "fail", f"with arg {frozen} frozen (needs_input_grad False) the others change: {detail}"
-            returned = self._probe_backward(args)
+            returned, _ = self._probe_backward(args)
             if returned is not None and len(returned) > frozen and returned[frozen] is not None:
                 notes.append(str(frozen))
         unused = f"; computes unneeded gradients for frozen arg(s) {', '.join(notes)} (allowed, wasted work)" \

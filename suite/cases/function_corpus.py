@@ -1,0 +1,111 @@
+"""PyTorch's own corpus of custom Functions and what check_function must say about each.
+
+The corpus is `torch.testing._internal.autograd_function_db` (14 Functions in torch 2.11, each
+an OpInfo with sample inputs): torch's private test module, which needs `expecttest` and
+`hypothesis`, so it is imported only by `corpus()`. check_function runs on the corpus's own
+samples; `EXPECTED` declares every Function's verdict, so a Function torch adds must be
+declared before its test passes. tests/test_function_corpus.py checks these verdicts and
+docs/found.md reproduces the defects.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch.autograd import Function
+
+CORPUS_MODULE = "torch.testing._internal.autograd_function_db"
+
+
+@dataclass(frozen=True)
+class CorpusVerdict:
+    fails: tuple[str, ...] = ()  # exactly the checks that must fail; every other passes or skips
+    why: str = ""  # the defect (or the surrogate) in words
+    backward_reference: Callable | None = None  # a surrogate's intended gradient: with it, nothing fails
+    wrong_backward_reference: Callable | None = None  # a declaration check_function must refuse
+
+    @property
+    def is_surrogate(self) -> bool:
+        return self.backward_reference is not None
+
+
+def scaled_gradient(factor: float) -> Callable:
+    """backward_reference of a Function that returns each output's gradient times `factor`."""
+    def gradient(inputs, grad_outputs):
+        return tuple(None if g is None else factor * g for g in grad_outputs)
+
+    return gradient
+
+
+CONFORMS = CorpusVerdict()
+EXPECTED: dict[str, CorpusVerdict] = {
+    "NumpyCube": CONFORMS,
+    "NumpyExp_": CONFORMS,
+    "NumpyMul": CONFORMS,
+    "NumpyCubeNotComposable": CorpusVerdict(
+        ("gradcheck",), "backward returns 3 x**2 whatever grad_output is: it never multiplies by it "
+                        "(hidden in the corpus by a one-element sample, whose gradcheck cotangent is 1)"),
+    "NumpySort": CorpusVerdict(
+        ("gradcheck", "forward_ad"), "forward returns x unsorted, while backward and jvp permute as if it had "
+                                     "sorted"),
+    "NumpyTake": CONFORMS,
+    "Select": CONFORMS,
+    "CubeGenVmap": CorpusVerdict(
+        ("gradcheck", "gradgradcheck"), "backward returns grad_output * dinput + 6 * dinput: it ignores "
+                                        "grad_saved (the gradient of the second output) and x"),
+    "MulGenVmap": CONFORMS,
+    "SortGenVmap": CONFORMS,
+    "SelectGenVmap": CONFORMS,
+    "ScaleGradGenVmap": CorpusVerdict(
+        ("gradcheck", "forward_ad"), "a surrogate on purpose: an identity whose gradient and tangent are "
+                                     "scaled by 3.14", scaled_gradient(3.14), scaled_gradient(1.0)),
+    "ZeroGradientsGenVmap": CorpusVerdict(
+        ("gradcheck", "forward_ad"), "a surrogate on purpose: two identities whose gradients and tangents are "
+                                     "zero", scaled_gradient(0.0), scaled_gradient(1.0)),
+    "ForwardHasDefaultArgs": CONFORMS,
+}
+
+
+def function_of(op: Callable, module) -> type[Function]:
+    """The Function an OpInfo's op applies: `Fn.apply` itself, or a lambda that calls it."""
+    owner = getattr(op, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, Function):
+        return owner
+    named = {getattr(module, name, None) for name in op.__code__.co_names}
+    found = [f for f in named if isinstance(f, type) and issubclass(f, Function)]
+    if len(found) != 1:
+        raise LookupError(f"cannot tell which Function {op!r} applies: {found}")
+    return found[0]
+
+
+def import_corpus():
+    """The corpus module, imported without its side effect on this process: torch's test
+    utilities freeze the backend flags on import (torch.backends.disable_global_flags(), for
+    their own test runs), after which setting a cuDNN flag raises. This process is not one of
+    their test runs: the flags are released again if the import froze them."""
+    frozen = torch.backends.flags_frozen()
+    module = importlib.import_module(CORPUS_MODULE)
+    if not frozen and torch.backends.flags_frozen():
+        # torch.backends offers no public undo; the flag lives in the module's own namespace.
+        torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    return module
+
+
+def corpus(device: str = "cpu") -> Iterator[tuple[type[Function], tuple]]:
+    """(Function, forward's arguments) for every sample of the corpus, float64, seeded.
+
+    Raises ImportError (naming the missing module) when the corpus cannot be imported."""
+    module = import_corpus()
+    for info in module.autograd_function_db:
+        fn = function_of(info.op, module)
+        # The samples come from make_tensor, which draws from the global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            samples = list(info.sample_inputs(device, torch.float64, requires_grad=True))
+        for sample in samples:
+            if sample.kwargs:
+                raise ValueError(f"{fn.__name__}: a sample with keyword arguments {sorted(sample.kwargs)}; "
+                                 "Function.apply takes positional ones")
+            yield fn, (sample.input, *sample.args)
