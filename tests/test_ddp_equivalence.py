@@ -200,3 +200,20 @@ def test_fsdp_names_the_step_and_tensor_of_a_sum_loss():
     report = check_fsdp_equivalence(tiny_mlp, *_batch(), loss_fn=cross_entropy_sum)
     assert not report.passed and report.reason == SUM_LOSS
     assert (report.divergence.step, report.divergence.category) == (1, "gradient")
+
+
+def test_full_verdicts_run_one_world_size_at_a_time_and_close_its_pools_before_the_next(monkeypatch):
+    import suite.conformance.parallel.equivalence as equivalence
+    import suite.distributed.pool as pool
+
+    events = []
+    monkeypatch.setattr(pool, "close_shared_pools", lambda: events.append("close"))
+    monkeypatch.setattr(equivalence, "check_case", lambda case, **kw: events.append(case.world_size))
+    monkeypatch.setattr(equivalence, "judge", lambda case, report: (True, ""))
+    records = list(verdicts("cpu", quick=False))
+    sizes = [e for e in events if e != "close"]
+    assert sizes == sorted(sizes) and set(sizes) == {c.world_size for c in CPU_CASES}
+    assert len(records) == len(CPU_CASES)
+    closes = [i for i, e in enumerate(events) if e == "close"]
+    assert len(closes) == len(set(sizes)) - 1  # once per change of size, and only there
+    assert all(0 < i < len(events) - 1 and events[i - 1] < events[i + 1] for i in closes)

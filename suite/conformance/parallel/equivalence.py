@@ -262,11 +262,17 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     """One conformance verdict per parallel case (quick: the cases marked quick, 2 ranks)."""
     from suite.cases.parallel import CASES
     from suite.devices import cuda_count
+    from suite.distributed.pool import close_shared_pools
     from suite.errors import SuiteError
 
-    for case in CASES:
-        if (quick and not case.quick) or case.gpus_needed > (cuda_count() if device == "cuda" else 0):
-            continue
+    # By world size, each size's pools closed before the next size's start: one group's
+    # processes alive at a time, not every size's at once.
+    gpus = cuda_count() if device == "cuda" else 0
+    cases = sorted((c for c in CASES if (c.quick or not quick) and c.gpus_needed <= gpus),
+                   key=lambda c: c.world_size)
+    for previous, case in zip([None, *cases], cases):
+        if previous is not None and previous.world_size != case.world_size:
+            close_shared_pools()
         # gloo where there are fewer GPUs than ranks: it may put several ranks on one GPU.
         backend = default_backend(device) if device == "cpu" or cuda_count() >= case.world_size else "gloo"
         start = time.perf_counter()
