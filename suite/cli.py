@@ -24,8 +24,9 @@ def _cmd_list(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         width = max((len(r["name"]) for r in rows), default=0)
+        kind_width = max((len(r["kind"]) for r in rows), default=0)
         for r in rows:
-            print(f"{r['kind']:<9} {r['name']:<{width}}  {r['description']}")
+            print(f"{r['kind']:<{kind_width}} {r['name']:<{width}}  {r['description']}")
     return 0
 
 

@@ -1,9 +1,7 @@
 """asv over two real commits of this repository, `torchsuite compare` beside `asv compare`, and
 the published site working offline in a real browser. Slow: two asv runs (about a minute)."""
-import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading

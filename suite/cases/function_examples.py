@@ -272,3 +272,40 @@ class FakeQuantizeStraightThrough(Function):
     def backward(ctx, grad):
         (on_grid,) = ctx.saved_tensors
         return grad * on_grid, None
+
+
+class CubeWithNumpyCopy(Function):
+    """x**3, also returning its input as a numpy array: a non-tensor output, which derivative
+    checks must leave out rather than crash on."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3, x.detach().numpy().copy()
+
+    @staticmethod
+    def backward(ctx, grad, grad_copy):
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * grad
+
+
+class SquareWithMarkedNorm(Function):
+    """x**2, its argmax (int64) and its norm, the norm marked non-differentiable on purpose."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = x.norm()
+        ctx.mark_non_differentiable(norm)
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x ** 2, x.argmax(), norm
+
+    @staticmethod
+    def backward(ctx, grad, grad_index, grad_norm):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        return 2 * x * tangent, None, None

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from suite.cases.function_examples import (BroadcastMul, CubeSavedInput, FakeQuantizeStraightThrough,
+from suite.cases.function_examples import (SquareWithMarkedNorm, BroadcastMul, CubeSavedInput, FakeQuantizeStraightThrough,
                                            LinearNeedsInputGrad, ScaleWithVmapRule, SinWithJvp)
 
 
@@ -159,3 +159,12 @@ class FakeQuantizeUnclipped(FakeQuantizeStraightThrough):
     @staticmethod
     def backward(ctx, grad):
         return grad.clone(), None
+
+
+class SquareGivingTheNormATangent(SquareWithMarkedNorm):
+    """jvp gives a tangent to the output forward marked non-differentiable."""
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        return 2 * x * tangent, None, (x * tangent).sum() / x.norm()

@@ -19,7 +19,7 @@ from torch.autograd import Function
 from suite.cases import function_examples as ok
 from suite.cases import function_flaws as bad
 from suite.cases.registry import Registry
-from suite.cases.samples import distinct, leaf, plain, randn, seeded
+from suite.cases.samples import distinct, leaf, randn, seeded
 
 CONFORMS = "conforms"
 
@@ -100,6 +100,11 @@ case("straight_through_estimator", ok.FakeQuantizeStraightThrough, lambda: _grid
      "a declared surrogate gradient (backward_reference)", _fake_quantize,
      backward_reference=_fake_quantize_gradient)
 
+case("non_tensor_output", ok.CubeWithNumpyCopy, lambda: (randn(seeded(37), 4),),
+     "a numpy array among the outputs, left out of derivative checks", lambda x: x ** 3)
+case("non_differentiable_outputs", ok.SquareWithMarkedNorm, lambda: (randn(seeded(38), 4),),
+     "an int64 output and a mark_non_differentiable one")
+
 # --- deliberately wrong Functions: each must be flagged by `expected` -----------------------
 case("wrong_scale", bad.CubeWrongScale, lambda: (randn(seeded(20), 3, 4),),
      "backward 2x**2 instead of 3x**2", lambda x: x ** 3, expected="gradcheck")
@@ -129,3 +134,5 @@ case("wrong_vmap_rule", bad.ScaleVmapRuleForgetsScale, lambda: (randn(seeded(35)
 case("surrogate_differs_from_declaration", bad.FakeQuantizeUnclipped, lambda: _grid_samples(seeded(36)),
      "a straight-through gradient that forgets the clamp", _fake_quantize, expected="backward_reference",
      backward_reference=_fake_quantize_gradient)
+case("tangent_for_a_marked_output", bad.SquareGivingTheNormATangent, lambda: (randn(seeded(39), 4),),
+     "jvp gives a tangent to an output marked non-differentiable", expected="non_differentiable")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from suite.cases.registry import Registry
-from suite.cases.samples import away_from, distinct, labels, leaf, plain, positive, randn
+from suite.cases.samples import away_from, distinct, labels, leaf, positive, randn
 
 # Every check an op can take; an OpCase lists the ones that do not apply in `unsupported`.
 OP_CHECKS = ("gradcheck", "gradgradcheck", "forward_ad", "batched_grad", "jvp_vjp")

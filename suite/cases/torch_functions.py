@@ -45,13 +45,13 @@ class TorchFunctionCase:
     reference: Callable | None = None
     fails: tuple[str, ...] = ()  # exactly the checks that must fail, for the reason `why`
     why: str = ""
-    kind: str = "torch function"
+    kind: str = "torch_function"
 
     def describe(self) -> str:
         return f"{self.function.__module__}.{self.function.__name__}: {self.feature}"
 
 
-CASES: Registry[TorchFunctionCase] = Registry("torch function")
+CASES: Registry[TorchFunctionCase] = Registry("torch_function")
 
 
 def case(*args, **kwargs) -> TorchFunctionCase:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from suite.errors import SuiteError, UnknownCaseError
 from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
-from suite.timing.stats import NOISY_IQR_FRACTION, is_noisy
+from suite.timing.stats import is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
 TIMING_COLUMNS = ["threads", "median_s", "iqr_s", "noisy", "throughput", "peak_mem_bytes", "flops",
