@@ -1,4 +1,4 @@
-"""`torchsuite`: run the suite, report on results, list cases, show the environment, train a model.
+"""`torchsuite`: run the suite, report on results, list cases, show the environment, train a model, train to a target.
 
 Every user error (unknown name, absent device, bad file) is one line on stderr and exit 2.
 """
@@ -91,6 +91,17 @@ def _dry_run(args, models) -> int:
     return 0
 
 
+def _cmd_converge(args) -> int:
+    from suite.convergence.command import converge
+
+    models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    path = converge(model_names=models, device_request=args.device, runs=args.runs, precision=args.precision,
+                    data=args.data, data_root=args.data_root, first_seed=args.seed, out_dir=args.out,
+                    machine_name=args.machine_name)
+    print(path)  # stdout carries only the results file, as for `run`
+    return 0
+
+
 def _cmd_report(args) -> int:
     from suite.report import build_report
 
@@ -124,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated times; run and write nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("converge", help="time to accuracy: train models from scratch to their targets, several seeds")
+    p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--runs", type=int, default=5, help="seeded runs per model (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first run; the others follow it (default 0)")
+    p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast) (default fp32)")
+    p.add_argument("--data", default="auto", help="auto (real when under --data-root, else synthetic), real or synthetic")
+    p.add_argument("--data-root", default=None, help="where the real datasets are (default $TORCHSUITE_DATA or ./data)")
+    p.add_argument("--out", default="results", help="directory for the results file (default results/)")
+    p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
+    p.set_defaults(func=_cmd_converge)
 
     p = sub.add_parser("report", help="merge results files of several machines into tables and plots")
     p.add_argument("files", nargs="+", help="torchsuite results, pytest-benchmark JSON or asv result files")

@@ -148,3 +148,38 @@ def dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = Fal
         if download:
             raise
         return synthetic_dataset(spec, synthetic_size, seed=seed, train=train), "synthetic"
+
+
+# The generator streams of a convergence task (suite.cases.models.SyntheticTask). The class
+# patterns come from `data_seed`; the held-out split and each run's training batches from their
+# own seeds derived from it, so no stream repeats another's draws.
+def _stream_seed(data_seed: int, run_seed: int | None) -> int:
+    base = 1_000_000 * (data_seed + 1)
+    return base - 1 if run_seed is None else base + run_seed
+
+
+def _task_samples(spec: ModelSpec, task, patterns: torch.Tensor, count: int, g: torch.Generator):
+    labels = torch.randint(0, spec.num_classes, (count,), generator=g)
+    # a random *other* class for every sample, whose pattern overlaps the sample's own
+    other = (labels + torch.randint(1, spec.num_classes, (count,), generator=g)) % spec.num_classes
+    noise = torch.randn((count, *spec.input_shape), generator=g, dtype=spec.input_dtype)
+    return task.signal * (patterns[labels] + task.overlap * patterns[other]) + noise, labels
+
+
+def _task_patterns(spec: ModelSpec, task) -> torch.Tensor:
+    return torch.randn((spec.num_classes, *spec.input_shape), dtype=spec.input_dtype,
+                       generator=torch.Generator().manual_seed(task.data_seed))
+
+
+def synthetic_task_heldout(spec: ModelSpec, task) -> tuple[torch.Tensor, torch.Tensor]:
+    """The task's held-out split: `task.eval_samples` samples, the same for every run and machine."""
+    g = torch.Generator().manual_seed(_stream_seed(task.data_seed, None))
+    return _task_samples(spec, task, _task_patterns(spec, task), task.eval_samples, g)
+
+
+def synthetic_task_batches(spec: ModelSpec, task, batch_size: int, seed: int):
+    """Endless fresh training batches of the task, drawn on the CPU: one seed, one sequence everywhere."""
+    patterns = _task_patterns(spec, task)
+    g = torch.Generator().manual_seed(_stream_seed(task.data_seed, seed))
+    while True:
+        yield _task_samples(spec, task, patterns, batch_size, g)
