@@ -11,6 +11,7 @@ _PUBLIC = {
     "assert_function_conforms": "suite.conformance.functions.check",
     "check_ddp_equivalence": "suite.conformance.parallel.equivalence",
     "check_fsdp_equivalence": "suite.conformance.parallel.equivalence",
+    "check_compile": "suite.conformance.compile.check",
     "time_model": "suite.timing.core",
 }
 

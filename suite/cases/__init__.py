@@ -19,6 +19,7 @@ _KIND_MODULES = {
     "torch_function": "torch_functions",  # torch's own Functions, with samples written here
     "parallel": "parallel",
     "variant": "variants",
+    "compile": "compile",
 }
 
 

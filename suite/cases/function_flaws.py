@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 from suite.cases.function_examples import (SquareWithMarkedNorm, BroadcastMul, CubeSavedInput, FakeQuantizeStraightThrough,
-                                           LinearNeedsInputGrad, ScaleWithVmapRule, SinWithJvp)
+                                           LinearNeedsInputGrad, ScaleWithVmapRule, SigmoidTwiceDifferentiable,
+                                           SinWithJvp)
 
 
 class CubeWrongScale(CubeSavedInput):
@@ -168,3 +169,14 @@ class SquareGivingTheNormATangent(SquareWithMarkedNorm):
     def jvp(ctx, tangent):
         (x,) = ctx.saved_tensors
         return 2 * x * tangent, None, (x * tangent).sum() / x.norm()
+
+
+class SigmoidFastPathUnderCompile(SigmoidTwiceDifferentiable):
+    """sigmoid in eager, but a "fast path" for torch.compile takes the piecewise-linear hard
+    sigmoid. Every eager check passes; only running it compiled shows the difference."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = F.hardsigmoid(x) if torch.compiler.is_compiling() else torch.sigmoid(x)
+        ctx.save_for_backward(y)
+        return y

@@ -136,3 +136,5 @@ case("surrogate_differs_from_declaration", bad.FakeQuantizeUnclipped, lambda: _g
      backward_reference=_fake_quantize_gradient)
 case("tangent_for_a_marked_output", bad.SquareGivingTheNormATangent, lambda: (randn(seeded(39), 4),),
      "jvp gives a tangent to an output marked non-differentiable", expected="non_differentiable")
+case("fast_path_under_compile", bad.SigmoidFastPathUnderCompile, lambda: (randn(seeded(40), 3, 4),),
+     "a torch.compile-only fast path that computes hard sigmoid", torch.sigmoid, expected="compile")

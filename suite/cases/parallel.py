@@ -32,6 +32,13 @@ def deep_mlp() -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(32, CLASSES))
 
 
+def wide_mlp() -> nn.Module:
+    """About 2 MB of parameters: more than one of DDP's 1 MB buckets (the smallest size dynamo's
+    DDPOptimizer accepts, as its first bucket is 1 MB), so a compiled DDP graph is split."""
+    return nn.Sequential(nn.Linear(FEATURES, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, CLASSES))
+
+
 class MlpWithUnusedLayer(nn.Module):
     """`unused` never takes part in forward: DDP needs find_unused_parameters (or a static graph)."""
 
@@ -122,6 +129,7 @@ class ParallelCase:
     wrapper: str = "ddp"  # "ddp", or "fsdp" for FSDP2's fully_shard
     fsdp_kwargs: dict | None = None  # set for wrapper "fsdp"
     comm_hook: str = ""  # a DDP communication hook by name (suite.conformance.parallel.ddp_training)
+    compile_backend: str = ""  # each rank's DDP module under torch.compile with this backend
     reference_dtype: torch.dtype | None = None  # the reference's forward precision (default the model's)
     rtol: float | None = None  # a declared tolerance, with its derivation beside the case
     atol: float | None = None
@@ -165,6 +173,8 @@ class ParallelCase:
         options = [f"{k}={v}" for k, v in {**self.ddp_kwargs, **(self.fsdp_kwargs or {})}.items()]
         if self.comm_hook:
             options.append(f"{self.comm_hook} hook")
+        if self.compile_backend:
+            options.append(f"torch.compile({self.compile_backend}) inside DDP")
         if self.rtol is not None:
             options.append(f"judged at rtol {self.rtol:g}, atol {self.atol:g}")
         if self.reference_dtype is not None:
@@ -228,6 +238,11 @@ _mlp("mlp_batchnorm_broadcast_buffers", title="MLP with BatchNorm1d", model=batc
      quick=True)
 _mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expected="diverges",
      expected_reason="dropout")
+# torch.compile of the DDP module: dynamo's DDPOptimizer splits the graph at bucket boundaries
+# so that each bucket's all-reduce still overlaps backward; training must still equal one process.
+_mlp("mlp_compiled_ddp", world_sizes=(2,), compile_backend="aot_eager", quick=True)
+_mlp("mlp_compiled_ddp_buckets", world_sizes=(2,), title="MLP 8-512x3-4", model=wide_mlp,
+     ddp_kwargs={"bucket_cap_mb": 1}, compile_backend="aot_eager")
 _mlp("mlp_uneven_inputs_join", scheme="uneven")
 _mlp("mlp_distributed_sampler_padding", scheme="sampler")
 

@@ -28,6 +28,8 @@ It checks what applies, from what the Function declares:
 - integer and mark_non_differentiable outputs stay non-differentiable (they, and non-tensor
   outputs, are left out of every derivative check);
 - needs_input_grad: with one input frozen, the others' gradients do not change;
+- under torch.compile (aot_eager, fullgraph), the outputs and gradients of eager; a Function
+  dynamo cannot trace whole is reported as a graph break, not a failure;
 - with a reference (and no backward_reference), equal first- and second-order gradients.
 
 Everything runs in float64 (floating inputs are converted; finite differences need double
@@ -107,6 +109,7 @@ CHECKS: tuple[tuple[str, Callable[[FunctionChecks], str | None]], ...] = (
     ("grad_per_input", lambda c: None),
     ("non_differentiable", _has_non_differentiable_output),
     ("needs_input_grad", lambda c: None),
+    ("compile", lambda c: None),
     ("reference_grad", lambda c: _needs_reference(c) or _not_declared(c)),
     ("reference_gradgrad", lambda c: _needs_reference(c) or _not_declared(c) or (ONCE if c.once else None)),
 )

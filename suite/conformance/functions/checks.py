@@ -361,6 +361,40 @@ class FunctionChecks:
             if notes else ""
         return "pass", "freezing any one input leaves the other gradients unchanged" + unused
 
+    def compile(self):
+        """Under torch.compile(backend="aot_eager", fullgraph=True), the outputs and gradients of
+        eager. aot_eager runs eager's own kernels, so float64 results must agree to rounding; a
+        Function dynamo cannot trace whole is a graph break (noted), not a failure, and is then
+        compared as compiled with breaks."""
+        import torch._dynamo
+
+        def outputs_and_grads(call):
+            outs = self.differentiable_outputs(call)
+            inputs = [self.args[i] for i in self.diff]
+            return outs, torch.autograd.grad(outs, inputs, self.cotangents(outs), allow_unused=True)
+
+        try:
+            eager_outs, eager_grads = outputs_and_grads(self.call)
+        except Exception as error:  # grad_per_input or gradcheck report it; there is nothing to compare
+            return "skip", f"eager backward raises ({one_line(error, 120)})"
+        broke = ""
+        for fullgraph in (True, False):
+            torch._dynamo.reset()  # a fresh trace: dynamo's cache would otherwise give up after 8 Functions
+            compiled = torch.compile(self.call, backend="aot_eager", fullgraph=fullgraph)
+            try:
+                outs, grads = outputs_and_grads(compiled)
+                break
+            except Exception as error:
+                if not fullgraph:
+                    return "fail", f"raises under torch.compile even with graph breaks allowed: {one_line(error)}"
+                broke = f"graph break: cannot be traced fullgraph ({one_line(error, 160)}); "
+        torch._dynamo.reset()
+        for what, expected, actual in (("output", eager_outs, outs), ("gradient", eager_grads, grads)):
+            verdict, detail = _close(expected, list(actual), f"compiled {what}")
+            if verdict == "fail":
+                return "fail", f"{broke}under torch.compile, {detail}"
+        return "pass", f"{broke}compiled (aot_eager) outputs and gradients equal eager's"
+
     def reference_grad(self):
         _, _, mine = self.first_grads(self.call)
         _, _, theirs = self.first_grads(self.call_reference)

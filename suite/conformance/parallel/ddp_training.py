@@ -36,6 +36,7 @@ class TrainingJob:
     loss_scale: float = 1.0  # on each rank's loss, never the reference's
     seed: int = 0
     comm_hook: str = ""  # a DDP communication hook, by name (COMM_HOOKS)
+    compile_backend: str = ""  # set: the DDP module runs under torch.compile with this backend
     fsdp_kwargs: dict | None = None  # set: FSDP2 (fully_shard) instead of DDP
     reference_dtype: torch.dtype | None = None  # run the reference's forward in this precision
     rtol: float | None = None  # a declared tolerance; None: assert_close's for the dtype
@@ -171,8 +172,9 @@ def register_comm_hook(ddp, name: str) -> None:
         ddp.register_comm_hook(None, getattr(default_hooks, f"{name}_hook"))
 
 
-def _ddp_step(job: TrainingJob, ddp, optimizer, step: int, rank: int, world_size: int,
+def _ddp_step(job: TrainingJob, ddp, forward, optimizer, step: int, rank: int, world_size: int,
               device) -> None:
+    """One step of the article's loop on this rank's shard; `forward` is ddp, or ddp compiled."""
     x, y = job.batch(step)
     micro = job.sharding.micro_batches(step, rank, world_size, len(x))
     optimizer.zero_grad()
@@ -180,7 +182,7 @@ def _ddp_step(job: TrainingJob, ddp, optimizer, step: int, rank: int, world_size
         # Only the last micro-batch all-reduces; the others accumulate locally.
         sync = contextlib.nullcontext() if i == len(micro) - 1 else ddp.no_sync()
         with sync:
-            out = ddp(x[indices].to(device))
+            out = forward(x[indices].to(device))
             loss = job.loss_fn(out, y[indices].to(device)) * (job.loss_scale / len(micro))
             loss.backward()
     optimizer.step()
@@ -203,6 +205,12 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
     if job.comm_hook:
         register_comm_hook(ddp, job.comm_hook)
+    forward = ddp
+    if job.compile_backend:
+        from torch import _dynamo
+
+        _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
+        forward = torch.compile(ddp, backend=job.compile_backend)
     reference = _without_sync_batchnorm(job.model_fn())
     reference.load_state_dict(model.state_dict())  # rank 0's state, as DDP broadcast it
     reference.to(device).train()
@@ -215,7 +223,7 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
         for step in range(job.steps):
             reference_step(job, reference, ref_optimizer, step, world_size, device)
             if step < own_steps:
-                _ddp_step(job, ddp, optimizer, step, rank, world_size, device)
+                _ddp_step(job, ddp, forward, optimizer, step, rank, world_size, device)
                 records.append({"step": step + 1, "what": "every tensor",
                                 **compare(local_tensors(model), reference, world_size, True, job)})
     if own_steps < job.steps:

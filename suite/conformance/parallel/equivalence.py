@@ -94,7 +94,7 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
                           backend: str | None = None, device: str = "cpu",
                           accumulate: int = 1, scheme: str = "shards", loss_scale: float = 1.0,
                           comm_hook: str = "", rtol: float | None = None, atol: float | None = None,
-                          timeout: float | None = None) -> EquivalenceReport:
+                          compile_backend: str = "", timeout: float | None = None) -> EquivalenceReport:
     """Train model_fn() with DDP on `world_size` ranks and compare every step with one process.
 
     inputs/targets: the global batch, used at every step, or a sequence of one per step.
@@ -111,6 +111,8 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
     step. loss_scale multiplies each rank's loss (world_size turns a sum loss into DDP's).
     comm_hook names a DDP communication hook ("allreduce", "fp16_compress", "bf16_compress",
     "powersgd"); rtol/atol replace the dtype's tolerances (a hook that rounds needs its own).
+    compile_backend runs each rank's DDP module under torch.compile with that backend (dynamo's
+    DDPOptimizer splits its graph at the buckets); the reference stays eager.
 
     A model that diverges gives a report with passed False; it does not raise. An absent
     device raises DeviceUnavailableError; a failed worker raises WorkerError.
@@ -119,7 +121,7 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
     job = make_job(model_fn, inputs, targets, loss_fn=loss_fn, optimizer_fn=optimizer_fn,
                    world_size=world_size, steps=steps, ddp_kwargs=ddp_kwargs, device=device,
                    accumulate=accumulate, scheme=scheme, loss_scale=loss_scale, comm_hook=comm_hook,
-                   rtol=rtol, atol=atol)
+                   compile_backend=compile_backend, rtol=rtol, atol=atol)
     return run_job(job, world_size, backend, timeout)
 
 
@@ -240,7 +242,7 @@ def case_job(case, world_size: int, device: str = "cpu") -> TrainingJob:
                     world_size=world_size, steps=case.steps, ddp_kwargs=case.ddp_kwargs,
                     device=device, accumulate=case.accumulate, scheme=case.scheme,
                     loss_scale=world_size if case.rescale_loss else 1.0, comm_hook=case.comm_hook,
-                    fsdp_kwargs=case.fsdp_kwargs, reference_dtype=case.reference_dtype,
+                    compile_backend=case.compile_backend, fsdp_kwargs=case.fsdp_kwargs, reference_dtype=case.reference_dtype,
                     rtol=case.rtol, atol=case.atol)
 
 

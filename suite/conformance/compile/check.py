@@ -1,0 +1,266 @@
+"""check_compile: is a model under torch.compile still the same model?
+
+    report = check_compile(Net, x, y, loss_fn=F.cross_entropy, backend="inductor")
+    print(report)            # one row per comparison: outputs, loss, gradients, parameters, buffers
+    report.assert_passed()   # in a test: AssertionError with the table when a row fails
+
+Three copies of model_fn() start from one state: eager float32, compiled float32 and eager
+float64 (the reference). Each trains `steps` steps (zero_grad, forward, loss, backward,
+optimizer step) on its own batch per step, every copy reseeded alike before each step, so
+dropout draws one mask for all three unless the compiler draws its own. After every step the
+outputs, the loss, each parameter's gradient, the parameters after the step and the buffers
+of the compiled copy are judged by suite.conformance.compile.rule against the float64 run.
+With train=False the copies are in eval mode and run forward only, under no_grad.
+
+A backend that raises (while compiling or running) gives a failing report, never an exception.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.utils._pytree import tree_leaves
+
+from suite.conformance.compile.rule import TensorError, judge, rule_text
+from suite.errors import one_line
+
+CATEGORIES = ("outputs", "loss", "gradients", "parameters", "buffers")
+EVAL_CATEGORIES = ("outputs", "loss", "buffers")
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+@dataclass(frozen=True)
+class CompileCheck:
+    """One comparison over every step: its worst tensor (step, name, error) decides it."""
+
+    name: str
+    verdict: str  # "pass" or "fail"
+    worst: TensorError | None = None
+    detail: str = ""
+    compared: int = 0  # tensors judged, over all steps
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+
+@dataclass
+class CompileReport:
+    backend: str
+    train: bool
+    steps: int
+    checks: list[CompileCheck] = field(default_factory=list)
+    graph_breaks: int | None = None  # None when compilation failed before it could be counted
+    graph_count: int | None = None
+    break_reasons: list[str] = field(default_factory=list)
+    compile_s: float | None = None  # wall time of the first compiled step: tracing, compiling, one run
+    error: str | None = None  # what the backend raised, in one line
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def check(self, name: str) -> CompileCheck:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
+
+    def failures(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        """One line: the verdict, the worst failing row (or the breaks and compile time)."""
+        if self.error:
+            return f"fails: {self.error}"
+        breaks = f"{self.graph_breaks} graph break(s)" if self.graph_breaks is not None else "graph breaks unknown"
+        timing = f", first step {self.compile_s:.1f} s" if self.compile_s is not None else ""
+        if self.passed:
+            return f"equivalent to eager ({self.steps} {'training ' if self.train else 'eval '}steps, {breaks}{timing})"
+        first = next(c for c in self.checks if not c.passed)
+        return f"differs from eager: {first.name}: {first.detail} ({breaks})"
+
+    def __str__(self) -> str:
+        mode = "train" if self.train else "eval"
+        status = "equivalent" if self.passed else f"FAILS {', '.join(self.failures())}"
+        lines = [f"check_compile(backend={self.backend}, {mode}, {self.steps} steps): {status}",
+                 f"  rule: {rule_text()}"]
+        if self.graph_breaks is not None:
+            lines.append(f"  graphs {self.graph_count}, graph breaks {self.graph_breaks}"
+                         + (f": {'; '.join(self.break_reasons)}" if self.break_reasons else ""))
+        if self.compile_s is not None:
+            lines.append(f"  first compiled step (compiles): {self.compile_s:.2f} s")
+        width = max([len(c.name) for c in self.checks] + [5])
+        lines += [f"  {c.name:<{width}}  {c.verdict:<4}  {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+    def assert_passed(self) -> "CompileReport":
+        """For tests: AssertionError carrying the whole table when any row failed."""
+        if not self.passed:
+            raise AssertionError(f"\n{self}")
+        return self
+
+
+def backend_name(backend) -> str:
+    return backend if isinstance(backend, str) else getattr(backend, "__name__", type(backend).__name__)
+
+
+def _batches(inputs, targets, steps: int) -> list[tuple]:
+    """One (inputs, targets) per step. One batch given: step k uses it rolled by k samples, so
+    that every step sees a different batch (a backend that replays old results shows)."""
+    if isinstance(inputs, torch.Tensor):
+        if not isinstance(targets, torch.Tensor):
+            raise TypeError("inputs is one batch, so targets must be one tensor too")
+        return [(inputs.roll(k, 0), targets.roll(k, 0)) for k in range(steps)]
+    inputs, targets = list(inputs), list(targets)
+    if len(inputs) != len(targets) or len(inputs) < steps:
+        raise ValueError(f"{steps} steps need {steps} batches of inputs and targets; "
+                         f"got {len(inputs)} and {len(targets)}")
+    return list(zip(inputs, targets))[:steps]
+
+
+def _as_float64(value):
+    return value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+@dataclass
+class _Copy:
+    """One of the three programs: a module (compiled or not), its optimizer and input cast."""
+
+    module: nn.Module
+    params: nn.Module  # the eager module that owns the parameters (the compiled one wraps it)
+    optimizer: torch.optim.Optimizer | None
+    cast: Callable = lambda value: value
+
+    def step(self, x, y, loss_fn, seed: int, train: bool) -> dict[str, dict[str, torch.Tensor]]:
+        torch.manual_seed(seed)
+        x, y = self.cast(x), self.cast(y)
+        if not train:
+            with torch.no_grad():
+                out = self.module(x)
+                loss = loss_fn(out, y)
+            return {"outputs": _named_outputs(out), "loss": {"loss": loss},
+                    "buffers": dict(self.params.named_buffers())}
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.module(x)
+        loss = loss_fn(out, y)
+        loss.backward()
+        grads = {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                 for name, p in self.params.named_parameters()}
+        self.optimizer.step()
+        return {"outputs": _named_outputs(out), "loss": {"loss": loss.detach()}, "gradients": grads,
+                "parameters": {n: p.detach().clone() for n, p in self.params.named_parameters()},
+                "buffers": {n: b.clone() for n, b in self.params.named_buffers()}}
+
+
+def _named_outputs(out) -> dict[str, torch.Tensor]:
+    leaves = [t.detach() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return {"output": leaves[0]} if len(leaves) == 1 else {f"output[{i}]": t for i, t in enumerate(leaves)}
+
+
+def _judge_step(step: int, compiled: dict, eager: dict, reference: dict, found: dict) -> None:
+    for category, tensors in reference.items():
+        for name, ref in tensors.items():
+            if name not in compiled[category]:
+                found[category].append(TensorError(step, name, 0.0, 0.0, 0.0, 0.0, "missing from the compiled run"))
+                continue
+            found[category].append(judge(step, name, compiled[category][name], eager[category][name], ref))
+
+
+def _row(category: str, errors: list[TensorError]) -> CompileCheck:
+    if not errors:
+        return CompileCheck(category, "pass", None, "nothing to compare", 0)
+    worst = max(errors, key=lambda e: e.ratio)
+    failing = sum(not e.passed for e in errors)
+    if failing:
+        return CompileCheck(category, "fail", worst,
+                            f"{failing} of {len(errors)} tensors beyond the bound; worst {worst.describe()}",
+                            len(errors))
+    return CompileCheck(category, "pass", worst, f"{len(errors)} tensors within; closest {worst.describe()}",
+                        len(errors))
+
+
+def _count_graphs(module: nn.Module, x, train: bool, report: CompileReport) -> None:
+    """Graphs and breaks of the forward, from torch._dynamo.explain (its own tracing backend)."""
+    import torch._dynamo
+
+    with (contextlib.nullcontext() if train else torch.no_grad()):
+        explained = torch._dynamo.explain(module)(x)
+    report.graph_count, report.graph_breaks = explained.graph_count, explained.graph_break_count
+    report.break_reasons = list(dict.fromkeys(one_line(Exception(r.reason), 160).removeprefix("Exception: ")
+                                              for r in explained.break_reasons))[:3]
+
+
+def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn: Callable,
+                  optimizer_fn: Callable | None = None, backend="inductor", steps: int = 2,
+                  mode: str | None = None, fullgraph: bool = False, train: bool = True,
+                  device: str = "cpu", inductor_config: dict | None = None, seed: int = 0) -> CompileReport:
+    """Train eager, compiled and float64 copies of model_fn() side by side; never raises for a
+    backend that fails. inputs/targets: one batch each, or a list of one per step.
+    optimizer_fn: params -> optimizer (default SGD, lr 0.01, momentum 0.9). backend: a name
+    torch.compile knows or any callable backend; mode and fullgraph go to torch.compile.
+    inductor_config: torch._inductor.config settings while compiling and running (for
+    example {"fallback_random": True})."""
+    import torch._dynamo
+
+    from suite.devices import require_device
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    device = torch.device(device)
+    if device.type != "cpu":
+        require_device(device.type)
+    batches = [(x.to(device), y.to(device)) for x, y in _batches(inputs, targets, steps)]
+    report = CompileReport(backend_name(backend), train, steps)
+    torch.manual_seed(seed)
+    base = model_fn().to(device).train(train)
+    copies = {}
+    for name, dtype in (("eager", None), ("compiled", None), ("reference", torch.float64)):
+        module = copy.deepcopy(base) if dtype is None else copy.deepcopy(base).to(dtype)
+        optimizer = (optimizer_fn or default_optimizer)(module.parameters()) if train else None
+        copies[name] = _Copy(module, module, optimizer, _as_float64 if dtype else (lambda v: v))
+    options = {"backend": backend, "fullgraph": fullgraph, **({"mode": mode} if mode else {})}
+    torch._dynamo.reset()  # nothing compiled for an earlier model may answer for this one
+    copies["compiled"].module = torch.compile(copies["compiled"].params, **options)
+
+    found = {c: [] for c in (CATEGORIES if train else EVAL_CATEGORIES)}
+    with _inductor_settings(inductor_config):
+        for k, (x, y) in enumerate(batches, start=1):
+            step_seed = seed * 1000 + k
+            reference = copies["reference"].step(x, y, loss_fn, step_seed, train)
+            eager = copies["eager"].step(x, y, loss_fn, step_seed, train)
+            start = time.perf_counter()
+            try:
+                compiled = copies["compiled"].step(x, y, loss_fn, step_seed, train)
+            except Exception as error:  # the backend's failure is the finding
+                report.error = one_line(error)
+                report.checks = [CompileCheck("compile", "fail", None, f"step {k} raised {report.error}")]
+                return report
+            if k == 1:
+                report.compile_s = time.perf_counter() - start
+            _judge_step(k, compiled, eager, reference, found)
+        try:
+            _count_graphs(copy.deepcopy(base), batches[0][0], train, report)
+        except Exception as error:  # counting is a help, not a verdict
+            report.break_reasons = [f"could not count graphs: {one_line(error)}"]
+    report.checks = [_row(category, errors) for category, errors in found.items()]
+    return report
+
+
+@contextlib.contextmanager
+def _inductor_settings(settings: dict | None):
+    if not settings:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(settings):
+        yield
