@@ -107,6 +107,24 @@ def _pool_setups() -> set[str]:
     return {variant.kwargs["setup"] for variant in VARIANTS if variant.distributed}
 
 
+def _convergence_step(device: str, spec, quick: bool) -> Step:
+    """One model's seeded runs to its synthetic target (real data is `torchsuite converge`'s: hours, not minutes)."""
+    from suite.convergence.runs import DEFAULT_RUNS, QUICK_RUNS, plan_runs, run_job
+    from suite.devices import require_device
+
+    jobs = plan_runs([spec], runs=QUICK_RUNS if quick else DEFAULT_RUNS, data="synthetic")
+
+    def produce():
+        for job in jobs:
+            yield run_job(job, device=require_device(device), quick=quick)
+
+    task = spec.convergence.synthetic
+    return Step("convergence", f"convergence {spec.name} on {device}: {len(jobs)} seeded runs to "
+                f"{task.accuracy:g} held-out accuracy (synthetic)", produce,
+                {"stage": "convergence", "model": spec.name, "device": device},
+                sum(job.estimate_s() for job in jobs))
+
+
 def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
     def produce():
         yield {"kind": "peak", "device": device, **api.calibrate(device, quick)}
@@ -116,11 +134,14 @@ def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
 
 
 def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Callable],
-         timing: TimingApi) -> list[Step]:
+         timing: TimingApi, convergence: bool = False) -> list[Step]:
     steps = [_calibration_step(timing, device, quick) for device in devices]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
     steps += [_timing_step(timing, case)
               for case in timing.iter_setups(devices, quick, [spec.name for spec in models])]
+    if convergence:  # last: training runs use every core, like the timings, and take longest per step
+        steps += [_convergence_step(device, spec, quick) for device in devices for spec in models
+                  if spec.convergence is not None]
     return steps
 
 
@@ -174,13 +195,20 @@ def _summary(records: list[dict]) -> str:
     failed = sum(not r.get("passed") for r in verdicts)
     count = lambda kind: sum(r.get("kind") == kind for r in records)  # noqa: E731
     flagged = sum(bool(set(r.get("flags") or []) - {"quick"}) for r in records if r.get("kind") == "timing")
+    converged = sum(bool(r.get("converged")) for r in records if r.get("kind") == "convergence")
     return (f"{len(verdicts) - failed} checks passed, {failed} failed, {count('error')} errors, "
-            f"{count('timing')} timings ({flagged} flagged), {count('skipped')} skipped")
+            f"{count('timing')} timings ({flagged} flagged), {count('skipped')} skipped"
+            + (f", {converged}/{count('convergence')} convergence runs reached their target"
+               if count("convergence") else ""))
 
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
-              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None):
-    """(devices, models, steps) of a run; a bad model name or absent device raises here."""
+              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None,
+              convergence: bool = False):
+    """(devices, models, steps) of a run; a bad model name or absent device raises here.
+
+    `convergence` adds the time-to-accuracy runs (the CLI's `run` does; off here by default, so that
+    a caller after timings or checks alone does not pay for training runs)."""
     from suite.cases.models import CASES
     from suite.devices import resolve_devices
 
@@ -188,25 +216,26 @@ def make_plan(*, device_request: str = "all", model_names: list[str] | None = No
     models = CASES.select(model_names)
     if verdict_sources is None:
         from suite.conformance.sources import VERDICT_SOURCES as verdict_sources
-    steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api())
+    steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api(), convergence)
     return devices, models, steps
 
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               out_dir="results", report_dir="reports", machine_name: str | None = None,
               verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None,
-              stream=None) -> Path:
+              stream=None, convergence: bool = False) -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
     from suite.environment import capture
     from suite.timing.machine_state import snapshot
 
     timing = timing or default_timing_api()
     devices, models, steps = make_plan(device_request=device_request, model_names=model_names, quick=quick,
-                                       verdict_sources=verdict_sources, timing=timing)
+                                       verdict_sources=verdict_sources, timing=timing, convergence=convergence)
     stream = stream if stream is not None else sys.stderr
     store = ResultsStore(out_dir, capture(machine_name), run={
         "devices": devices, "models": [m.name for m in models], "quick": quick,
         "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance")),
+        "convergence": convergence,
         "machine_state": {"start": snapshot(), "end": None}})
     calibrations = [s for s in steps if s.kind == "calibration"]
     rest = steps[len(calibrations):]

@@ -11,14 +11,15 @@ import tempfile
 from pathlib import Path
 
 from suite.errors import SuiteError
-from suite.report import machines, plots, render, sources, tables
+from suite.report import convergence, machines, plots, render, sources, tables
 
 
 def load_all(paths) -> list[sources.MachineResults]:
     loaded = [sources.load_any(p) for p in paths]
     if not loaded:
         raise tables.EmptyResultsError("no results files given")
-    tables.require_records(loaded)
+    if not convergence.has_convergence(loaded):  # a `torchsuite converge` file has only these
+        tables.require_records(loaded)
     return loaded
 
 
@@ -34,6 +35,10 @@ def _write_into(directory: Path, loaded, baseline: str) -> None:
     if len(verdicts):
         verdicts.to_csv(directory / "conformance.csv")
     plots.write_plots(comp, scaling, tables.machine_order(loaded), baseline, directory)
+    if convergence.has_convergence(loaded):
+        convergence.runs_table(loaded).to_csv(directory / "convergence_runs.csv", index=False)
+        convergence.scores_table(loaded, baseline).to_csv(directory / "convergence.csv", index=False)
+        convergence.write_plot(loaded, directory)
     (directory / "report.md").write_text(render.to_markdown(parts), encoding="utf-8")
     (directory / "report.html").write_text(render.to_html(parts, directory), encoding="utf-8")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite.report import convergence
 from suite.report import machines as machine_facts
 from suite.report import tables
 from suite.report.compare import canary_s
@@ -110,6 +111,7 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                     _flat(tables.pivot_shown(comp, "peak_fraction", machines, digits=3)), index=False,
                     image="peak_fraction.png"),
         ]
+    out += [Section(**part, index=False) for part in convergence.sections(loaded, comp, baseline)]
     peaks = machine_facts.peaks(loaded)
     if len(peaks):
         out.append(Section("Calibrated peaks", "", peaks, index=False))

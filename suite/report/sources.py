@@ -30,6 +30,7 @@ class MachineResults:
     errors: list[dict] = field(default_factory=list)
     peaks: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    convergence: list[dict] = field(default_factory=list)  # time-to-accuracy runs (suite.convergence)
 
 
 def _from_torchsuite(data: dict, source: str) -> MachineResults:
@@ -38,7 +39,7 @@ def _from_torchsuite(data: dict, source: str) -> MachineResults:
     loaded = MachineResults(machine["name"], machine, source, "torchsuite",
                             status=data.get("status", "complete"), peaks=list(data.get("peaks", [])))
     by_kind = {"timing": loaded.timings, "conformance": loaded.verdicts, "error": loaded.errors,
-               "skipped": loaded.skipped}
+               "skipped": loaded.skipped, "convergence": loaded.convergence}
     for record in data["records"]:
         if isinstance(record, dict) and record.get("kind") in by_kind:
             by_kind[record["kind"]].append(record)
