@@ -37,7 +37,10 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     assert {"cpu", "cpu-ddp"} <= {r["setup"] for r in timings}
     assert all(r["samples"] and r["median_s"] > 0 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
-    for name in ("comparison.csv", "report.md", "report.html", "throughput.png"):
+    convergence = [r for r in data["records"] if r["kind"] == "convergence"]
+    assert [(r["model"], r["seed"], r["data"]) for r in convergence] == [("speech_cnn", s, "synthetic") for s in range(3)]
+    assert all(r["converged"] and r["quick"] for r in convergence)
+    for name in ("comparison.csv", "report.md", "report.html", "throughput.png", "convergence.png"):
         assert (tmp_path / "report" / name).exists()
     assert "[1/" in proc.stderr and "left)" in proc.stderr  # plain progress lines: stderr is a pipe
 
