@@ -47,6 +47,12 @@ def has_convergence(loaded) -> bool:
     return any(m.convergence for m in loaded)
 
 
+def reached_summary(loaded, machine: str) -> str:
+    """For the report's summary: how many of a machine's runs reached their target."""
+    records = [r for key, runs in _groups(loaded).items() if key[0] == machine for r in runs]
+    return f"{sum(bool(r.get('converged')) for r in records)}/{len(records)}" if records else "none"
+
+
 def runs_table(loaded) -> pd.DataFrame:
     rows = []
     for (machine, model, device, precision, data), records in _groups(loaded).items():

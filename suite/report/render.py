@@ -64,6 +64,8 @@ def summary(loaded, comp: pd.DataFrame, conformance: pd.DataFrame, machines: lis
             "canary (ms)": _canary_ms(mine),
         })
     frame = pd.DataFrame(rows)
+    if convergence.has_convergence(loaded):
+        frame["convergence runs at target"] = [convergence.reached_summary(loaded, machine) for machine in machines]
     return frame if len(machines) > 1 else frame.drop(columns=["geometric mean speedup"])
 
 
