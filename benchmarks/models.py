@@ -36,6 +36,8 @@ def _key(model, mode, variant_id):
 def _skip_reason(mode, variant):
     if mode not in variant.modes:
         return f"{variant.id} times {', '.join(variant.modes)} only"
+    if QUICK and not variant.in_quick_runs:
+        return f"{variant.id} is left out of quick runs, as in `torchsuite run --quick`"
     return variant_skip_reason(variant)
 
 
@@ -145,7 +147,8 @@ class ModelMemory:
         spec = MODELS.get(model)
         options = resolve_options(spec, mode=mode, min_run_time=None, quick=QUICK,
                                   **{**_DEFAULT_OPTIONS, **variant.kwargs})
-        self.step, _ = in_process_step(spec, options)
+        make_step, _ = in_process_step(spec, options)
+        self.step = make_step()
 
     def peakmem_iteration(self, model, mode, variant_id):
         for _ in range(IN_PROCESS_PEAKMEM_STEPS):

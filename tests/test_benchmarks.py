@@ -15,6 +15,7 @@ import torch
 from suite.cases.models import CASES as MODELS
 from suite.timing.benchmark_bridge import benchmark_time_model, benchmarks_requested
 from suite.timing.plan import VARIANTS
+from suite.timing.setups import COMPILE_SETUPS
 
 
 SMOKE_BATCH_SIZE = 8
@@ -22,6 +23,10 @@ SMOKE_BATCH_SIZE = 8
 
 def _marks(variant):
     marks = [pytest.mark.distributed] if variant.distributed else []
+    if variant.kwargs["setup"] in COMPILE_SETUPS:
+        # A cold inductor compile costs 5 to 50 s a model here: `-m slow`. The default run times
+        # the compile setup's path with aot_eager (tests/test_compile.py).
+        marks.append(pytest.mark.slow)
     if variant.device == "cuda":
         marks.append(pytest.mark.multigpu if variant.devices_needed > 1 else pytest.mark.gpu)
     return marks
@@ -42,6 +47,9 @@ def test_time_model(benchmark, request, model, variant, mode):
     assert record["model"] == model and record["samples"]
     expected_batch = SMOKE_BATCH_SIZE if quick else MODELS.get(model).batch_size(variant.device)
     assert record["batch_size"] == expected_batch
+    if variant.kwargs["setup"] in COMPILE_SETUPS:  # compiled before timing, both compiles recorded
+        assert record["compile_backend"] == "inductor"
+        assert record["compile_cold_s"] > record["compile_warm_s"] > 0
 
 
 pytest_plugins = ["pytester"]

@@ -1,8 +1,9 @@
 """The timing variants: ways to run a model (device, processes, precision, memory format).
 
 A variant has an id ("cuda-amp_bf16") and the time_model keywords it stands for; among them
-the timing *setup* ("cpu", "cpu-ddp", "cuda", "cuda-ddp", "dataparallel"), which says how many
-processes and devices one iteration uses. Several variants share a setup.
+the timing *setup* ("cpu", "cpu-ddp", "cuda", "cuda-ddp", "dataparallel", "cpu-compile",
+"cuda-compile"), which says how many processes and devices one iteration uses, and whether
+the model runs compiled. Several variants share a setup.
 
 Declared once here; pytest-benchmark, asv, `torchsuite run` (suite.timing.plan.iter_setups)
 and the report's asv reader all read this registry.
@@ -49,6 +50,10 @@ CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"},
                        in_quick_runs=False))
 CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
                        in_quick_runs=False))
+# The model under torch.compile (inductor), timed after compiling; compile times in the record.
+# Out of quick runs: a cold inductor compile costs 15 to 50 s a model on 2 cores.
+CASES.add(TimingVariant("cpu-compile", {"setup": "cpu-compile"}, MODES, "cpu", in_quick_runs=False))
+CASES.add(TimingVariant("cuda-compile", {"setup": "cuda-compile"}, MODES, "cuda", in_quick_runs=False))
 # world_size left to time_model: every GPU
 CASES.add(TimingVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2))
 # DDP is about the gradient all-reduce, which eval does not have

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError, UnknownCaseError
+from suite.timing.setups import ONE_DEVICE_SETUPS
 from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 from suite.timing.stats import is_noisy
 
@@ -52,7 +53,7 @@ def long_table(loaded) -> pd.DataFrame:
         if column not in table:
             table[column] = None
     # One-device setups are world size 1 whatever the file says; elsewhere an unknown stays unknown.
-    one_device = table["setup"].isin(["cpu", "cuda"]) | table["setup"].isna()
+    one_device = table["setup"].isin(ONE_DEVICE_SETUPS) | table["setup"].isna()
     table["world_size"] = pd.to_numeric(table["world_size"]).mask(one_device & table["world_size"].isna(), 1)
     table["world_size"] = table["world_size"].astype("Int64")
     table["batch_size"] = pd.to_numeric(table["batch_size"]).astype("Int64")

@@ -5,6 +5,8 @@ calls this and stores the record it returns (fields: suite.timing.record).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -25,12 +27,14 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
                batch_size: int | None = None, threads: int | None = None,
                world_size: int | None = None, setup: str | None = None, dtype: str = "float32",
                channels_last: bool = False, min_run_time: float | None = None,
-               quick: bool = False) -> dict:
+               quick: bool = False, compile_backend: str | None = None) -> dict:
     """Time one registered model in one setup; return one record (suite.timing.record).
 
     mode: "train" or "eval". device: "cpu" (default) or "cuda". setup: "cpu", "cpu-ddp",
-    "cuda", "cuda-ddp" or "dataparallel"; by default "cpu"/"cuda", or "<device>-ddp" when
-    world_size > 1. batch_size: per device, default the registry's for the device kind.
+    "cuda", "cuda-ddp", "dataparallel", "cpu-compile" or "cuda-compile"; by default
+    "cpu"/"cuda", or "<device>-ddp" when world_size > 1. The compile setups time the model under
+    torch.compile(backend=compile_backend, default inductor) after compiling it, and record
+    the compile's cold and warm seconds (suite.timing.compiled). batch_size: per device, default the registry's for the device kind.
     threads: torch threads (per rank for DDP), default all cores (divided among DDP ranks).
     world_size: DDP ranks or DataParallel GPUs (default 2 ranks on CPU, every GPU on CUDA).
     dtype: "float32" or "bfloat16" (AMP autocast). min_run_time: seconds of timed iterations
@@ -40,7 +44,7 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
     options = resolve_options(
         spec, mode=mode, device=device, batch_size=batch_size, threads=threads,
         world_size=world_size, setup=setup, dtype=dtype, channels_last=channels_last,
-        min_run_time=min_run_time, quick=quick)
+        min_run_time=min_run_time, quick=quick, compile_backend=compile_backend)
     calibration = calibrate_peak(options.device, peak_dtype_for(options.device, options.dtype),
                                  threads=options.calibration_threads, quick=quick)
     if options.setup in DDP_SETUPS:
@@ -61,21 +65,36 @@ def devices_for(options: TimingOptions) -> list[torch.device]:
 
 
 def in_process_step(spec: ModelSpec, options: TimingOptions):
-    """(step, devices) for the one-process setups: cpu, cuda, dataparallel (one process, all GPUs)."""
+    """(make_step, devices) for the one-process setups: cpu, cuda, dataparallel (one process,
+    all GPUs) and the compile setups; make_step() builds a fresh step."""
     devices = devices_for(options)
     wrap = None
     if options.setup == "dataparallel":
         wrap = lambda model: nn.DataParallel(model, device_ids=[d.index for d in devices])  # noqa: E731
+    elif options.compile_backend:
+        wrap = lambda model: torch.compile(model, backend=options.compile_backend)  # noqa: E731
     # DataParallel splits one batch across its GPUs: give it batch_size per GPU.
-    step = build_step(spec, options.mode, devices[0], options.batch_size * options.world_size,
-                      dtype=options.dtype, channels_last=options.channels_last, wrap=wrap)
-    return step, devices
+    return (lambda: build_step(spec, options.mode, devices[0], options.batch_size * options.world_size,
+                               dtype=options.dtype, channels_last=options.channels_last, wrap=wrap)), devices
 
 
 def time_in_process(spec: ModelSpec, options: TimingOptions) -> dict:
     with torch_threads(options.threads):
-        step, devices = in_process_step(spec, options)
-        reset_peak(devices)
-        sampling, trust = measure_figure(step, options=options, devices=devices)
+        make_step, devices = in_process_step(spec, options)
+        with _ready_step(make_step, options, devices[0]) as (step, compile_info):
+            reset_peak(devices)
+            sampling, trust = measure_figure(step, options=options, devices=devices)
         return {"sampling": sampling, "trust": trust, "peak_mem": peak_bytes(devices),
-                "settings": current_settings()}
+                "settings": current_settings(), "compile_info": compile_info}
+
+
+@contextlib.contextmanager
+def _ready_step(make_step, options: TimingOptions, device):
+    """(step, compile fields): compiled first, its compile times measured, for the compile setups."""
+    if not options.compile_backend:
+        yield make_step(), None
+        return
+    from suite.timing.compiled import compiled_step
+
+    with compiled_step(make_step, options.compile_backend, device) as ready:
+        yield ready

@@ -7,18 +7,10 @@ from suite.cases.models import ModelSpec
 from suite.devices import cuda_count, require_device
 from suite.errors import SuiteError
 from suite.timing.measure import all_cores
+from suite.timing.setups import COMPILE_SETUPS, DDP_SETUPS, ONE_DEVICE_SETUPS, SETUP_DEVICE, SETUPS  # noqa: F401
 from suite.timing.steps import validate_mode_and_dtype
 
-# setup -> device kind it runs on
-SETUP_DEVICE = {
-    "cpu": "cpu",
-    "cpu-ddp": "cpu",
-    "cuda": "cuda",
-    "cuda-ddp": "cuda",
-    "dataparallel": "cuda",
-}
-SETUPS = tuple(SETUP_DEVICE)
-DDP_SETUPS = ("cpu-ddp", "cuda-ddp")
+DEFAULT_COMPILE_BACKEND = "inductor"
 DEFAULT_CPU_DDP_WORLD_SIZE = 2
 
 # Full runs: enough samples for a stable median; quick runs: a smoke-level figure in seconds.
@@ -54,6 +46,7 @@ class TimingOptions:
     time_cap_s: float
     attempts: int
     quiet_budget_s: float
+    compile_backend: str | None = None  # set for the compile setups
 
     @property
     def peak_devices(self) -> int:
@@ -79,9 +72,14 @@ class TimingOptions:
 
 def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_size: int | None,
                     threads: int | None, world_size: int | None, setup: str | None, dtype: str,
-                    channels_last: bool, min_run_time: float | None, quick: bool) -> TimingOptions:
+                    channels_last: bool, min_run_time: float | None, quick: bool,
+                    compile_backend: str | None = None) -> TimingOptions:
     validate_mode_and_dtype(mode, dtype)
     setup = _resolve_setup(setup, device, world_size)
+    if setup in COMPILE_SETUPS:
+        compile_backend = compile_backend or DEFAULT_COMPILE_BACKEND
+    elif compile_backend is not None:
+        raise SuiteError(f"compile_backend needs a compile setup ({', '.join(COMPILE_SETUPS)}), not {setup!r}")
     device = SETUP_DEVICE[setup]
     world_size = _resolve_world_size(setup, world_size)
     if device == "cuda":
@@ -93,7 +91,7 @@ def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_siz
     batch_size = batch_size or spec.batch_size(device)
     return TimingOptions(
         mode=mode, device=device, setup=setup, world_size=world_size, batch_size=batch_size,
-        threads=threads, dtype=dtype, channels_last=channels_last,
+        threads=threads, dtype=dtype, channels_last=channels_last, compile_backend=compile_backend,
         **sampling_rules(quick, min_run_time))
 
 
@@ -124,7 +122,7 @@ def _resolve_setup(setup: str | None, device: str | None, world_size: int | None
 
 
 def _resolve_world_size(setup: str, world_size: int | None) -> int:
-    if setup in ("cpu", "cuda"):
+    if setup in ONE_DEVICE_SETUPS:
         if world_size not in (None, 1):
             raise SuiteError(f"setup {setup!r} is one process on one device; world_size must be 1")
         return 1

@@ -6,7 +6,8 @@ Fields:
     model, mode           registered model name; "train" (zero_grad, forward, loss, backward,
                           optimizer step) or "eval" (forward under inference_mode)
     device                "cpu" or "cuda"
-    setup                 "cpu", "cpu-ddp", "cuda", "cuda-ddp" or "dataparallel"
+    setup                 "cpu", "cpu-ddp", "cuda", "cuda-ddp", "dataparallel", "cpu-compile"
+                          or "cuda-compile"
     world_size            processes (DDP) or GPUs (DataParallel) working on one iteration; 1 else
     batch_size            samples per device (per rank for DDP, per GPU for DataParallel)
     global_batch_size     samples per iteration over all devices: batch_size * world_size
@@ -44,6 +45,10 @@ Fields:
     peak_calibration      the calibrate_peak() record it was computed from
     scaling_efficiency    throughput / (world_size * single-device throughput), set by
                           suite.timing.plan.attach_scaling_efficiency; None until then
+    compile_backend       the torch.compile backend of the compile setups (cpu-compile,
+                          cuda-compile); None for eager
+    compile_cold_s, compile_warm_s   wall time of the first compiled step with an empty
+                          compile cache, and again over the cache it filled (suite.timing.compiled)
     quick                 whether the quick (short, smoke-level) settings were used
     torch                 torch.__version__
 """
@@ -58,7 +63,7 @@ KIND = "timing"
 
 
 def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[int, str],
-                 flops: int, calibration: dict, settings: dict) -> dict:
+                 flops: int, calibration: dict, settings: dict, compile_info: dict | None = None) -> dict:
     summary = summarize(sampling.samples)
     flags = figure_flags(noisy=summary["noisy"], n_samples=len(sampling.samples),
                          min_samples=options.min_samples, trust=trust, quick=options.quick)
@@ -99,6 +104,7 @@ def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[
         "peak_fraction": achieved / peak_total,
         "peak_calibration": calibration,
         "scaling_efficiency": None,
+        **(compile_info or {"compile_backend": None, "compile_cold_s": None, "compile_warm_s": None}),
         "quick": options.quick,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

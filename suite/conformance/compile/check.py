@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
 from suite.conformance.compile.rule import TensorError, judge, rule_text
-from suite.errors import one_line
+from suite.errors import UnknownCaseError, one_line
 
 CATEGORIES = ("outputs", "loss", "gradients", "parameters", "buffers")
 EVAL_CATEGORIES = ("outputs", "loss", "buffers")
@@ -208,7 +208,7 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
     optimizer_fn: params -> optimizer (default SGD, lr 0.01, momentum 0.9). backend: a name
     torch.compile knows or any callable backend; mode and fullgraph go to torch.compile.
     inductor_config: torch._inductor.config settings while compiling and running (for
-    example {"fallback_random": True})."""
+    example {"fallback_random": True}). An unknown backend name raises UnknownCaseError."""
     import torch._dynamo
 
     from suite.devices import require_device
@@ -229,7 +229,11 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
         copies[name] = _Copy(module, module, optimizer, _as_float64 if dtype else (lambda v: v))
     options = {"backend": backend, "fullgraph": fullgraph, **({"mode": mode} if mode else {})}
     torch._dynamo.reset()  # nothing compiled for an earlier model may answer for this one
-    copies["compiled"].module = torch.compile(copies["compiled"].params, **options)
+    try:
+        copies["compiled"].module = torch.compile(copies["compiled"].params, **options)
+    except torch._dynamo.exc.InvalidBackend:
+        raise UnknownCaseError("torch.compile backend", backend_name(backend),
+                               torch._dynamo.list_backends(exclude_tags=())) from None
 
     found = {c: [] for c in (CATEGORIES if train else EVAL_CATEGORIES)}
     with _inductor_settings(inductor_config):
@@ -241,7 +245,8 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
             try:
                 compiled = copies["compiled"].step(x, y, loss_fn, step_seed, train)
             except Exception as error:  # the backend's failure is the finding
-                report.error = one_line(error)
+                inner = getattr(error, "inner_exception", None)  # dynamo wraps what a backend raised
+                report.error = one_line(error) + (f" {one_line(inner)}" if inner is not None else "")
                 report.checks = [CompileCheck("compile", "fail", None, f"step {k} raised {report.error}")]
                 return report
             if k == 1:

@@ -1,0 +1,41 @@
+"""The compiled setups (cpu-compile, cuda-compile): compile time, cold and warm, then the same figure.
+
+A compiled step is timed by the same core as an eager one, after compilation, so the figure
+is the compiled program's steady speed. Compilation is measured apart, twice:
+- cold: in a fresh, empty inductor (and Triton) cache directory, with inductor's in-memory
+  caches cleared (torch._inductor.utils.fresh_cache): what a new machine or a new PyTorch pays;
+- warm: dynamo reset, the same model compiled again over the cache the cold compile filled:
+  what every later process pays.
+Each is the wall time of the first step (tracing, compiling forward and backward, one run).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Iterator
+
+from suite.devices import synchronize
+
+
+def _first_step_s(make_step: Callable[[], Callable[[], None]], device) -> tuple[Callable[[], None], float]:
+    step = make_step()
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return step, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def compiled_step(make_step: Callable[[], Callable[[], None]], backend: str,
+                  device) -> Iterator[tuple[Callable[[], None], dict]]:
+    """(the warm-compiled step, the record's compile fields); the private cache lives until exit."""
+    from torch import _dynamo
+    from torch._inductor.utils import fresh_cache
+
+    with fresh_cache():
+        _dynamo.reset()
+        _, cold_s = _first_step_s(make_step, device)
+        _dynamo.reset()
+        step, warm_s = _first_step_s(make_step, device)
+        yield step, {"compile_backend": backend, "compile_cold_s": cold_s, "compile_warm_s": warm_s}
+    _dynamo.reset()

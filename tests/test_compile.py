@@ -1,0 +1,244 @@
+"""torch.compile conformance: check_compile catches wrong backends and passes rounding, the declared
+cases reach their verdicts, and compiled timings reach the report only behind a passing check.
+
+The backends below are wrong the way real ones can be, built on aot_autograd (the machinery of
+aot_eager and inductor) so that they see the same forward and backward graphs: an op lowered
+wrongly, a backward that is off by a fraction of a percent, a forward that replays the results
+of its first call. One more differs from eager only by float32 rounding, and must pass.
+"""
+import copy
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.backends.common import aot_autograd
+
+from suite import check_compile, time_model
+from suite.cases.compile import CASES
+from suite.cases.models import CASES as MODELS
+from suite.cases.parallel import tiny_mlp
+from suite.conformance.compile.declared import check_case, judge, verdicts
+from suite.errors import SuiteError, UnknownCaseError
+
+
+def _marks(case):
+    # Inductor compiles the article's models in 5 to 50 s each here: those are `slow`. The
+    # default run keeps inductor's dropout cases, its random-number divergence both ways.
+    return [pytest.mark.slow] if case.backend == "inductor" and not case.name.startswith("dropout") else []
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
+def test_declared_case_reaches_its_verdict(case):
+    report = check_case(case)
+    passed, detail = judge(case, report)
+    assert passed, f"{detail}\n{report}"
+
+
+# -- backends of our own -------------------------------------------------------------------------
+
+def _rewrite_forward(rewrite):
+    """An aot_autograd backend whose forward graph goes through `rewrite(graph)` first."""
+    def fw_compiler(gm, example_inputs):
+        rewrite(gm.graph)
+        gm.recompile()
+        return gm
+    return aot_autograd(fw_compiler=fw_compiler, bw_compiler=lambda gm, example_inputs: gm)
+
+
+def _relu_as_leaky(graph):
+    for node in graph.nodes:
+        if node.target is torch.ops.aten.relu.default:
+            node.target, node.args = torch.ops.aten.leaky_relu.default, (node.args[0], 0.01)
+
+
+relu_lowered_wrongly = _rewrite_forward(_relu_as_leaky)
+
+
+def _scaled(outputs, factor):
+    return [o * factor if isinstance(o, torch.Tensor) and o.is_floating_point() else o for o in outputs]
+
+
+backward_off_by_0_2_percent = aot_autograd(
+    fw_compiler=lambda gm, example_inputs: gm,
+    bw_compiler=lambda gm, example_inputs: (lambda *args: _scaled(gm(*args), 1.002)))
+
+
+def _replaying_forward(gm, example_inputs):
+    first = []
+
+    def run(*args):
+        if not first:
+            first.append(gm(*args))
+        return first[0]
+    return run
+
+
+replays_first_results = aot_autograd(fw_compiler=_replaying_forward, bw_compiler=lambda gm, example_inputs: gm)
+
+
+def _off_by_one_ulp(outputs):
+    """Every float value one unit in the last place up or down, at random: rounding, nothing else."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for o in outputs:
+        if isinstance(o, torch.Tensor) and o.dtype == torch.float32:
+            sign = torch.randint(0, 2, o.shape, generator=g).to(o.device) * 2 - 1
+            o = o + sign * torch.finfo(torch.float32).eps * o.abs()
+        out.append(o)
+    return out
+
+
+rounds_differently = aot_autograd(
+    fw_compiler=lambda gm, example_inputs: (lambda *args: _off_by_one_ulp(gm(*args))),
+    bw_compiler=lambda gm, example_inputs: (lambda *args: _off_by_one_ulp(gm(*args))))
+
+
+def raises_while_compiling(gm, example_inputs):
+    raise NotImplementedError("no kernel for aten::addmm on this device")
+
+
+def _lenet(backend, steps=2, **kwargs):
+    spec = MODELS.get("cifar10_lenet")
+    batches = [spec.example_batch(8, seed=s) for s in range(steps)]
+    return check_compile(spec.factory, [x for x, _ in batches], [y for _, y in batches], loss_fn=spec.loss_fn,
+                         optimizer_fn=spec.make_optimizer, backend=backend, steps=steps, **kwargs)
+
+
+def test_an_op_lowered_wrongly_is_caught_in_the_outputs():
+    report = _lenet(relu_lowered_wrongly)
+    assert not report.passed and report.error is None
+    outputs = report.check("outputs")
+    assert outputs.verdict == "fail" and outputs.worst.step == 1 and outputs.worst.compiled > 10 * outputs.worst.bound
+
+
+def test_gradients_wrong_by_a_fraction_of_a_percent_in_backward_only_are_caught():
+    report = _lenet(backward_off_by_0_2_percent, steps=1)
+    assert report.failures() == ["gradients"]  # parameters move by lr x 0.2%: below their floor
+    assert report.check("outputs").passed and report.check("loss").passed
+    worst = report.check("gradients").worst
+    assert worst.step == 1 and worst.compiled > worst.bound
+    # the error is 0.2% of each gradient: the rule sees it although it is tiny in absolute terms
+    assert worst.compiled == pytest.approx(0.002 * worst.scale, rel=0.05)
+
+
+def test_a_backend_that_replays_its_first_results_is_caught_at_the_second_step():
+    report = _lenet(replays_first_results)
+    outputs = report.check("outputs")
+    assert outputs.verdict == "fail" and outputs.worst.step == 2
+
+
+def test_a_backend_that_only_rounds_differently_passes():
+    report = _lenet(rounds_differently)
+    report.assert_passed()
+    assert all(c.worst.compiled > 0 for c in report.checks if c.worst)  # it did change the values
+
+
+def test_a_backend_that_raises_is_a_failing_report_not_a_crash():
+    report = _lenet(raises_while_compiling)
+    assert not report.passed
+    assert report.backend == "raises_while_compiling"
+    assert report.failures() == ["compile"] and "no kernel for aten::addmm" in report.error
+    assert "\n" not in report.check("compile").detail
+    with pytest.raises(AssertionError, match="FAILS compile"):
+        report.assert_passed()
+
+
+def test_fullgraph_on_a_data_dependent_branch_fails_and_without_it_the_break_is_counted():
+    case = CASES.get("data_dependent_branch_aot_eager_train")
+    inputs, targets = case.data()
+    strict = check_compile(case.model, inputs, targets, loss_fn=case.loss, backend="aot_eager", fullgraph=True)
+    assert not strict.passed and strict.error and strict.graph_breaks is None
+    lenient = check_compile(case.model, inputs, targets, loss_fn=case.loss, backend="aot_eager")
+    assert lenient.passed and lenient.graph_breaks == 1 and lenient.graph_count == 2
+    assert lenient.break_reasons and "1 graph break" in lenient.summary()
+
+
+def test_eval_mode_compares_outputs_and_buffers_only():
+    report = _lenet("aot_eager", train=False)
+    assert [c.name for c in report.checks] == ["outputs", "loss", "buffers"] and report.passed
+
+
+def test_one_batch_is_rolled_so_that_each_step_sees_another():
+    x, y = torch.randn(6, 8), torch.randint(0, 4, (6,))
+    report = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend=replays_first_results, steps=2)
+    assert report.check("outputs").worst.step == 2 and not report.passed
+
+
+def test_bad_input_is_a_clear_error():
+    x, y = torch.randn(4, 8), torch.randint(0, 4, (4,))
+    with pytest.raises(UnknownCaseError, match="unknown torch.compile backend 'nope'; valid: .*inductor"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="nope")
+    with pytest.raises(ValueError, match="3 steps need 3 batches"):
+        check_compile(tiny_mlp, [x, x], [y, y], loss_fn=F.cross_entropy, backend="aot_eager", steps=3)
+    if not torch.cuda.is_available():
+        with pytest.raises(SuiteError, match="device 'cuda' requested but unavailable"):
+            check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, device="cuda")
+
+
+def test_run_verdicts_in_quick_runs_are_the_quick_cases_and_carry_what_the_report_joins_on():
+    records = list(verdicts("cpu", quick=True))
+    assert [r["case"] for r in records] == [c.name for c in CASES if c.quick]
+    assert all(r["passed"] for r in records), [r["detail"] for r in records if not r["passed"]]
+    lenet = next(r for r in records if r["case"] == "cifar10_lenet_aot_eager_train")
+    assert (lenet["model"], lenet["backend"], lenet["mode"], lenet["compile_passed"]) == \
+        ("cifar10_lenet", "aot_eager", "train", True)
+
+
+# -- timing and the report -----------------------------------------------------------------------
+
+FAST = {"quick": True, "min_run_time": 0.05, "batch_size": 8}
+
+
+def test_a_compile_setup_is_timed_after_compiling_with_both_compile_times_recorded():
+    record = time_model("speech_cnn", mode="eval", setup="cpu-compile", compile_backend="aot_eager", **FAST)
+    assert (record["setup"], record["device"], record["world_size"], record["compile_backend"]) == \
+        ("cpu-compile", "cpu", 1, "aot_eager")
+    assert record["compile_cold_s"] > 0 and record["compile_warm_s"] > 0 and record["samples"]
+    eager = time_model("speech_cnn", mode="eval", **FAST)
+    assert eager["compile_backend"] is None and eager["compile_cold_s"] is None
+    with pytest.raises(SuiteError, match="compile_backend needs a compile setup"):
+        time_model("speech_cnn", mode="eval", compile_backend="aot_eager", **FAST)
+
+
+def _compiled_report(tmp_path, verdict_passed: bool) -> str:
+    from suite.environment import capture
+    from suite.report import build_report
+    from suite.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "results", capture("compiled-box"))
+    eager = {"kind": "timing", **time_model("speech_cnn", mode="eval", **FAST)}
+    store.add(eager)
+    # the compile setup's record, as a run where inductor is exactly twice as fast
+    compiled = copy.deepcopy(eager)
+    compiled.update(setup="cpu-compile", compile_backend="inductor", compile_cold_s=12.5, compile_warm_s=0.4,
+                    median_s=compiled["median_s"] / 2, samples=[s / 2 for s in compiled["samples"]],
+                    throughput=compiled["throughput"] * 2)
+    store.add(compiled)
+    store.add({"kind": "conformance", "suite": "compile", "case": "speech_cnn_inductor_eval", "check": "equivalence",
+               "device": "cpu", "passed": verdict_passed, "compile_passed": verdict_passed, "model": "speech_cnn",
+               "backend": "inductor", "mode": "eval", "graph_breaks": 0, "seconds": 1.0,
+               "detail": "as expected equivalent" if verdict_passed else "NOT as expected: outputs differ"})
+    store.finish("complete")
+    build_report([store.path], out_dir=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    return text.split("## Compiled vs eager (torch.compile)")[1].split("\n## ")[0]
+
+
+def test_the_report_shows_a_compiled_speedup_only_behind_a_passing_check(tmp_path):
+    shown = _compiled_report(tmp_path / "pass", verdict_passed=True)
+    assert re.search(r"\| 2x", shown) and "passed (inductor, 0 graph breaks)" in shown and "12.5" in shown
+    hidden = _compiled_report(tmp_path / "fail", verdict_passed=False)
+    assert "not shown" in hidden and "FAILED: NOT as expected: outputs differ" in hidden
+    assert not re.search(r"\| 2x", hidden)
+
+
+def test_the_runs_plan_has_the_compile_source_and_full_runs_time_the_compile_setup():
+    from suite.runner import make_plan
+
+    _, _, quick = make_plan(device_request="cpu", model_names=["speech_cnn"], quick=True)
+    _, _, full = make_plan(device_request="cpu", model_names=["speech_cnn"], quick=False)
+    assert any("compile.declared:verdicts" in s.label for s in quick)
+    assert not any("cpu-compile" in s.label for s in quick)
+    assert [s.label for s in full if "setup=cpu-compile" in s.label] == \
+        ["timing speech_cnn/train/setup=cpu-compile", "timing speech_cnn/eval/setup=cpu-compile"]
