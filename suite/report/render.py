@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.report import convergence
+from suite.report import compiled, convergence
 from suite.report import machines as machine_facts
 from suite.report import tables
 from suite.report.compare import canary_s
@@ -113,6 +113,9 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                     _flat(tables.pivot_shown(comp, "peak_fraction", machines, digits=3)), index=False,
                     image="peak_fraction.png"),
         ]
+    compiled_rows = compiled.table(loaded, long)
+    if len(compiled_rows):
+        out.append(Section("Compiled vs eager (torch.compile)", compiled.TEXT, compiled_rows, index=False))
     out += [Section(**part, index=False) for part in convergence.sections(loaded, comp, baseline)]
     peaks = machine_facts.peaks(loaded)
     if len(peaks):
