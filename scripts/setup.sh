@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up torchsuite on a fresh Debian/Ubuntu machine: FFmpeg's shared libraries (torchaudio
-# reads audio through torchcodec, which loads them), a virtualenv in .venv, and the package
+# reads audio through torchcodec, which loads them), g++ (inductor's CPU kernels), a virtualenv in .venv, and the package
 # with its test extras at the tested versions in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,19 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
       || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg
   else
     echo "setup: install FFmpeg's shared libraries (4 to 7) for torchaudio's audio loading" >&2
+  fi
+fi
+
+# torch.compile's inductor backend builds its CPU kernels as Python extensions: a C++ compiler
+# and Python's headers.
+python_h=$(python3 -c 'import os, sysconfig; print(os.path.join(sysconfig.get_paths()["include"], "Python.h"))')
+if ! command -v g++ >/dev/null || [ ! -f "$python_h" ]; then
+  if command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends g++ python3-dev
+  else
+    echo "setup: install g++ and Python's headers for torch.compile's inductor backend" >&2
   fi
 fi
 
