@@ -61,6 +61,7 @@ class Step:
 DEFAULT_CONFORMANCE_ESTIMATE_S = (10.0, 30.0)
 TIMING_OVERHEAD_S = 1.5  # building the model, warm-up, canaries, counting FLOPs
 POOL_START_S = 2.0
+COMPILE_S = 20.0  # the compile setups' cold and warm compiles (5 to 50 s a model on 2 cores)
 
 
 def _conformance_step(check: Callable, device: str, quick: bool) -> Step:
@@ -94,8 +95,11 @@ def _timing_step(api: TimingApi, case) -> Step:
     else:
         from suite.timing.options import sampling_rules
 
+        from suite.timing.setups import COMPILE_SETUPS
+
         estimate = (sampling_rules(bool(case.kwargs.get("quick")))["min_run_time"] + TIMING_OVERHEAD_S
-                    + (POOL_START_S if on_pool else 0.0))
+                    + (POOL_START_S if on_pool else 0.0)
+                    + (COMPILE_S if context.get("setup") in COMPILE_SETUPS else 0.0))
     return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context,
                 estimate, pool_key=(context["setup"], context.get("world_size")) if on_pool else None)
 
