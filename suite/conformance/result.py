@@ -37,6 +37,21 @@ class CheckResult:
         return f"{self.name}: {self.verdict}" + (f" ({self.detail})" if self.detail else "")
 
 
+class NamedChecks:
+    """A report's rows (`self.checks`, each with .name and .passed), looked up by name."""
+
+    checks: list
+
+    def check(self, name: str):
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
+
+    def failures(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed]
+
+
 @contextmanager
 def one_thread():
     """The checks work on tiny tensors, where intra-op threads only add overhead; on a shared

@@ -27,6 +27,7 @@ import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
 from suite.conformance.compile.rule import TensorError, judge, rule_text
+from suite.conformance.result import NamedChecks
 from suite.errors import UnknownCaseError, one_line
 
 CATEGORIES = ("outputs", "loss", "gradients", "parameters", "buffers")
@@ -53,7 +54,7 @@ class CompileCheck:
 
 
 @dataclass
-class CompileReport:
+class CompileReport(NamedChecks):
     backend: str
     train: bool
     steps: int
@@ -68,14 +69,6 @@ class CompileReport:
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
-    def check(self, name: str) -> CompileCheck:
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
-
-    def failures(self) -> list[str]:
-        return [c.name for c in self.checks if not c.passed]
 
     def summary(self) -> str:
         """One line: the verdict, the worst failing row (or the breaks and compile time)."""

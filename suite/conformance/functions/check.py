@@ -48,11 +48,11 @@ from torch.autograd import Function
 
 from suite.conformance.functions.checks import FunctionChecks, declares_vmap, defines
 from suite.conformance.functions.gradients import NON_DIFFERENTIABLE
-from suite.conformance.result import CheckResult, run_check, verdict_record
+from suite.conformance.result import CheckResult, NamedChecks, run_check, verdict_record
 
 
 @dataclass
-class FunctionReport:
+class FunctionReport(NamedChecks):
     function: str
     checks: list[CheckResult] = field(default_factory=list)
 
@@ -60,14 +60,6 @@ class FunctionReport:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
-    def check(self, name: str) -> CheckResult:
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
-
-    def failures(self) -> list[str]:
-        return [c.name for c in self.checks if c.verdict == "fail"]
 
     def __str__(self) -> str:
         width = max(len(c.name) for c in self.checks)
