@@ -60,8 +60,8 @@ def run_to_target(learner, epochs: Iterable[Iterable], heldout: Callable[[], Ite
             losses.append(learner.step(inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)))
             step += 1
             at_cap = max_steps is not None and step >= max_steps
-            if (eval_every and step % eval_every == 0) or (at_cap and eval_every):
-                stop = checkpoint() or at_cap
+            if eval_every and (step % eval_every == 0 or at_cap):
+                stop = checkpoint()
             if stop or at_cap:
                 stop = True
                 break

@@ -102,6 +102,8 @@ def train_to_target(spec: ModelSpec, *, device: torch.device, precision: str = "
     `task`, `real_target` and `batch_size` replace the registry's (tests use them for short runs).
     """
     require_precision(precision)
+    if loop not in LOOPS:
+        raise ConvergenceInputError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}")
     targets = require_targets(spec)
     batch_size = batch_size or targets.batch_size
     if data == "synthetic":
@@ -112,8 +114,6 @@ def train_to_target(spec: ModelSpec, *, device: torch.device, precision: str = "
                                                            data_root)
     else:
         raise ConvergenceInputError(f"data must be 'real' or 'synthetic', not {data!r}")
-    if loop not in LOOPS:
-        raise ConvergenceInputError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}")
     learner = LOOPS[loop](spec, device, precision, seed)
     outcome = run_to_target(learner, epochs, heldout, device=device, **loop_args)
     return {"kind": "convergence", "model": spec.name, "device": device.type, "precision": precision,
