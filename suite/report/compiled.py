@@ -59,8 +59,8 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
             speedup = (f"{eager_row['median_s'] / row['median_s']:.3g}x{_flagged(row) or _flagged(eager_row)}"
                        if eager_row is not None else "no eager figure")
         rows.append({"machine": row["machine"], "model": row["model"], "mode": row["mode"], "device": row["device"],
-                     "eager samples/s": f"{eager_row['throughput']:.4g}{_flagged(eager_row)}" if eager_row is not None else "missing",
-                     "compiled samples/s": f"{row['throughput']:.4g}{_flagged(row)}",
+                     "eager samples/s": f"{eager_row['throughput']:,.0f}{_flagged(eager_row)}" if eager_row is not None else "missing",
+                     "compiled samples/s": f"{row['throughput']:,.0f}{_flagged(row)}",
                      "compiled speedup": speedup, "compile cold (s)": _seconds(row.get("compile_cold_s")),
                      "compile warm (s)": _seconds(row.get("compile_warm_s")), "compile check": check})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -69,4 +69,5 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
 TEXT = ("Speedup = eager median time per iteration / compiled median, both at all cores in the same run. "
         "It is shown only where the run's check_compile of that model, backend and mode passed (compiled "
         "against a float64 eager run); otherwise the check's verdict stands in its place. Compile cold: the "
-        "first compiled step with an empty compile cache; warm: again over the cache it filled.")
+        "first compiled step with an empty compile cache; warm: again over the cache it filled. The checks "
+        "train small seeded batches (suite.cases.compile); the timings use the registry's batch sizes.")
