@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
                    help="devices to run on (default all: the CPU and the GPUs when present)")
     p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
-    p.add_argument("--quick", action="store_true", help="short timings and smaller checks (about a minute on a 2-core CPU)")
+    p.add_argument("--quick", action="store_true", help="short timings, smaller checks and 3 seeds of convergence runs (on a 2-core CPU about a minute, and another for the convergence runs)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
