@@ -183,9 +183,10 @@ def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_
                     __import__("suite.timing.plan", fromlist=["iter_setups"]).iter_setups)
     _, _, steps = make_plan(device_request="all", verdict_sources=[], timing=api)
     models, powers = len(MODELS), 8  # 1, 2, 4, ..., 128 threads; world sizes 2 .. 128
-    cpu = models * (2 * powers + (powers - 1))  # train and eval at each thread count; DDP trains
-    cuda = models * (2 + 2 + 2 + 2 + 1)  # fp32, bf16, channels_last, DataParallel: 2 modes; DDP: train
-    assert len(steps) == 2 + cpu + cuda == 2 + 69 + 27
+    # train and eval at each thread count and compiled (at all cores); DDP trains
+    cpu = models * (2 * powers + (powers - 1) + 2)
+    cuda = models * (2 + 2 + 2 + 2 + 2 + 1)  # fp32, bf16, channels_last, compiled, DataParallel: 2 modes; DDP: train
+    assert len(steps) == 2 + cpu + cuda == 2 + 75 + 33
     assert len(make_plan(device_request="all", timing=api)[2]) == len(steps) + 2 * len(VERDICT_SOURCES)
     store = ResultsStore(tmp_path, {"name": "big"})
     execute(steps, store, Progress([s.kind for s in steps], stream=open(os.devnull, "w")),
