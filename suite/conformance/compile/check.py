@@ -177,7 +177,7 @@ def _row(category: str, errors: list[TensorError]) -> CompileCheck:
         return CompileCheck(category, "fail", worst,
                             f"{failing} of {len(errors)} tensors beyond the bound; worst {worst.describe()}",
                             len(errors))
-    return CompileCheck(category, "pass", worst, f"{len(errors)} tensors within; closest {worst.describe()}",
+    return CompileCheck(category, "pass", worst, f"{len(errors)} tensors within; nearest its bound: {worst.describe()}",
                         len(errors))
 
 
