@@ -2,7 +2,8 @@
 
 The time left is estimated per kind of step (conformance source, timing): the mean duration
 of the finished steps of that kind times the steps of that kind still to run, since one kind
-can take ten times as long as the other.
+can take ten times as long as the other. A kind with no finished step yet counts the plan's
+own estimates for its steps, when the plan gave them.
 """
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ def format_duration(seconds: float | None) -> str:
 class Progress:
     BAR_WIDTH = 24
 
-    def __init__(self, step_kinds: list[str], stream=None, clock=time.monotonic):
+    def __init__(self, step_kinds: list[str], stream=None, clock=time.monotonic,
+                 estimates: list[float] | None = None):
         self.stream = stream if stream is not None else sys.stderr
         self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.clock = clock
         self.remaining = defaultdict(int)
-        for kind in step_kinds:
+        self.planned = defaultdict(float)  # the plan's seconds for each kind's steps still to run
+        self.kinds, self.estimates = list(step_kinds), list(estimates) if estimates is not None else None
+        for index, kind in enumerate(step_kinds):
             self.remaining[kind] += 1
+            self.planned[kind] += self.estimates[index] if self.estimates else 0.0
         self.total = len(step_kinds)
         self.done = 0
         self.durations: dict[str, list[float]] = defaultdict(list)
@@ -37,13 +42,13 @@ class Progress:
 
     def estimate_left(self) -> float | None:
         finished = [d for ds in self.durations.values() for d in ds]
-        if not finished:
+        if not finished and not self.estimates:
             return None
-        overall = sum(finished) / len(finished)
+        overall = sum(finished) / len(finished) if finished else 0.0
         left = 0.0
         for kind, count in self.remaining.items():
             ds = self.durations.get(kind)
-            left += count * (sum(ds) / len(ds) if ds else overall)
+            left += count * (sum(ds) / len(ds)) if ds else self.planned[kind] if self.estimates else count * overall
         if self._current:  # the running step is partly done
             left = max(0.0, left - (self.clock() - self._current[2]))
         return left
@@ -58,6 +63,8 @@ class Progress:
         kind, _, began = self._current
         self.durations[kind].append(self.clock() - began)
         self.remaining[kind] -= 1
+        if self.estimates and self.done < len(self.estimates):  # steps finish in plan order
+            self.planned[kind] -= self.estimates[self.done]
         self.done += 1
         self._current = None
 

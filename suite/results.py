@@ -18,12 +18,14 @@ Layout (schema_version 1):
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from suite.errors import SuiteError
 
@@ -138,6 +140,20 @@ class ResultsStore:
         self.data["status"] = status
         self.data["finished_at"] = utc_now()
         self.save()
+
+    @contextlib.contextmanager
+    def recording(self, say: Callable[[str], object]):
+        """Marks the file "interrupted" on Ctrl-C (and `say`s where the finished records are) or
+        "failed" on any other exception, then lets it go on; its records stay either way."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.finish("interrupted")
+            say(f"interrupted; finished records kept in {self.path}")
+            raise
+        except BaseException:
+            self.finish("failed")
+            raise
 
 
 def validate(data, source: str = "results") -> dict:

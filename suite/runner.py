@@ -243,9 +243,9 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
         "machine_state": {"start": snapshot(), "end": None}})
     calibrations = [s for s in steps if s.kind == "calibration"]
     rest = steps[len(calibrations):]
-    progress = Progress([s.kind for s in steps], stream=stream)
+    progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
     progress.note(f"writing results to {store.path}")
-    try:
+    with store.recording(progress.close):
         execute(calibrations, store, progress)
         wait = None
         if any(step.uses_worker_pool for step in rest):
@@ -257,13 +257,6 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
                 wait = wait_for_fork_server
         execute(rest, store, progress, before_first_timing=wait)
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
-    except KeyboardInterrupt:
-        store.finish("interrupted")
-        progress.close(f"interrupted; finished records kept in {store.path}")
-        raise
-    except BaseException:
-        store.finish("failed")
-        raise
     store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")
     progress.close(f"{_summary(store.records)}; results: {store.path}")

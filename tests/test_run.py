@@ -172,6 +172,17 @@ def test_progress_estimates_time_left_per_kind_of_step():
     assert progress.estimate_left() == pytest.approx(20.0)  # two timings left at 10 s each
 
 
+def test_a_kind_not_yet_started_counts_the_plans_estimates_not_other_kinds_durations():
+    clock = FakeClock()
+    progress = Progress(["timing", "timing", "convergence"], stream=io.StringIO(), clock=clock,
+                        estimates=[2.0, 2.0, 60.0])
+    assert progress.estimate_left() == pytest.approx(64.0)
+    progress.start("timing", "t1")
+    clock.now = 3.0
+    progress.finish()
+    assert progress.estimate_left() == pytest.approx(3.0 + 60.0)  # the timing as measured, the rest as planned
+
+
 def test_progress_is_plain_lines_in_a_pipe_and_a_redrawn_bar_on_a_terminal():
     pipe, terminal = io.StringIO(), Terminal()
     for stream in (pipe, terminal):

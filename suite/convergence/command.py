@@ -37,7 +37,7 @@ def converge(*, model_names: list[str] | None, device_request: str = "cpu", runs
         "command": "converge", "devices": [device.type], "models": [s.name for s in specs], "runs": runs,
         "precision": precision, "data": data, "first_seed": first_seed, "quick": False})
     stream.write(f"writing results to {store.path}\n")
-    try:
+    with store.recording(lambda message: stream.write(message + "\n")):
         for job in jobs:
             record = run_job(job, device=device, precision=precision, data_root=data_root)
             store.add(record)
@@ -46,13 +46,6 @@ def converge(*, model_names: list[str] | None, device_request: str = "cpu", runs
                        f"not converged after {record['steps_run']} steps (accuracy {record['final_accuracy']:.3f})")
             stream.write(f"{record['model']} seed {record['seed']}: {outcome}\n")
             stream.flush()
-    except KeyboardInterrupt:
-        store.finish("interrupted")
-        stream.write(f"interrupted; finished records kept in {store.path}\n")
-        raise
-    except BaseException:
-        store.finish("failed")
-        raise
     store.finish("complete")
     for line in summary_lines(store.records):
         stream.write(line + "\n")
