@@ -188,8 +188,8 @@ def _count_graphs(module: nn.Module, x, train: bool, report: CompileReport) -> N
     with (contextlib.nullcontext() if train else torch.no_grad()):
         explained = torch._dynamo.explain(module)(x)
     report.graph_count, report.graph_breaks = explained.graph_count, explained.graph_break_count
-    report.break_reasons = list(dict.fromkeys(one_line(Exception(r.reason), 160).removeprefix("Exception: ")
-                                              for r in explained.break_reasons))[:3]
+    first_lines = ((str(r.reason).strip().splitlines() or [""])[0][:160] for r in explained.break_reasons)
+    report.break_reasons = list(dict.fromkeys(first_lines))[:3]  # the distinct reasons, first three
 
 
 def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn: Callable,
