@@ -153,6 +153,9 @@ def dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = Fal
 # The generator streams of a convergence task (suite.cases.models.SyntheticTask). The class
 # patterns come from `data_seed`; the held-out split and each run's training batches from their
 # own seeds derived from it, so no stream repeats another's draws.
+RUN_SEEDS = range(0, 999_999)  # a run's seed; the held-out split takes the stream just below them
+
+
 def _stream_seed(data_seed: int, run_seed: int | None) -> int:
     base = 1_000_000 * (data_seed + 1)
     return base - 1 if run_seed is None else base + run_seed

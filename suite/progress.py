@@ -30,7 +30,7 @@ class Progress:
         self.clock = clock
         self.remaining = defaultdict(int)
         self.planned = defaultdict(float)  # the plan's seconds for each kind's steps still to run
-        self.kinds, self.estimates = list(step_kinds), list(estimates) if estimates is not None else None
+        self.estimates = list(estimates) if estimates is not None else None
         for index, kind in enumerate(step_kinds):
             self.remaining[kind] += 1
             self.planned[kind] += self.estimates[index] if self.estimates else 0.0

@@ -175,6 +175,7 @@ def test_converge_writes_one_convergence_record_per_seeded_run(speech_results):
     (["--models", "resnet"], "unknown model 'resnet'"),
     (["--models", "speech_cnn", "--data", "real"], "Speech Commands not found under"),
     (["--models", "speech_cnn", "--data", "some"], "unknown data 'some'"),
+    (["--models", "speech_cnn", "--seed", "-1"], "leave the run seeds' range"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(argv, message, capsys, tmp_path):
     assert main(["converge", *argv, "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
@@ -183,9 +184,8 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(argv, message, capsys,
     assert not (tmp_path / "out").exists()
 
 
-def test_an_absent_device_is_a_one_line_error(capsys, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the error path needs a machine without it")
+def test_an_absent_device_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, anywhere
     assert main(["converge", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "device 'cuda' requested but unavailable" in capsys.readouterr().err
 

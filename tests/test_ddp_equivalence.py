@@ -54,6 +54,16 @@ def test_ranks_drawing_their_own_weights_still_match_a_reference_from_rank_0s():
 
 
 @pytest.mark.distributed
+def test_compiled_ddp_really_compiles_and_splits_its_graph_at_the_buckets():
+    one_bucket = check_case(CASES.get("mlp_compiled_ddp_w2"))
+    buckets = check_case(CASES.get("mlp_compiled_ddp_buckets_w2"))
+    assert one_bucket.passed and buckets.passed, (one_bucket.detail, buckets.detail)
+    assert one_bucket.compiled_graphs == 1  # a small model: one bucket, one graph
+    assert buckets.compiled_graphs >= 2  # DDPOptimizer: a graph per bucket, so all-reduces overlap backward
+    assert check_case(CASES.get("mlp_sgd_momentum_w2")).compiled_graphs is None
+
+
+@pytest.mark.distributed
 def test_a_sum_loss_diverges_at_step_1_by_exactly_the_world_size_and_rescaling_fixes_it():
     inputs, targets = _batch(6)
     report = check_ddp_equivalence(tiny_mlp, inputs, targets, loss_fn=cross_entropy_sum,

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from suite.cases.models import CASES as MODELS
-from suite.cases.parallel import CLASSES, FEATURES, dropout_mlp, sgd_momentum
+from suite.cases.parallel import CLASSES, FEATURES, batchnorm_mlp, dropout_mlp, sgd_momentum
 from suite.cases.registry import Registry
 
 BACKENDS = ("aot_eager", "inductor")
@@ -109,6 +109,12 @@ CASES.add(CompileCase(name="dropout_mlp_inductor_train", title="MLP with dropout
 CASES.add(CompileCase(name="dropout_mlp_inductor_fallback_random_train", title="MLP with dropout 0.5",
                       model=dropout_mlp, backend="inductor", inductor_config={"fallback_random": True},
                       **_SMALL))
+# BatchNorm: running statistics and the batch counter are buffers the compiled copy must update alike.
+for _backend in BACKENDS:
+    for _train in (True, False):
+        CASES.add(CompileCase(name=f"batchnorm_mlp_{_backend}_{'train' if _train else 'eval'}",
+                              title="MLP with BatchNorm1d", model=batchnorm_mlp, backend=_backend, train=_train,
+                              quick=_backend == "aot_eager", **_SMALL))
 # A data-dependent branch: two graphs, one break, and still eager's numbers.
 for _backend in BACKENDS:
     CASES.add(CompileCase(name=f"data_dependent_branch_{_backend}_train", title="MLP with a data-dependent branch",

@@ -32,11 +32,29 @@ def deep_mlp() -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(32, CLASSES))
 
 
+class Mlp(nn.Module):
+    """An MLP as users write one, a module class of its own. Under torch.compile(DDP(model))
+    dynamo skips DDP's forward wrapper and starts a graph in the model's forward, which it does
+    for user code only: an nn.Sequential's forward is torch's own, and would run eagerly."""
+
+    def __init__(self, *widths: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def small_mlp() -> nn.Module:
+    return Mlp(FEATURES, 16, CLASSES)
+
+
 def wide_mlp() -> nn.Module:
     """About 2 MB of parameters: more than one of DDP's 1 MB buckets (the smallest size dynamo's
     DDPOptimizer accepts, as its first bucket is 1 MB), so a compiled DDP graph is split."""
-    return nn.Sequential(nn.Linear(FEATURES, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                         nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, CLASSES))
+    return Mlp(FEATURES, 512, 512, 512, CLASSES)
 
 
 class MlpWithUnusedLayer(nn.Module):
@@ -240,7 +258,7 @@ _mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expected="d
      expected_reason="dropout")
 # torch.compile of the DDP module: dynamo's DDPOptimizer splits the graph at bucket boundaries
 # so that each bucket's all-reduce still overlaps backward; training must still equal one process.
-_mlp("mlp_compiled_ddp", world_sizes=(2,), compile_backend="aot_eager", quick=True)
+_mlp("mlp_compiled_ddp", world_sizes=(2,), model=small_mlp, compile_backend="aot_eager", quick=True)
 _mlp("mlp_compiled_ddp_buckets", world_sizes=(2,), title="MLP 8-512x3-4", model=wide_mlp,
      ddp_kwargs={"bucket_cap_mb": 1}, compile_backend="aot_eager")
 _mlp("mlp_uneven_inputs_join", scheme="uneven")

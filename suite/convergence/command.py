@@ -6,6 +6,8 @@ from pathlib import Path
 
 from suite.convergence.runs import plan_runs, run_job
 from suite.convergence.score import group, score
+from suite.data import RUN_SEEDS
+from suite.errors import SuiteError
 from suite.results import ResultsStore
 
 
@@ -32,6 +34,9 @@ def converge(*, model_names: list[str] | None, device_request: str = "cpu", runs
     specs = CASES.select(model_names)
     device = require_device(device_request)
     require_precision(precision)
+    if runs >= 1 and not (first_seed in RUN_SEEDS and first_seed + runs - 1 in RUN_SEEDS):
+        raise SuiteError(f"seeds {first_seed} to {first_seed + runs - 1} leave the run seeds' range, "
+                         f"{RUN_SEEDS.start} to {RUN_SEEDS.stop - 1}")
     jobs = plan_runs(specs, runs=runs, data=data, data_root=data_root, first_seed=first_seed)
     store = ResultsStore(out_dir, capture(machine_name), run={
         "command": "converge", "devices": [device.type], "models": [s.name for s in specs], "runs": runs,

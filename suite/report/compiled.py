@@ -47,7 +47,8 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
                      & (long["batch_size"] == row["batch_size"]) & (long["dtype"] == row["dtype"])
                      & (long["threads_setting"] == row["threads_setting"])]
         backend = row.get("compile_backend") or "inductor"
-        verdicts = [v for m in loaded if m.machine == row["machine"] for v in m.verdicts]
+        # The verdicts of the run the timing came from: another file's may be older or newer.
+        verdicts = [v for m in loaded if (m.machine, m.source) == (row["machine"], row["source"]) for v in m.verdicts]
         verdict = _verdict(verdicts, row["model"], backend, row["mode"], row["device"])
         eager_row = eager.iloc[-1] if len(eager) else None
         if verdict is None:
@@ -56,8 +57,8 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
             speedup, check = "not shown", f"FAILED: {verdict.get('detail', '')}"
         else:
             check = f"passed ({backend}, {verdict.get('graph_breaks', 'n/a')} graph breaks)"
-            speedup = (f"{eager_row['median_s'] / row['median_s']:.3g}x{_flagged(row) or _flagged(eager_row)}"
-                       if eager_row is not None else "no eager figure")
+            speedup = (f"{eager_row['median_s'] / row['median_s']:.3g}x" if eager_row is not None
+                       else "no eager figure")
         rows.append({"machine": row["machine"], "model": row["model"], "mode": row["mode"], "device": row["device"],
                      "eager samples/s": f"{eager_row['throughput']:,.0f}{_flagged(eager_row)}" if eager_row is not None else "missing",
                      "compiled samples/s": f"{row['throughput']:,.0f}{_flagged(row)}",

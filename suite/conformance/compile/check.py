@@ -208,6 +208,8 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if mode is not None:
+        _validate_mode(mode, backend)
     device = torch.device(device)
     if device.type != "cpu":
         require_device(device.type)
@@ -229,6 +231,29 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
                                torch._dynamo.list_backends(exclude_tags=())) from None
 
     found = {c: [] for c in (CATEGORIES if train else EVAL_CATEGORIES)}
+    try:
+        _run_steps(copies, batches, loss_fn, seed, train, device, inductor_config, report, found)
+    finally:
+        torch._dynamo.reset()  # the compiled copy's graphs do not outlive the check
+    if report.error is None:
+        report.checks = [_row(category, errors) for category, errors in found.items()]
+    return report
+
+
+def _validate_mode(mode: str, backend) -> None:
+    from torch._inductor import list_mode_options
+
+    if backend != "inductor":
+        raise ValueError(f"mode is inductor's option; backend {backend_name(backend)!r} takes none")
+    if mode not in list_mode_options():
+        raise ValueError(f"unknown torch.compile mode {mode!r}; valid: {', '.join(list_mode_options())}")
+
+
+def _run_steps(copies, batches, loss_fn, seed, train, device, inductor_config, report, found) -> None:
+    """Every step of the three copies, judged; a compiled step that raises ends it in report.error."""
+    from suite.devices import synchronize
+
+    eager_module = copies["eager"].params
     with _inductor_settings(inductor_config):
         for k, (x, y) in enumerate(batches, start=1):
             step_seed = seed * 1000 + k
@@ -237,20 +262,19 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
             start = time.perf_counter()
             try:
                 compiled = copies["compiled"].step(x, y, loss_fn, step_seed, train)
+                synchronize(device)
             except Exception as error:  # the backend's failure is the finding
                 inner = getattr(error, "inner_exception", None)  # dynamo wraps what a backend raised
                 report.error = one_line(error) + (f" {one_line(inner)}" if inner is not None else "")
                 report.checks = [CompileCheck("compile", "fail", None, f"step {k} raised {report.error}")]
-                return report
+                return
             if k == 1:
                 report.compile_s = time.perf_counter() - start
             _judge_step(k, compiled, eager, reference, found)
         try:
-            _count_graphs(copy.deepcopy(base), batches[0][0], train, report)
+            _count_graphs(eager_module, batches[0][0], train, report)
         except Exception as error:  # counting is a help, not a verdict
             report.break_reasons = [f"could not count graphs: {one_line(error)}"]
-    report.checks = [_row(category, errors) for category, errors in found.items()]
-    return report
 
 
 @contextlib.contextmanager

@@ -43,4 +43,4 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
                "compile_s": report.compile_s}
 
 
-verdicts.estimated_s = (5.0, 240.0)  # (quick, full) on 2 cores: inductor compiles dominate the full run
+verdicts.estimated_s = (5.0, 60.0)  # (quick, full) on 2 cores: inductor compiles dominate the full run (20 s warm)

@@ -57,6 +57,8 @@ class TensorError:
         """compiled error / bound: above 1 fails; the worst tensor is the one with the largest."""
         if self.note or math.isnan(self.compiled):
             return math.inf
+        if self.bound == 0:  # exact values (integer buffers): equal or infinitely wrong
+            return 0.0 if self.compiled == 0 else math.inf
         return self.compiled / self.bound
 
     def describe(self) -> str:

@@ -378,17 +378,21 @@ class FunctionChecks:
         except Exception as error:  # grad_per_input or gradcheck report it; there is nothing to compare
             return "skip", f"eager backward raises ({one_line(error, 120)})"
         broke = ""
-        for fullgraph in (True, False):
-            torch._dynamo.reset()  # a fresh trace: dynamo's cache would otherwise give up after 8 Functions
-            compiled = torch.compile(self.call, backend="aot_eager", fullgraph=fullgraph)
-            try:
-                outs, grads = outputs_and_grads(compiled)
-                break
-            except Exception as error:
-                if not fullgraph:
-                    return "fail", f"raises under torch.compile even with graph breaks allowed: {one_line(error)}"
-                broke = f"graph break: cannot be traced fullgraph ({one_line(error, 160)}); "
-        torch._dynamo.reset()
+        try:
+            for fullgraph in (True, False):
+                torch._dynamo.reset()  # a fresh trace: dynamo's cache would otherwise give up after 8 Functions
+                compiled = torch.compile(self.call, backend="aot_eager", fullgraph=fullgraph)
+                try:
+                    outs, grads = outputs_and_grads(compiled)
+                    break
+                except torch._dynamo.exc.Unsupported as error:  # what dynamo cannot trace: a break
+                    if not fullgraph:
+                        raise
+                    broke = f"graph break: cannot be traced fullgraph ({one_line(error, 160)}); "
+        except Exception as error:
+            return "fail", f"raises under torch.compile: {one_line(error)}"
+        finally:
+            torch._dynamo.reset()
         for what, expected, actual in (("output", eager_outs, outs), ("gradient", eager_grads, grads)):
             verdict, detail = _close(expected, list(actual), f"compiled {what}")
             if verdict == "fail":

@@ -205,12 +205,18 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
     if job.comm_hook:
         register_comm_hook(ddp, job.comm_hook)
-    forward = ddp
+    forward, compiled_graphs = ddp, []
     if job.compile_backend:
         from torch import _dynamo
 
         _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
-        forward = torch.compile(ddp, backend=job.compile_backend)
+        backend = _dynamo.lookup_backend(job.compile_backend)
+
+        def counting_backend(graph, example_inputs):  # DDPOptimizer calls it once per bucket's graph
+            compiled_graphs.append(graph)
+            return backend(graph, example_inputs)
+
+        forward = torch.compile(ddp, backend=counting_backend)
     reference = _without_sync_batchnorm(job.model_fn())
     reference.load_state_dict(model.state_dict())  # rank 0's state, as DDP broadcast it
     reference.to(device).train()
@@ -231,4 +237,10 @@ def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
         # are stale by design, so only parameters and buffers are compared.
         records.append({"step": job.steps, "what": "final parameters and buffers",
                         **compare(local_tensors(model), reference, world_size, False, job)})
-    return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records}
+    outcome = {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records}
+    if job.compile_backend:
+        from torch import _dynamo
+
+        outcome["compiled_graphs"] = len(compiled_graphs)
+        _dynamo.reset()
+    return outcome

@@ -66,6 +66,7 @@ class EquivalenceReport:
     reason: str | None = None  # a known cause (SUM_LOSS, BATCHNORM, DROPOUT) or UNEXPLAINED
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, all steps and ranks
     detail: str = ""
+    compiled_graphs: int | None = None  # with compile_backend: the graphs dynamo compiled on rank 0
 
     def __str__(self) -> str:
         return self.detail
@@ -188,7 +189,7 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
     """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
     rtol, atol = tolerance if None not in tolerance else tolerances(dtype)
     report = EquivalenceReport(passed=True, world_size=world_size, steps=steps, backend=backend,
-                       device=device, rtol=rtol, atol=atol)
+                       device=device, rtol=rtol, atol=atol, compiled_graphs=outcomes[0].get("compiled_graphs"))
     first = None
     for outcome in outcomes:
         for record in outcome["records"]:
@@ -200,8 +201,9 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
     tolerance = f"rtol {rtol:g}, atol {atol:g}"
     if first is None:
         maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
+        compiled = f"; compiled into {report.compiled_graphs} graph(s)" if report.compiled_graphs is not None else ""
         report.detail = (f"equivalent: {steps} steps on {world_size} ranks ({backend}, {device}); "
-                         f"max abs diff {maxima or 'none'} ({tolerance})")
+                         f"max abs diff {maxima or 'none'} ({tolerance}){compiled}")
         return report
     divergence, record, traits = first
     report.passed, report.divergence = False, divergence
