@@ -177,6 +177,10 @@ def test_bad_input_is_a_clear_error():
     x, y = torch.randn(4, 8), torch.randint(0, 4, (4,))
     with pytest.raises(UnknownCaseError, match="unknown torch.compile backend 'nope'; valid: .*inductor"):
         check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="nope")
+    with pytest.raises(ValueError, match="unknown torch.compile mode 'fastest'; valid: default"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, mode="fastest")
+    with pytest.raises(ValueError, match="mode is inductor's option; backend 'aot_eager' takes none"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="aot_eager", mode="max-autotune")
     with pytest.raises(ValueError, match="3 steps need 3 batches"):
         check_compile(tiny_mlp, [x, x], [y, y], loss_fn=F.cross_entropy, backend="aot_eager", steps=3)
     if not torch.cuda.is_available():
