@@ -31,9 +31,9 @@ def _marks(case):
         return []
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
     marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")]
-    # Its first compile in a process takes 10 to 17 s here: the article's models are `slow`, the
-    # default run keeps the dropout cases, its random-number divergence both ways.
-    return marks + ([] if case.name.startswith("dropout") else [pytest.mark.slow])
+    # Its first compile in a process takes 10 to 17 s here: the cases declare which are `slow`
+    # (the default run keeps the dropout cases, inductor's random-number divergence both ways).
+    return marks + ([pytest.mark.slow] if case.slow else [])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])

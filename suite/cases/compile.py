@@ -59,7 +59,8 @@ class CompileCase:
     graph_breaks: int = 0
     inductor_config: dict = field(default_factory=dict)
     article_model: str = ""  # the model registry's name, for the report's compiled speedups
-    quick: bool = False  # part of `torchsuite run --quick` and of the default test run
+    quick: bool = False  # part of `torchsuite run --quick`
+    slow: bool = False  # an inductor compile beyond the default test run's budget: `pytest -m slow`
     seed: int = 0
     kind: str = "compile"
 
@@ -99,7 +100,7 @@ for _name in ("mnist_cnn", "cifar10_lenet", "speech_cnn"):
                 name=f"{_name}_{_backend}_{'train' if _train else 'eval'}", title=_spec.title,
                 model=_spec.factory, loss=_spec.loss_fn, optimizer=_spec.make_optimizer,
                 input_shape=_spec.input_shape, num_classes=_spec.num_classes, backend=_backend,
-                train=_train, article_model=_name, quick=_backend == "aot_eager"))
+                train=_train, article_model=_name, quick=_backend == "aot_eager", slow=_backend == "inductor"))
 
 # Dropout: aot_eager runs eager's random ops in eager's order, inductor its own unless told not to.
 CASES.add(CompileCase(name="dropout_mlp_aot_eager_train", title="MLP with dropout 0.5", model=dropout_mlp,
@@ -114,9 +115,9 @@ for _backend in BACKENDS:
     for _train in (True, False):
         CASES.add(CompileCase(name=f"batchnorm_mlp_{_backend}_{'train' if _train else 'eval'}",
                               title="MLP with BatchNorm1d", model=batchnorm_mlp, backend=_backend, train=_train,
-                              quick=_backend == "aot_eager", **_SMALL))
+                              quick=_backend == "aot_eager", slow=_backend == "inductor", **_SMALL))
 # A data-dependent branch: two graphs, one break, and still eager's numbers.
 for _backend in BACKENDS:
     CASES.add(CompileCase(name=f"data_dependent_branch_{_backend}_train", title="MLP with a data-dependent branch",
                           model=DataDependentBranch, backend=_backend, graph_breaks=1,
-                          quick=_backend == "aot_eager", **_SMALL))
+                          quick=_backend == "aot_eager", slow=_backend == "inductor", **_SMALL))

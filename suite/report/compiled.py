@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from suite.timing.setups import COMPILE_SETUPS, SETUP_DEVICE
+from suite.timing.setups import COMPILE_SETUPS, DEFAULT_COMPILE_BACKEND, SETUP_DEVICE
 
 COLUMNS = ["machine", "model", "mode", "device", "eager samples/s", "compiled samples/s",
            "compiled speedup", "compile cold (s)", "compile warm (s)", "compile check"]
@@ -46,7 +46,7 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
                      & (long["mode"] == row["mode"]) & (long["setup"] == eager_setup)
                      & (long["batch_size"] == row["batch_size"]) & (long["dtype"] == row["dtype"])
                      & (long["threads_setting"] == row["threads_setting"])]
-        backend = row.get("compile_backend") or "inductor"
+        backend = row.get("compile_backend") or DEFAULT_COMPILE_BACKEND
         # The verdicts of the run the timing came from: another file's may be older or newer.
         verdicts = [v for m in loaded if (m.machine, m.source) == (row["machine"], row["source"]) for v in m.verdicts]
         verdict = _verdict(verdicts, row["model"], backend, row["mode"], row["device"])

@@ -7,10 +7,10 @@ from suite.cases.models import ModelSpec
 from suite.devices import cuda_count, require_device
 from suite.errors import SuiteError
 from suite.timing.measure import all_cores
-from suite.timing.setups import COMPILE_SETUPS, DDP_SETUPS, ONE_DEVICE_SETUPS, SETUP_DEVICE, SETUPS  # noqa: F401
+from suite.timing.setups import (COMPILE_SETUPS, DDP_SETUPS, DEFAULT_COMPILE_BACKEND,  # noqa: F401
+                                 ONE_DEVICE_SETUPS, SETUP_DEVICE, SETUPS)
 from suite.timing.steps import validate_mode_and_dtype
 
-DEFAULT_COMPILE_BACKEND = "inductor"
 DEFAULT_CPU_DDP_WORLD_SIZE = 2
 
 # Full runs: enough samples for a stable median; quick runs: a smoke-level figure in seconds.

@@ -15,3 +15,4 @@ SETUPS = tuple(SETUP_DEVICE)
 DDP_SETUPS = ("cpu-ddp", "cuda-ddp")
 COMPILE_SETUPS = ("cpu-compile", "cuda-compile")
 ONE_DEVICE_SETUPS = ("cpu", "cuda", *COMPILE_SETUPS)
+DEFAULT_COMPILE_BACKEND = "inductor"  # what the compile setups compile with unless told otherwise
