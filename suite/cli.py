@@ -122,6 +122,33 @@ def _cmd_compare(args) -> int:
     return compare.exit_status(rows)
 
 
+def _cmd_ab(args) -> int:
+    import contextlib
+
+    from suite import ab
+    from suite.report import compare
+
+    if (args.base_python is None) != (args.new_python is None):
+        raise SuiteError("--base-python and --new-python go together")
+    if args.base_python and (args.base or args.new):
+        raise SuiteError("give two git refs or two Python environments, not both")
+    if not args.base_python and not (args.base and args.new):
+        raise SuiteError("give two git refs (BASE NEW) or --base-python and --new-python")
+    if not args.threshold > 0:
+        raise SuiteError(f"--threshold must be positive, got {args.threshold}")
+    models = args.models.split(",") if args.models else None
+    requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","))
+    say = lambda line: print(f"torchsuite ab: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    builds = (contextlib.nullcontext(ab.builds_from_pythons(args.base_python, args.new_python))
+              if args.base_python else ab.builds_from_refs(args.base, args.new, args.repo))
+    with builds as (base, new):
+        base_path, new_path = ab.run_ab(base, new, requests, args.rounds or ab.DEFAULT_ROUNDS, args.out, say)
+    header, rows = compare.compare(base_path, new_path, threshold=args.threshold)
+    compare.write_outputs(args.out, header, rows)
+    print(compare.dumps(header, rows) if args.json else compare.format_table(header, rows))
+    return compare.exit_status(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsuite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -165,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", default=None, help="also write compare.json and compare.txt into this directory")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("ab", help="is my change slower? two builds timed in alternating fresh processes, then compare's verdicts")
+    p.add_argument("base", nargs="?", help="git ref of the code under test to compare against")
+    p.add_argument("new", nargs="?", help="git ref to judge")
+    p.add_argument("--repo", default=None, help="the git checkout BASE and NEW belong to (default this suite's)")
+    p.add_argument("--base-python", default=None, help="instead of refs: the baseline Python environment's interpreter")
+    p.add_argument("--new-python", default=None, help="instead of refs: the Python environment to judge")
+    p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--setups", default=None, help="comma-separated timing setups (default cpu; cuda on --device cuda)")
+    p.add_argument("--rounds", type=int, default=None, help="fresh processes per build (default 4)")
+    p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--out", default="results/ab", help="both builds' results files, compare.json and compare.txt (default results/ab/)")
+    p.set_defaults(func=_cmd_ab)
 
     p = sub.add_parser("list", help="every registered case with its kind")
     p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")

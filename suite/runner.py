@@ -23,21 +23,28 @@ PEAK_MODEL_DTYPE = "float32"
 class TimingApi:
     """What the run needs from suite.timing; a parameter so tests can stand in for it."""
 
-    time_model: Callable[..., dict]
+    open_worker: Callable[[list[dict]], object]  # requests in order -> a worker: result(i), close()
     calibrate: Callable[[str, bool], dict]  # (device, quick) -> the peak the device's timings are divided by
     iter_setups: Callable[..., Iterable]  # (devices, quick, models) -> cases with model, mode, kwargs, skip_reason
     attach_scaling_efficiency: Callable[[list[dict]], object] = lambda records: records
+    processes: Callable[[bool], int] | None = None  # (quick) -> fresh processes a figure; None: the suite's
+
+
+def _processes_for(api: TimingApi, quick: bool) -> int:
+    from suite.timing.processes import processes_for
+
+    return (api.processes or processes_for)(quick)
 
 
 def default_timing_api() -> TimingApi:
-    from suite.timing import core, plan
+    from suite.timing import plan, processes
     from suite.timing.peak import calibrate_peak, peak_dtype_for
 
     def calibrate(device: str, quick: bool) -> dict:
         # The calibration time_model itself will use (same dtype rule, same cache key), measured up front.
         return calibrate_peak(device, peak_dtype_for(device, PEAK_MODEL_DTYPE), quick=quick)
 
-    return TimingApi(core.time_model, calibrate, plan.iter_setups, plan.attach_scaling_efficiency)
+    return TimingApi(processes.WorkerProcess, calibrate, plan.iter_setups, plan.attach_scaling_efficiency)
 
 
 @dataclass(frozen=True)
@@ -80,28 +87,81 @@ def _conformance_step(check: Callable, device: str, quick: bool) -> Step:
                 pool_key=("conformance", device) if getattr(check, "uses_worker_pool", False) else None)
 
 
-def _timing_step(api: TimingApi, case) -> Step:
-    context = {"stage": "timing", "model": case.model, "mode": case.mode, **case.kwargs}
+class _Figures:
+    """The processes' records of every figure so far, and each figure's record merged from them."""
 
-    def produce():
+    def __init__(self):
+        self.records: dict[str, list[dict]] = {}
+        self.errors: dict[str, list[str]] = {}
+
+    def merged(self, figure: str | None = None) -> list[dict]:
+        from suite.timing.processes import merge_figures
+
+        records = [{**record, "figure": name, "process_errors": self.errors.get(name, [])}
+                   for name, record in merge_figures(self.records).items()]
+        return [r for r in records if figure is None or r["figure"] == figure]
+
+
+class _Round:
+    """One fresh worker process timing every figure of a round in order, started at its first step."""
+
+    def __init__(self, open_worker: Callable, requests: list[dict]):
+        self.open_worker, self.requests, self.worker = open_worker, requests, None
+
+    def result(self, index: int) -> dict:
+        if self.worker is None:
+            self.worker = self.open_worker(self.requests)
+        try:
+            return self.worker.result(index)
+        finally:
+            if index == len(self.requests) - 1:
+                self.worker.close()
+
+
+def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[Step]:
+    """Skips for absent hardware, then every figure once a round in fresh processes
+    (suite.timing.processes), then one step that gives each figure its final interval."""
+    from suite.timing.processes import INTERPRETER_START_S, WorkerError, round_order
+    from suite.timing.setups import COMPILE_SETUPS
+
+    steps = []
+    for case in cases:
         if case.skip_reason:
-            yield {"kind": "skipped", **context, "reason": case.skip_reason}
-        else:
-            yield {"kind": "timing", **api.time_model(case.model, mode=case.mode, **case.kwargs)}
+            context = {"stage": "timing", "model": case.model, "mode": case.mode, **case.kwargs}
+            steps.append(Step("skip", f"timing {case.id}", lambda c=context, r=case.skip_reason: iter(
+                [{"kind": "skipped", **c, "reason": r}]), context, 0.0))
+    requests = [{"figure": c.id, "model": c.model, "mode": c.mode, "kwargs": c.kwargs}
+                for c in cases if not c.skip_reason]
+    if not requests:
+        return steps
+    figures, count = _Figures(), _processes_for(api, quick)
+    pool_setups = _pool_setups()
 
-    on_pool = not case.skip_reason and context.get("setup") in _pool_setups()
-    if case.skip_reason:
-        estimate = 0.0
-    else:
-        from suite.timing.options import sampling_rules
+    def produce(this_round: _Round, index: int, figure: str):
+        try:
+            figures.records.setdefault(figure, []).append(this_round.result(index))
+        except WorkerError as err:
+            figures.errors.setdefault(figure, []).append(str(err))
+            if not figures.records.get(figure):
+                raise
+        yield from figures.merged(figure)
 
-        from suite.timing.setups import COMPILE_SETUPS
-
-        estimate = (sampling_rules(bool(case.kwargs.get("quick")))["min_run_time"] + TIMING_OVERHEAD_S
-                    + (POOL_START_S if on_pool else 0.0)
-                    + (COMPILE_S if context.get("setup") in COMPILE_SETUPS else 0.0))
-    return Step("skip" if case.skip_reason else "timing", f"timing {case.id}", produce, context,
-                estimate, pool_key=(context["setup"], context.get("world_size")) if on_pool else None)
+    for round_index in range(count):
+        ordered = round_order(requests, round_index)
+        this_round = _Round(api.open_worker, ordered)
+        for index, request in enumerate(ordered):
+            kwargs = request["kwargs"]
+            estimate = (sampling_estimate_s(quick) + (INTERPRETER_START_S if index == 0 else 0.0)
+                        + (POOL_START_S if kwargs.get("setup") in pool_setups else 0.0)
+                        + (COMPILE_S if kwargs.get("setup") in COMPILE_SETUPS else 0.0))
+            context = {"stage": "timing", "figure": request["figure"], "model": request["model"],
+                       "mode": request["mode"], **kwargs}
+            steps.append(Step("timing", f"timing {request['figure']} (process {round_index + 1} of {count})",
+                              lambda r=this_round, i=index, f=request["figure"]: produce(r, i, f),
+                              context, estimate))
+    steps.append(Step("timing", f"timing: each figure's interval from its {count} processes",
+                      lambda: iter(figures.merged()), {"stage": "timing"}, 0.0))
+    return steps
 
 
 def _pool_setups() -> set[str]:
@@ -109,6 +169,13 @@ def _pool_setups() -> set[str]:
     from suite.cases.variants import CASES as VARIANTS
 
     return {variant.kwargs["setup"] for variant in VARIANTS if variant.distributed}
+
+
+def sampling_estimate_s(quick: bool) -> float:
+    from suite.timing.options import sampling_rules
+
+    rules = sampling_rules(quick)
+    return rules["min_run_time"] + rules["warmup_s"] + TIMING_OVERHEAD_S
 
 
 def _convergence_step(device: str, spec, quick: bool) -> Step:
@@ -141,8 +208,7 @@ def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Ca
          timing: TimingApi, convergence: bool = False) -> list[Step]:
     steps = [_calibration_step(timing, device, quick) for device in devices]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
-    steps += [_timing_step(timing, case)
-              for case in timing.iter_setups(devices, quick, [spec.name for spec in models])]
+    steps += _timing_steps(timing, list(timing.iter_setups(devices, quick, [spec.name for spec in models])), quick)
     if convergence:  # last: training runs use every core, like the timings, and take longest per step
         steps += [_convergence_step(device, spec, quick) for device in devices for spec in models
                   if spec.convergence is not None]

@@ -47,6 +47,8 @@ def twice_as_fast(data: dict, name: str) -> dict:
             record["median_s"] /= 2
             record["iqr_s"] /= 2
             record["samples"] = [s / 2 for s in record["samples"]]
+            for bound in ("ci95_low_s", "ci95_high_s"):
+                record[bound] = record[bound] / 2 if record.get(bound) is not None else None
             record["throughput"] *= 2
             record["achieved_flops_per_s"] *= 2
             record["peak_fraction"] *= 2
@@ -70,8 +72,8 @@ def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_results, tm
     assert set(table["machine"]) == {"alpha", "beta"}
     assert (table.loc[table["machine"] == "beta", "speedup"] == 2.0).all()
     assert (table.loc[table["machine"] == "alpha", "speedup"] == 1.0).all()
+    # A quick run's figures may record no interval; those that do bound a speedup of exactly 2.
     with_interval = table[(table["machine"] == "beta") & table["speedup_ci_low"].notna()]
-    assert len(with_interval)  # rows with fewer than 2 raw samples have none
     assert ((with_interval["speedup_ci_low"] <= 2.0) & (2.0 <= with_interval["speedup_ci_high"])).all()
     assert not table["missing"].any()
     for name in REPORT_FILES:
@@ -360,3 +362,103 @@ def test_an_output_path_that_is_a_file_is_a_one_line_error(real_results, tmp_pat
     assert main(["report", str(real_results), "--out", str(target)]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert target.read_text() == "not a directory"
+
+
+# --- the interval of every figure, from small synthetic results files -----------------------
+
+def synthetic_timing(model, median, interval=None, batch=100, flags=()):
+    """A torchsuite timing record with only what the report reads; interval: (ci95_low_s, ci95_high_s)."""
+    low, high = interval or (None, None)
+    return {"kind": "timing", "model": model, "mode": "train", "device": "cpu", "setup": "cpu", "world_size": 1,
+            "batch_size": batch, "global_batch_size": batch, "threads": 2, "dtype": "float32",
+            "channels_last": False, "median_s": median, "iqr_s": median * 0.02, "ci95_low_s": low,
+            "ci95_high_s": high, "flags": list(flags), "samples": [median * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)],
+            "throughput": batch / median, "quick": False, "torch": "2.11.0"}
+
+
+def synthetic_results(path, machine, timings):
+    return write(path, {"format": results.FORMAT, "schema_version": results.SCHEMA_VERSION, "status": "complete",
+                        "machine": {"name": machine, "cores": 2}, "run": {}, "peaks": [], "records": timings})
+
+
+@pytest.fixture
+def interval_report(tmp_path):
+    """alpha (baseline) and beta: mnist_cnn twice as fast, clearly; speech_cnn 1% faster, within noise;
+    lenet without an interval on beta."""
+    alpha = synthetic_results(tmp_path / "alpha.json", "alpha", [
+        synthetic_timing("mnist_cnn", 0.010, (0.0099, 0.0101)), synthetic_timing("speech_cnn", 0.020, (0.0198, 0.0202)),
+        synthetic_timing("lenet", 0.004, (0.0039, 0.0041))])
+    beta = synthetic_results(tmp_path / "beta.json", "beta", [
+        synthetic_timing("mnist_cnn", 0.005, (0.00495, 0.00505)),
+        synthetic_timing("speech_cnn", 0.0198, (0.0195, 0.0203)), synthetic_timing("lenet", 0.002)])
+    return [alpha, beta, pytest_benchmark_file(tmp_path, median=0.018)]
+
+
+def _cells(markdown: str, section: str) -> dict:
+    """{(row, machine): cell} of one pivot section of report.md."""
+    lines = [line for line in markdown.split(f"## {section}")[1].split("\n## ")[0].splitlines()
+             if line.startswith("|")]
+    header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return {(row[0], machine): cell for row in rows[1:] for machine, cell in zip(header[1:], row[1:])}
+
+
+def test_a_speedup_whose_interval_contains_one_is_marked_within_noise(interval_report, tmp_path):
+    out = tmp_path / "report"
+    build_report(interval_report, out_dir=out, baseline="alpha")
+    table = read_comparison(out).set_index(["machine", "model"])
+    clear, close = table.loc[("beta", "mnist_cnn")], table.loc[("beta", "speech_cnn")]
+    # ratio bounds: the baseline's fast end over beta's slow end, the baseline's slow end over beta's fast end
+    assert (clear["speedup_ci_low"], clear["speedup_ci_high"]) == pytest.approx((0.0099 / 0.00505, 0.0101 / 0.00495))
+    assert not clear["speedup_within_noise"] and close["speedup_within_noise"]
+    for unknown in (("beta", "lenet"), ("gamma", "speech_cnn"), ("alpha", "mnist_cnn")):
+        assert pd.isna(table.loc[unknown, "speedup_ci_low"]) and pd.isna(table.loc[unknown, "speedup_within_noise"])
+    speedups = _cells((out / "report.md").read_text(), "Speedup against alpha")
+    assert speedups[("mnist_cnn train cpu", "beta")] == "2 [1.96–2.04]"
+    assert speedups[("speech_cnn train cpu", "beta")] == "1.01 [0.975–1.04] within noise"
+    assert speedups[("lenet train cpu", "beta")] == "2"  # no interval recorded: no brackets and no verdict
+    assert speedups[("speech_cnn train cpu", "gamma")] == "1.11"
+    assert "within noise" in (out / "report.html").read_text()
+
+
+def test_tables_show_each_figures_interval_and_none_where_the_record_has_none(interval_report, tmp_path):
+    out = tmp_path / "report"
+    build_report(interval_report, out_dir=out, baseline="alpha")
+    markdown = (out / "report.md").read_text()
+    throughput, median = _cells(markdown, "Throughput"), _cells(markdown, "Median time per iteration")
+    # throughput = global batch / median: its interval runs from batch / ci95_high_s to batch / ci95_low_s
+    assert throughput[("mnist_cnn train cpu", "alpha")] == "10,000 [9,901–10,101]"
+    assert median[("mnist_cnn train cpu", "alpha")] == "0.01 [0.0099–0.0101]"
+    assert throughput[("lenet train cpu", "beta")] == "50,000" and median[("lenet train cpu", "beta")] == "0.002"
+    assert median[("speech_cnn train cpu", "gamma")] == "0.018"  # pytest-benchmark records no interval
+    table = read_comparison(out).set_index(["machine", "model"])
+    assert table.loc[("alpha", "mnist_cnn"), "throughput_ci_low"] == pytest.approx(100 / 0.0101)
+    measured = table[~table["missing"]]
+    assert measured[["throughput_ci_low", "throughput_ci_high"]].isna().sum().tolist() == [2, 2]  # beta lenet, gamma
+
+
+def test_plots_draw_a_whisker_for_every_interval_and_none_without(interval_report, tmp_path, monkeypatch):
+    from matplotlib.container import ErrorbarContainer
+
+    from suite.report import plots
+
+    figures, save = {}, plots._save
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    build_report(interval_report, out_dir=tmp_path / "report", baseline="alpha")
+
+    def whiskers(name):
+        (ax,) = figures[name].axes
+        return sorted(tuple(round(y, 4) for y in segment[:, 1]) for c in ax.containers
+                      if isinstance(c, ErrorbarContainer) for segment in c.lines[2][0].get_segments())
+
+    # five figures with an interval (alpha's three, beta's mnist_cnn and speech_cnn); beta's lenet and gamma none
+    assert whiskers("throughput.png") == sorted(
+        (round(100 / high, 4), round(100 / low, 4)) for low, high in
+        [(0.0099, 0.0101), (0.0198, 0.0202), (0.0039, 0.0041), (0.00495, 0.00505), (0.0195, 0.0203)])
+    # only beta's speedups, against alpha: the within-noise one crosses 1.0
+    assert whiskers("speedup.png") == [(round(0.0198 / 0.0203, 4), round(0.0202 / 0.0195, 4)),
+                                       (round(0.0099 / 0.00505, 4), round(0.0101 / 0.00495, 4))]

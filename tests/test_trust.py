@@ -3,6 +3,7 @@
 Nothing here asserts a speed. The burner test asserts that a disturbed figure is either close
 to the quiet one or flagged, and that the watch saw the burner.
 """
+import io
 import json
 import os
 import subprocess
@@ -48,7 +49,8 @@ def test_contention_is_others_beyond_the_spare_cores():
 
 def test_each_flag_comes_from_its_own_evidence():
     clean = {"contended": False, "drift": False, "throttled": False}
-    assert figure_flags(noisy=False, n_samples=10, min_samples=10, trust=clean, quick=False) == []
+    # time_model's record is one process's: the flag says its interval cannot speak for a rerun
+    assert figure_flags(noisy=False, n_samples=10, min_samples=10, trust=clean, quick=False) == ["one_process"]
     every = figure_flags(noisy=True, n_samples=3, min_samples=5, quick=True,
                          trust={"contended": True, "drift": True, "throttled": True})
     assert every == list(FLAGS)
@@ -162,36 +164,45 @@ def simulate_big_machine(monkeypatch, cores=128, gpus=8):
     monkeypatch.setattr(suite.devices, "cuda_count", lambda: gpus)
 
 
-def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_cores(monkeypatch, tmp_path):
+def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_cores(monkeypatch, capsys):
     from suite.cases.models import CASES as MODELS
     from suite.conformance.sources import VERDICT_SOURCES
-    from suite.progress import Progress
-    from suite.results import ResultsStore
-    from suite.runner import TimingApi, execute, make_plan
+    from suite.runner import TimingApi, make_plan
+    from suite.timing import worker
+    from suite.timing.plan import iter_setups
+    from suite.timing.processes import round_order
 
     simulate_big_machine(monkeypatch)
-    alive: dict = {}
-    most = [0]
-
-    def fake_time_model(model, mode, **kwargs):  # a DDP timing keeps its pool alive until released
-        if kwargs["setup"].endswith("-ddp"):
-            alive[(kwargs["setup"], kwargs.get("world_size"))] = kwargs.get("world_size") or 8
-        most[0] = max(most[0], sum(alive.values()))
-        return {"model": model, "mode": mode, **kwargs}
-
-    api = TimingApi(fake_time_model, lambda device, quick: {"flops_per_s": 1.0},
-                    __import__("suite.timing.plan", fromlist=["iter_setups"]).iter_setups)
+    api = TimingApi(None, lambda device, quick: {"flops_per_s": 1.0}, iter_setups)
     _, _, steps = make_plan(device_request="all", verdict_sources=[], timing=api)
     models, powers = len(MODELS), 8  # 1, 2, 4, ..., 128 threads; world sizes 2 .. 128
     # train and eval at each thread count and compiled (at all cores); DDP trains
     cpu = models * (2 * powers + (powers - 1) + 2)
     cuda = models * (2 + 2 + 2 + 2 + 2 + 1)  # fp32, bf16, channels_last, compiled, DataParallel: 2 modes; DDP: train
-    assert len(steps) == 2 + cpu + cuda == 2 + 75 + 33
+    # four fresh processes a figure, then one step that gives every figure its final interval
+    assert len(steps) == 2 + 4 * (cpu + cuda) + 1 == 2 + 4 * (75 + 33) + 1
     assert len(make_plan(device_request="all", timing=api)[2]) == len(steps) + 2 * len(VERDICT_SOURCES)
-    store = ResultsStore(tmp_path, {"name": "big"})
-    execute(steps, store, Progress([s.kind for s in steps], stream=open(os.devnull, "w")),
-            release_pools=alive.clear)
-    assert not [r for r in store.records if r["kind"] == "error"]
+
+    # One round in a worker process (suite.timing.worker) with a stand-in time_model: a DDP timing
+    # keeps its pool alive until the worker closes it, which it does when the next figure needs another.
+    alive: dict = {}
+    most = [0]
+
+    def fake_time_model(model, mode, **kwargs):
+        if kwargs["setup"].endswith("-ddp"):
+            alive[(kwargs["setup"], kwargs.get("world_size"))] = kwargs.get("world_size") or 8
+        most[0] = max(most[0], sum(alive.values()))
+        return {"model": model}
+
+    requests = [{"figure": c.id, "model": c.model, "mode": c.mode, "kwargs": c.kwargs}
+                for c in iter_setups(["cpu", "cuda"]) if not c.skip_reason]
+    monkeypatch.setattr("suite.timing.core.time_model", fake_time_model)
+    monkeypatch.setattr("suite.distributed.pool.close_shared_pools", alive.clear)
+    for round_index in (0, 1):  # in the plan's order and reversed
+        monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"requests": round_order(requests, round_index)})))
+        assert worker.main() == 0
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [a["index"] for a in answers] == list(range(cpu + cuda)) and not [a for a in answers if "error" in a]
     assert most[0] == 128  # the largest world size alone, never two parts of the run at once
 
 

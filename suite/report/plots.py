@@ -1,4 +1,8 @@
-"""PNG plots of a report (matplotlib, Agg: no display needed). A plot with no data says so in its image."""
+"""PNG plots of a report (matplotlib, Agg: no display needed). A plot with no data says so in its image.
+
+A bar whose figure has a 95% interval (tables.INTERVAL_OF) carries it as a whisker; a bar without
+one has no whisker at all, since a zero-length whisker would read as a certain figure.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.report.tables import row_label
+from suite.report.tables import INTERVAL_OF, row_label
 
 
 def _pyplot():
@@ -23,18 +27,15 @@ def _empty(ax, message: str) -> None:
     ax.set_axis_off()
 
 
-def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str], errors=None) -> None:
+def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str]) -> None:
     labels = list(dict.fromkeys(frame["label"]))
     width = 0.8 / max(len(machines), 1)
     x = np.arange(len(labels))
     for i, machine in enumerate(machines):
         part = frame[frame["machine"] == machine].set_index("label").reindex(labels)
-        yerr = None
-        if errors is not None:
-            low, high = part[errors[0]], part[errors[1]]
-            yerr = np.vstack([(part[value] - low).clip(lower=0).fillna(0), (high - part[value]).clip(lower=0).fillna(0)])
         positions = x + (i - (len(machines) - 1) / 2) * width
-        bars = ax.bar(positions, part[value].astype(float), width, label=machine, yerr=yerr, capsize=2)
+        bars = ax.bar(positions, part[value].astype(float), width, label=machine)
+        _whiskers(ax, positions, part, value)
         for bar, marks in zip(bars, part["marks"].fillna("")):
             if marks:  # a flagged figure (contended, drift, noisy...) or one not comparable
                 bar.set_hatch("///")
@@ -55,6 +56,16 @@ def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str], erro
         ax.legend(fontsize=8)
 
 
+def _whiskers(ax, positions: np.ndarray, part: pd.DataFrame, value: str) -> None:
+    heights = part[value].to_numpy(float)
+    low, high = (part[c].to_numpy(float) for c in INTERVAL_OF[value])
+    known = ~(np.isnan(heights) | np.isnan(low) | np.isnan(high))
+    if known.any():
+        below, above = heights[known] - low[known], high[known] - heights[known]
+        ax.errorbar(positions[known], heights[known], yerr=np.clip([below, above], 0, None), fmt="none",
+                    ecolor="black", elinewidth=1, capsize=3)
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -70,7 +81,7 @@ def write_plots(comp: pd.DataFrame, scaling: pd.DataFrame, machines: list[str], 
         fig, ax = plt.subplots(figsize=(10, 5))
         if present["throughput"].notna().any():
             _grouped_bars(ax, present, "throughput", machines)
-            ax.set_ylabel("samples/s")
+            ax.set_ylabel("samples/s (whiskers: 95% interval)")
             ax.set_yscale("log")
             ax.set_title("Throughput by model and machine")
         else:
@@ -81,10 +92,9 @@ def write_plots(comp: pd.DataFrame, scaling: pd.DataFrame, machines: list[str], 
         with_speedup = present[present["speedup"].notna()]
         if len(with_speedup):
             others = [m for m in machines if m != baseline] or machines  # the baseline is the line at 1.0
-            _grouped_bars(ax, with_speedup[with_speedup["machine"].isin(others)], "speedup", others,
-                          errors=("speedup_ci_low", "speedup_ci_high"))
-            ax.axhline(1.0, color="grey", linewidth=0.8)
-            ax.set_ylabel(f"speedup vs {baseline} (95% bootstrap CI)")
+            _grouped_bars(ax, with_speedup[with_speedup["machine"].isin(others)], "speedup", others)
+            ax.axhline(1.0, color="grey", linewidth=0.8)  # a whisker across it: within noise
+            ax.set_ylabel(f"speedup vs {baseline} (whiskers: ratio of 95% intervals)")
             ax.set_title("Speedup against the baseline")
         else:
             _empty(ax, "no rows shared with the baseline")
@@ -109,7 +119,7 @@ def write_plots(comp: pd.DataFrame, scaling: pd.DataFrame, machines: list[str], 
         with_peak = present[present["peak_fraction"].notna()]
         if len(with_peak):
             _grouped_bars(ax, with_peak, "peak_fraction", machines)
-            ax.set_ylabel("fraction of measured peak FLOP/s")
+            ax.set_ylabel("fraction of measured peak FLOP/s (whiskers: 95% interval)")
             ax.set_title("Achieved fraction of each machine's measured peak")
         else:
             _empty(ax, "no FLOP counts")

@@ -11,9 +11,17 @@ throttled, quick) and is compared with the baseline's row for what makes two fig
 comparable: quick or full settings, torch and CUDA versions, and the timing process's
 settings (TF32, cuDNN, determinism). A difference is a flag on the row, never silent.
 
-Speedup = baseline median_s / this median_s. Its 95% interval is a bootstrap of that ratio of
-medians from the raw samples of both sides (2000 resamples, seed 0 for every row, so a report
-is reproducible); without at least 2 raw samples on both sides the interval is left empty.
+Every figure is shown with its 95% interval when its record has one (ci95_low_s, ci95_high_s:
+the interval of the median, which suite.timing computes); pytest-benchmark and asv files have
+none, and none is made up for them. Rates inherit it from the time: throughput runs from
+global_batch / ci95_high_s to global_batch / ci95_low_s (INTERVAL_OF names each figure's bounds).
+
+Speedup = baseline median_s / this median_s. Its interval is the ratio of both figures'
+intervals, baseline ci95_low_s / this ci95_high_s to baseline ci95_high_s / this ci95_low_s:
+it holds the true ratio whenever both figures' intervals hold theirs (for independent ones at
+least 0.95^2 = 90% of the time, in practice more), and it carries whatever variance those
+intervals carry (between processes, which a bootstrap of one process's samples cannot see). A speedup whose interval contains 1.0 is `within noise`: not distinguishable from
+the baseline.
 """
 from __future__ import annotations
 
@@ -28,10 +36,15 @@ from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 from suite.timing.stats import is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
-TIMING_COLUMNS = ["threads", "median_s", "iqr_s", "noisy", "throughput", "peak_mem_bytes", "flops",
-                  "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
+TIMING_COLUMNS = ["threads", "median_s", "ci95_low_s", "ci95_high_s", "iqr_s", "noisy", "throughput",
+                  "peak_mem_bytes", "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
 # What must match for two figures to be compared as like for like, and how a difference reads.
 COMPARABILITY = {"quick": "quick vs full", "torch": "torch", "cuda": "CUDA", "settings_key": "settings"}
+# Each shown figure's 95% interval: the record's own for the time, derived in comparison() for the rest.
+INTERVAL_OF = {"median_s": ("ci95_low_s", "ci95_high_s"), "throughput": ("throughput_ci_low", "throughput_ci_high"),
+               "peak_fraction": ("peak_fraction_ci_low", "peak_fraction_ci_high"),
+               "speedup": ("speedup_ci_low", "speedup_ci_high")}
+WITHIN_NOISE = "within noise"  # the speedup table's word for an interval that contains 1.0
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -106,6 +119,8 @@ def choose_baseline(loaded, baseline: str | None) -> str:
 
 
 def median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
+    """A bootstrap interval of median(baseline_samples) / median(samples): the regression gate's
+    (suite.report.compare), over one process's raw samples."""
     a, b = as_samples(baseline_samples), as_samples(samples)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
@@ -129,23 +144,29 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     grid = pd.DataFrame({"machine": machines}).merge(keys, how="cross")
     full = grid.merge(table, on=["machine", *KEY], how="left", indicator=True)
     full["missing"] = full.pop("_merge") == "left_only"
-    base = table[table["machine"] == baseline][[*KEY, "median_s", "samples", *COMPARABILITY]]
-    full = full.merge(base.rename(columns={"median_s": "baseline_median_s", "samples": "baseline_samples",
-                                           **{c: f"baseline_{c}" for c in COMPARABILITY}}),
+    base = table[table["machine"] == baseline][[*KEY, "median_s", "ci95_low_s", "ci95_high_s", *COMPARABILITY]]
+    full = full.merge(base.rename(columns={c: f"baseline_{c}" for c in ["median_s", "ci95_low_s", "ci95_high_s",
+                                                                        *COMPARABILITY]}),
                       on=KEY, how="left")
     full["differs"] = [_differences(row) for row in full.itertuples()]
     full["speedup"] = full["baseline_median_s"] / full["median_s"]
+    low_s, high_s = (full[c].where(full[c] > 0) for c in INTERVAL_OF["median_s"])
+    for rate in ("throughput", "peak_fraction"):  # per second: the slow end of the time is the low end of the rate
+        full[INTERVAL_OF[rate][0]] = full[rate] * full["median_s"] / high_s
+        full[INTERVAL_OF[rate][1]] = full[rate] * full["median_s"] / low_s
     # The baseline against itself has speedup 1.0 by definition; an interval there would only confuse.
-    intervals = [median_ratio_interval(bs, s) if not missing and machine != baseline else (math.nan, math.nan)
-                 for bs, s, missing, machine in zip(full["baseline_samples"], full["samples"], full["missing"],
-                                                    full["machine"])]
-    full["speedup_ci_low"] = [i[0] for i in intervals]
-    full["speedup_ci_high"] = [i[1] for i in intervals]
+    others = full["machine"] != baseline
+    full["speedup_ci_low"] = (full["baseline_ci95_low_s"] / high_s).where(others)
+    full["speedup_ci_high"] = (full["baseline_ci95_high_s"] / low_s).where(others)
+    known = full["speedup_ci_low"].notna() & full["speedup_ci_high"].notna()
+    full["speedup_within_noise"] = ((full["speedup_ci_low"] <= 1.0) & (full["speedup_ci_high"] >= 1.0)
+                                    ).astype("boolean").where(known)
     full["noisy"] = full["noisy"].fillna(False).astype(bool)
     full["figure_flags"] = [f if isinstance(f, tuple) else () for f in full["figure_flags"]]
     full["marks"] = [_marks(f, d) for f, d in zip(full["figure_flags"], full["differs"])]
     full["flags"] = [_flags(row, baseline) for row in full.itertuples()]
-    ordered = ["machine", *KEY, *TIMING_COLUMNS, "speedup", "speedup_ci_low", "speedup_ci_high",
+    ordered = ["machine", *KEY, *TIMING_COLUMNS, *INTERVAL_OF["throughput"], *INTERVAL_OF["peak_fraction"],
+               "speedup", *INTERVAL_OF["speedup"], "speedup_within_noise",
                "missing", "flags", "marks", "figure_flags", "differs", "quick", "torch", "cuda", "source"]
     rank = {m: i for i, m in enumerate(machines)}
     full = full.sort_values(by=["model", "mode", "setup", "world_size", "batch_size", "machine"],
@@ -205,19 +226,29 @@ def row_label(frame: pd.DataFrame) -> pd.Series:
     return label.where(threads == "all", label + " " + threads + "t")
 
 
-def shown(value: float, marks: str, missing: bool, digits: int = 4) -> str:
-    """A cell for the Markdown/HTML pivots: never a blank that reads as 0; flags in brackets."""
+def shown(value: float, marks: str, missing: bool, digits: int = 4, low=None, high=None, note: str = "") -> str:
+    """A cell for the Markdown/HTML pivots: never a blank that reads as 0; the 95% interval in
+    square brackets when known, then a note, then flags in round brackets: "2.01 [1.95–2.07] (noisy)"."""
     if missing:
         return "missing"
     if value is None or pd.isna(value):
         return "n/a"
-    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
+    text = _number(value, digits)
+    if low is not None and high is not None and pd.notna(low) and pd.notna(high):
+        text += f" [{_number(low, digits)}–{_number(high, digits)}]"  # a dash: "[7,950, 8,240]" would misread
+    text += f" {note}" if note else ""
     return f"{text} ({marks})" if marks else text
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
 
 
 def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int = 4) -> pd.DataFrame:
     frame = comp.assign(row=row_label(comp))
-    frame["cell"] = [shown(v, marks, m, digits) for v, marks, m in zip(frame[value], frame["marks"], frame["missing"])]
+    low, high = INTERVAL_OF[value]
+    frame["cell"] = [shown(v, marks, m, digits, lo, hi) for v, marks, m, lo, hi in
+                     zip(frame[value], frame["marks"], frame["missing"], frame[low], frame[high])]
     # The row's setup names its device (cpu, cpu-ddp, cuda, ...): one column per machine suffices.
     table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
     return table[[m for m in machines if m in table.columns]].fillna("missing")
@@ -227,10 +258,11 @@ def speedup_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
     frame = comp.assign(row=row_label(comp))
 
     def cell(r):
-        if r.missing or pd.isna(r.speedup):
-            return "missing" if r.missing else "no baseline"
-        ci = "" if pd.isna(r.speedup_ci_low) else f" [{r.speedup_ci_low:.3g}, {r.speedup_ci_high:.3g}]"
-        return f"{r.speedup:.3g}{ci}" + (f" ({r.marks})" if r.marks else "")
+        if not r.missing and pd.isna(r.speedup):
+            return "no baseline"
+        within_noise = pd.notna(r.speedup_within_noise) and bool(r.speedup_within_noise)
+        return shown(r.speedup, r.marks, r.missing, 3, r.speedup_ci_low, r.speedup_ci_high,
+                     WITHIN_NOISE if within_noise else "")
 
     frame["cell"] = [cell(r) for r in frame.itertuples()]
     table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)

@@ -11,6 +11,8 @@ what is still wrong after the last attempt keeps its samples and says so in `fla
     few_samples  fewer raw samples than the minimum (10 in full runs, 5 in quick runs)
     throttled    a CPU thermal-throttle count rose, or a GPU reported power or thermal limits
     quick        taken with the short --quick settings: a smoke-level figure
+    one_process  measured in one process only: its interval cannot say what a rerun would give
+                 (time_model's own records; a run's figures come from several, suite.timing.processes)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from suite.timing.machine_state import throttle_counters, throttled_between
 from suite.timing.measure import Sampling, measure
 from suite.timing.options import DDP_SETUPS
 
-FLAGS = ("noisy", "contended", "drift", "few_samples", "throttled", "quick")
+FLAGS = ("noisy", "contended", "drift", "few_samples", "throttled", "quick", "one_process")
 
 
 def measure_figure(step: Callable[[], None], *, options, devices: list[torch.device],
@@ -57,7 +59,7 @@ def measure_figure(step: Callable[[], None], *, options, devices: list[torch.dev
             last[0] = now
 
         sampling = measure(step, threads=threads, devices=devices, min_run_time=get("min_run_time"),
-                           warmup_steps=get("warmup_steps"), min_samples=get("min_samples"),
+                           warmup_steps=get("warmup_steps"), warmup_s=get("warmup_s"), min_samples=get("min_samples"),
                            time_cap_s=get("time_cap_s"), target_precision=get("target_precision"),
                            agree=agree, between_blocks=watch)
         load = load_between(start, last[0])
@@ -76,8 +78,8 @@ def measure_figure(step: Callable[[], None], *, options, devices: list[torch.dev
 
 
 def figure_flags(*, noisy: bool, n_samples: int, min_samples: int, trust: dict, quick: bool) -> list[str]:
-    """The flags of one figure, in FLAGS order; empty when it is clean."""
+    """The flags of one process's figure, in FLAGS order (suite.timing.processes merges processes)."""
     present = {"noisy": noisy, "contended": trust.get("contended"), "drift": trust.get("drift"),
                "few_samples": n_samples < min_samples, "throttled": trust.get("throttled"),
-               "quick": quick}
+               "quick": quick, "one_process": True}
     return [flag for flag in FLAGS if present[flag]]

@@ -2,7 +2,11 @@
 
 One loop for every setup. A probe of a few steps estimates the step time; blocks are sized so
 that about TARGET_SAMPLES of them fill `min_run_time` (and, on a GPU, so that each block is long
-enough for the synchronisation at its ends to be negligible); then blocks are timed until
+enough for the synchronisation at its ends to be negligible). Warm-up goes on, in blocks, until
+the step time settles: at least `warmup_s` seconds, and until a block is no longer faster than
+every block before it by more than SETTLED_FRACTION (a fixed count of warm-up steps left quick
+figures 1.2-1.5x slow on this project's 2-core VM: allocator and thread-pool warm-up lasted
+longer than two steps). Then blocks are timed until
 
 - there are at least `min_samples` of them and `min_run_time` has passed, and
 - when `target_precision` is set (full runs), the 95% interval of the median is within that
@@ -30,6 +34,8 @@ from suite.timing.stats import median_interval
 
 TARGET_SAMPLES = 10
 PROBE_STEPS = 3
+SETTLED_FRACTION = 0.03
+WARMUP_CAP_FACTOR = 4  # warm-up stops after this many times `warmup_s`, settled or not
 # A block on a GPU lasts at least this long: the two synchronisations around it (tens of
 # microseconds) then cost under 1% of it. On the CPU the clock costs nothing next to a step.
 MIN_BLOCK_S = {"cpu": 0.0, "cuda": 0.005}
@@ -94,12 +100,27 @@ def warm_up(step: Callable[[], None], steps: int, clock: Callable[[], float]) ->
     clock()
 
 
+def settle(timer: Timer, number: int, clock: Callable[[], float], warmup_s: float,
+           agree: Callable[[float], float]) -> dict:
+    """Time warm-up blocks of `number` steps until the step time settles (module docstring);
+    DDP ranks decide together after every block, as they do when sampling."""
+    started, blocks = clock(), []
+    while True:
+        blocks.append(timed_block(timer, number))
+        elapsed = clock() - started
+        improving = len(blocks) < 2 or blocks[-1] < (1 - SETTLED_FRACTION) * min(blocks[:-1])
+        done = (elapsed >= warmup_s and not improving) or elapsed >= WARMUP_CAP_FACTOR * warmup_s
+        if agree(0.0 if done else 1.0) == 0.0:
+            return {"warmup_s": elapsed, "warmup_blocks": len(blocks), "settled": not improving}
+
+
 def measure(step: Callable[[], None], *, threads: int, devices: list[torch.device],
             min_run_time: float, warmup_steps: int, min_samples: int, time_cap_s: float,
-            target_precision: float | None = None,
+            warmup_s: float = 0.0, target_precision: float | None = None,
             agree: Callable[[float], float] | None = None,
             between_blocks: Callable[[], None] | None = None) -> Sampling:
-    """Time `step` (one iteration) after `warmup_steps` untimed ones (see the module docstring).
+    """Time `step` (one iteration) after `warmup_steps` untimed ones and `warmup_s` seconds of
+    settling (see the module docstring).
 
     `between_blocks` runs after each block, outside the timed part (the contention watch).
     """
@@ -111,6 +132,7 @@ def measure(step: Callable[[], None], *, threads: int, devices: list[torch.devic
         warm_up(step, warmup_steps, clock)
         step_estimate = agree(timed_block(timer, PROBE_STEPS))
         number = block_size(step_estimate, min_run_time, max(MIN_BLOCK_S.get(d.type, 0.0) for d in devices))
+        warmup = settle(timer, number, clock, warmup_s, agree) if warmup_s > 0 else {}
         samples: list[float] = []
         started = clock()
         while True:
@@ -124,7 +146,7 @@ def measure(step: Callable[[], None], *, threads: int, devices: list[torch.devic
                 break
     return Sampling(samples, number, warmup_steps, reason or "time_cap",
                     {"step_estimate_s": step_estimate, "time_cap_s": time_cap_s,
-                     "target_precision": target_precision, "min_samples": min_samples})
+                     "target_precision": target_precision, "min_samples": min_samples, **warmup})
 
 
 def _stop_reason(samples, elapsed, min_run_time, min_samples, time_cap_s, target) -> str | None:

@@ -13,16 +13,20 @@ from suite.timing.steps import validate_mode_and_dtype
 
 DEFAULT_CPU_DDP_WORLD_SIZE = 2
 
-# Full runs: enough samples for a stable median; quick runs: a smoke-level figure in seconds.
-MIN_RUN_TIME = 1.0
+# What one process samples of a figure. A run's figure comes from several processes
+# (suite.timing.processes), so each one's share is short: a full run's four processes sample
+# 0.5 s each, a quick run's two 0.2 s each.
+MIN_RUN_TIME = 0.5
 QUICK_MIN_RUN_TIME = 0.2
 WARMUP_STEPS = 5
 QUICK_WARMUP_STEPS = 2
+# Warm-up lasts at least this long and until the step time settles (suite.timing.measure).
+WARMUP_S, QUICK_WARMUP_S = 0.5, 0.3
 MIN_SAMPLES = 10
 QUICK_MIN_SAMPLES = 5
-# Full runs sample on until the 95% interval of the median is within 2% of it, or the cap.
+# Full runs sample on until the 95% interval of the process's median is within 2% of it, or the cap.
 TARGET_PRECISION = 0.02
-TIME_CAP_S = 10.0
+TIME_CAP_S = 3.0
 # A disturbed figure (contended, drift) is measured again after waiting up to the quiet budget.
 ATTEMPTS, QUICK_ATTEMPTS = 3, 2
 QUIET_BUDGET_S, QUICK_QUIET_BUDGET_S = 5.0, 2.0
@@ -40,6 +44,7 @@ class TimingOptions:
     channels_last: bool
     min_run_time: float
     warmup_steps: int
+    warmup_s: float
     quick: bool
     min_samples: int
     target_precision: float | None  # None: no precision target (quick runs)
@@ -101,6 +106,7 @@ def sampling_rules(quick: bool, min_run_time: float | None = None) -> dict:
         min_run_time = QUICK_MIN_RUN_TIME if quick else MIN_RUN_TIME
     return {"min_run_time": min_run_time, "quick": quick,
             "warmup_steps": QUICK_WARMUP_STEPS if quick else WARMUP_STEPS,
+            "warmup_s": QUICK_WARMUP_S if quick else WARMUP_S,
             "min_samples": QUICK_MIN_SAMPLES if quick else MIN_SAMPLES,
             "target_precision": None if quick else TARGET_PRECISION,
             "time_cap_s": max(TIME_CAP_S, min_run_time),

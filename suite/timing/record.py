@@ -14,15 +14,26 @@ Fields:
     threads               torch intra-op threads (per rank for DDP), set on the Timer
     dtype                 "float32", or "bfloat16" for AMP autocast (parameters stay fp32)
     channels_last         whether model and inputs used the channels_last memory format
-    median_s, iqr_s       median and interquartile range of `samples`, seconds per iteration
+    median_s, iqr_s       median (of a run's figure: the median of its processes' medians) and
+                          interquartile range of `samples`, seconds per iteration
     iqr_fraction, noisy   iqr_s / median_s, and whether it is 10% or more (not to be trusted alone)
-    ci95_low_s, ci95_high_s   distribution-free 95% interval of the median (None under 6 samples)
+    ci95_low_s, ci95_high_s   95% interval of the median: for a run's figure, between processes
+                          (interval_method "between_processes", suite.timing.processes); for one
+                          process, distribution-free from its samples (None under 6 samples),
+                          which says nothing of a rerun
     ci_half_width_fraction    half that interval's width over the median: the figure's precision
     flags                 what is wrong with the figure, [] when clean: noisy, contended, drift,
-                          few_samples, throttled, quick (suite.timing.figure says each one's rule)
-    samples               raw samples, seconds per iteration, each the mean of one block
+                          few_samples, throttled, quick, one_process (suite.timing.figure says
+                          each one's rule)
+    samples               raw samples, seconds per iteration, each the mean of one block (a
+                          run's figure: every process's, pooled)
+    processes             a run's figure: per process median_s, iqr_s, samples, flags, canaries,
+                          warm-up and stop reason (absent on time_model's one-process records)
+    process_log_sd, process_log_sd_df   the between-process standard deviation of log medians,
+                          pooled over the run's figures on the device, and its degrees of freedom
     steps_per_sample      iterations in each block
     warmup_steps          untimed iterations before the first block
+    warmup_s              seconds of warm-up blocks until the step time settled (suite.timing.measure)
     method                "timer_blocks": blocks timed by torch.utils.benchmark.Timer's loop
     stop_reason           why sampling stopped: "precision" (interval within target_precision),
                           "time_cap", or "min_samples" (quick runs: no precision target)
@@ -87,7 +98,9 @@ def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[
         "samples": list(sampling.samples),
         "steps_per_sample": sampling.steps_per_sample,
         "warmup_steps": sampling.warmup_steps,
+        "warmup_s": sampling.extra.get("warmup_s"),
         "method": "timer_blocks",
+        "interval_method": "within_process",
         "stop_reason": sampling.stop_reason,
         "min_run_time": options.min_run_time,
         "min_samples": options.min_samples,

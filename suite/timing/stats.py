@@ -66,3 +66,45 @@ def summarize(samples: list[float]) -> dict:
         "ci95_high_s": interval[1] if interval else None,
         "ci_half_width_fraction": (interval[1] - interval[0]) / 2 / median if interval and median > 0 else None,
     }
+
+
+def log_deviations(process_medians: list[float]) -> tuple[float, int]:
+    """(sum of squared deviations of log medians from their mean, degrees of freedom) of one
+    figure's processes: its share of the run's pooled between-process variance."""
+    logs = [math.log(m) for m in process_medians if m > 0]
+    if len(logs) < 2:
+        return 0.0, 0
+    mean = sum(logs) / len(logs)
+    return sum((x - mean) ** 2 for x in logs), len(logs) - 1
+
+
+def pooled_log_sd(figures: list[list[float]]) -> tuple[float | None, int]:
+    """(sd, df): the between-process standard deviation of log medians, pooled over figures.
+
+    Two to four processes a figure say little about its own spread (one degree of freedom with
+    two); the machine's process-to-process variance is much the same for every figure of a run,
+    so the run's figures share one estimate with the degrees of freedom of all of them.
+    """
+    total, df = 0.0, 0
+    for medians in figures:
+        squares, own_df = log_deviations(medians)
+        total, df = total + squares, df + own_df
+    return (math.sqrt(total / df), df) if df else (None, 0)
+
+
+def t_quantile(probability: float, df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(probability, df))
+
+
+def between_process_interval(process_medians: list[float], log_sd: float | None, df: int,
+                             confidence: float = 0.95) -> tuple[float, float] | None:
+    """A t interval of the figure's typical process median (geometric mean of the processes'
+    medians) with the run's pooled between-process spread; None without a spread estimate."""
+    if log_sd is None or df < 1 or not process_medians:
+        return None
+    logs = [math.log(m) for m in process_medians]
+    center = sum(logs) / len(logs)
+    half = t_quantile(1 - (1 - confidence) / 2, df) * log_sd / math.sqrt(len(logs))
+    return math.exp(center - half), math.exp(center + half)

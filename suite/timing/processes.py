@@ -1,0 +1,243 @@
+"""Every figure of a run from several fresh processes, in interleaved rounds, merged per figure.
+
+The variance that matters lives between processes: on this project's 2-core VM five quiet
+reruns of one plan disagreed by 4-7% while each process's own samples claimed 1%. Memory
+layout, the allocator's history and thread placement are drawn anew with each interpreter, and
+stay put for its life; more samples in one process cannot see them. So `torchsuite run` times
+its figures in PROCESSES fresh interpreters (`python -m suite.timing.worker`, not forks of one
+parent image), one a round. Each round times every figure, in the plan's order on even rounds
+and reversed on odd ones (a palindrome, as a slow minute of the machine then lands on different
+figures each round). A figure's median is the median of its processes' medians; its 95% interval
+is a t interval on the log process medians, with the between-process spread pooled over the
+run's figures on one device (stats.pooled_log_sd): a figure's two to four processes alone say
+little about its spread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.errors import SuiteError
+from suite.timing.figure import FLAGS
+from suite.timing.stats import between_process_interval, is_noisy, pooled_log_sd
+
+PROCESSES, QUICK_PROCESSES = 4, 2
+# Importing torch and the suite, before the first figure of a round.
+INTERPRETER_START_S = 3.0
+# Fields that describe one process's measurement; a merged record lists them per process.
+PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps", "warmup_s",
+               "stop_reason", "attempts", "flags", "canary_before_s", "canary_after_s", "peak_mem_bytes")
+PROCESS_FLAGS = ("contended", "drift", "few_samples", "throttled")
+DISTURBED = {"contended", "drift", "throttled"}
+
+
+class WorkerError(SuiteError):
+    """A figure the worker process did not time: it raised, died or hung."""
+
+
+def processes_for(quick: bool) -> int:
+    return QUICK_PROCESSES if quick else PROCESSES
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """Which Python runs the workers, where (the code under test's root) and with what environment."""
+
+    python: str = sys.executable
+    cwd: str | None = None
+    env: dict = field(default_factory=dict)
+    label: str = ""
+
+
+def figure_timeout_s(kwargs: dict) -> float:
+    """Seconds a worker may take on one figure before it is called hung."""
+    from suite.timing.distributed import TIMEOUT_FIXED_S
+    from suite.timing.options import sampling_rules
+
+    rules = sampling_rules(bool(kwargs.get("quick")), kwargs.get("min_run_time"))
+    compile_s = 300.0 if str(kwargs.get("setup", "")).endswith("-compile") else 0.0
+    return TIMEOUT_FIXED_S + compile_s + rules["attempts"] * (rules["quiet_budget_s"] + 3 * rules["time_cap_s"])
+
+
+class WorkerProcess:
+    """One fresh interpreter timing `requests` in order; `result(i)` waits for the i-th answer.
+
+    Answers must be read in order. A worker that dies or hangs is killed with its whole process
+    group (its DDP ranks too), and every request it had not answered raises WorkerError.
+    """
+
+    def __init__(self, requests: list[dict], interpreter: Interpreter = Interpreter()):
+        self.requests = requests
+        self.answers: dict[int, dict] = {}
+        self.failure: str | None = None
+        self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        env = {**os.environ, **interpreter.env}
+        if interpreter.cwd:  # the code under test comes first on the path
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [interpreter.cwd, env.get("PYTHONPATH")]))
+        try:
+            self.proc = subprocess.Popen(
+                [interpreter.python, "-m", "suite.timing.worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self.stderr, cwd=interpreter.cwd, env=env,
+                text=True, start_new_session=True)
+        except OSError as err:
+            raise WorkerError(f"cannot start {interpreter.python}: {err}") from None
+        self.proc.stdin.write(json.dumps({"requests": requests}))
+        self.proc.stdin.close()
+        self._buffer = ""
+
+    def result(self, index: int) -> dict:
+        while index not in self.answers and self.failure is None:
+            self._read_one(figure_timeout_s(self.requests[len(self.answers)]["kwargs"]))
+        if index in self.answers:
+            answer = self.answers[index]
+            if "error" in answer:
+                raise WorkerError(answer["error"])
+            return answer["record"]
+        raise WorkerError(self.failure)
+
+    def _read_one(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while "\n" not in self._buffer:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    self._fail(f"the worker timed out after {timeout_s:.0f} s on one figure")
+                    return
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 16).decode("utf-8", "replace")
+                if not chunk:
+                    self.proc.wait()
+                    self._fail(f"the worker exited with status {self.proc.returncode} "
+                               f"before answering: {self._last_stderr_line()}")
+                    return
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split("\n", 1)
+        try:
+            answer = json.loads(line)
+            self.answers[int(answer["index"])] = answer
+        except (ValueError, KeyError, TypeError):
+            self._fail(f"the worker wrote a line that is not an answer: {line[:120]!r}")
+
+    def _last_stderr_line(self) -> str:
+        self.stderr.seek(0)
+        lines = [line.strip() for line in self.stderr.read().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "nothing on stderr"
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.stderr.close()
+
+
+def round_order(requests: list, round_index: int) -> list:
+    """Figures on one worker pool kept together (one pool start each); reversed every other round."""
+    from suite.timing.worker import pool_key
+
+    ordered = sorted(requests, key=lambda r: (pool_key(r) is not None, str(pool_key(r))))
+    return ordered if round_index % 2 == 0 else ordered[::-1]
+
+
+def merge_processes(records: list[dict], log_sd: float | None, df: int) -> dict:
+    """One figure's record from its processes' records (each one process's, as time_model gives).
+
+    The first record gives the fields every process shares (model, options, FLOPs); the
+    measurement is the processes': median of their medians, the between-process interval, flags
+    any process had (and `one_process` when there was only one), all raw samples pooled.
+    """
+    first = records[0]
+    medians = [r["median_s"] for r in records]
+    median = statistics.median(medians)
+    pooled = [s for r in records for s in r["samples"]]
+    quartiles = statistics.quantiles(pooled, n=4) if len(pooled) > 1 else [pooled[0]] * 3
+    iqr = quartiles[2] - quartiles[0]
+    interval = between_process_interval(medians, log_sd, df) if len(records) > 1 else None
+    seen = {flag for r in records for flag in r.get("flags", ())}
+    flags = {"noisy": is_noisy(iqr, median), **{f: f in seen for f in PROCESS_FLAGS},
+             "quick": bool(first.get("quick")), "one_process": len(records) == 1}
+    scale = first["median_s"] / median  # throughput and FLOP/s follow the figure's median
+    merged = {
+        **first,
+        "median_s": median, "iqr_s": iqr, "iqr_fraction": iqr / median, "noisy": flags["noisy"],
+        "ci95_low_s": interval[0] if interval else None, "ci95_high_s": interval[1] if interval else None,
+        "ci_half_width_fraction": (interval[1] - interval[0]) / 2 / median if interval else None,
+        "interval_method": "between_processes" if interval else None,
+        "flags": [flag for flag in FLAGS if flags.get(flag)],
+        "samples": pooled,
+        "processes": [{key: r.get(key) for key in PER_PROCESS} for r in records],
+        "process_log_sd": log_sd, "process_log_sd_df": df,
+        "canary_before_s": statistics.median(r["canary_before_s"] for r in records),
+        "canary_after_s": statistics.median(r["canary_after_s"] for r in records),
+        "peak_mem_bytes": max(r["peak_mem_bytes"] for r in records),
+        "throughput": first["throughput"] * scale,
+        "achieved_flops_per_s": first["achieved_flops_per_s"] * scale,
+        "peak_fraction": first["peak_fraction"] * scale,
+    }
+    for key in ("compile_cold_s", "compile_warm_s"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        merged[key] = statistics.median(values) if values else None
+    return merged
+
+
+def merge_figures(per_figure: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each figure's merged record, with the between-process spread pooled over the figures of
+    its setup on its device (DDP ranks vary more than one process does), or of its device when
+    its setup has one process a figure. Processes that were disturbed (contended, drift,
+    throttled) and say so in their flags are left out of the spread: they would widen every
+    figure's interval for one figure's bad minute."""
+    measured = {figure: records for figure, records in per_figure.items() if records}
+
+    def spread(belongs) -> tuple[float | None, int]:
+        return pooled_log_sd([[r["median_s"] for r in records if not set(r.get("flags", ())) & DISTURBED]
+                              for records in measured.values() if belongs(records[0])])
+
+    merged = {}
+    for figure, records in measured.items():
+        first = records[0]
+        log_sd, df = spread(lambda r: (r["device"], r["setup"]) == (first["device"], first["setup"]))
+        if not df:
+            log_sd, df = spread(lambda r: r["device"] == first["device"])
+        merged[figure] = merge_processes(records, log_sd, df)
+    return merged
+
+
+def time_across_processes(requests: list[dict], processes: int,
+                          interpreter: Interpreter = Interpreter()) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """({figure: merged record}, {figure: errors}) of `requests` (each with a "figure" id) timed in
+    `processes` interleaved rounds of fresh interpreters. For scripts and `torchsuite ab`; the
+    run does the same step by step (suite.runner), to save each figure as it arrives."""
+    per_figure: dict[str, list[dict]] = {r["figure"]: [] for r in requests}
+    errors: dict[str, list[str]] = {r["figure"]: [] for r in requests}
+    for round_index in range(processes):
+        ordered = round_order(requests, round_index)
+        worker = WorkerProcess(ordered, interpreter)
+        try:
+            for index, request in enumerate(ordered):
+                try:
+                    per_figure[request["figure"]].append(worker.result(index))
+                except WorkerError as err:
+                    errors[request["figure"]].append(str(err))
+        finally:
+            worker.close()
+    return merge_figures(per_figure), errors
+
+
+def code_root() -> Path:
+    """The directory that holds this suite's `suite` package."""
+    return Path(__file__).resolve().parents[2]

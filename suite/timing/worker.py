@@ -1,0 +1,49 @@
+"""`python -m suite.timing.worker`: time figures in this fresh interpreter and print their records.
+
+Reads one JSON object on stdin, {"requests": [{"model", "mode", "kwargs"}, ...]}, times them
+in order with time_model and writes one JSON line per request to stdout as soon as it is done:
+{"index": i, "record": {...}} or {"index": i, "error": "one line", "traceback": "..."}. Nothing
+else goes to stdout (Python's own prints are sent to stderr), so that the parent can read it
+line by line. A DDP figure's pool lives until the next request needs another one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+
+def pool_key(request: dict) -> tuple | None:
+    """The worker pool a request runs on (setup, world size), or None for one-process setups."""
+    kwargs = request["kwargs"]
+    return (kwargs["setup"], kwargs.get("world_size")) if str(kwargs.get("setup", "")).endswith("-ddp") else None
+
+
+def main() -> int:
+    protocol = sys.stdout
+    sys.stdout = sys.stderr
+    from suite.distributed.pool import close_shared_pools
+    from suite.errors import one_line
+    from suite.results import json_ready
+    from suite.timing.core import time_model
+
+    requests = json.load(sys.stdin)["requests"]
+    try:
+        for index, request in enumerate(requests):
+            try:
+                answer = {"record": time_model(request["model"], mode=request["mode"], **request["kwargs"])}
+            except Exception as err:  # one broken figure is an answer, not the end of the round
+                answer = {"error": one_line(err), "traceback": traceback.format_exc()}
+            following = requests[index + 1] if index + 1 < len(requests) else None
+            if pool_key(request) is not None and (following is None or pool_key(following) != pool_key(request)):
+                close_shared_pools()
+            protocol.write(json.dumps(json_ready({"index": index, **answer}), allow_nan=False) + "\n")
+            protocol.flush()
+    finally:
+        close_shared_pools()
+        sys.stdout = protocol
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Figures from several fresh processes: the interval's calibration, the merge, and workers that fail."""
+import math
+import os
+import random
+import statistics
+import sys
+
+import pytest
+
+from suite.timing import processes
+from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, merge_figures, merge_processes,
+                                    round_order, time_across_processes)
+from suite.timing.stats import between_process_interval, pooled_log_sd
+
+
+def process_record(median_s: float, *, setup="cpu", flags=("quick",), samples=6) -> dict:
+    """One process's record as time_model gives it, reduced to what the merge reads."""
+    return {"kind": "timing", "device": "cpu", "setup": setup, "median_s": median_s, "quick": True,
+            "samples": [median_s] * samples, "flags": list(flags), "canary_before_s": 0.004,
+            "canary_after_s": 0.004, "peak_mem_bytes": 1, "throughput": 100 / median_s,
+            "achieved_flops_per_s": 1e9 / median_s, "peak_fraction": 0.1 * 0.01 / median_s}
+
+
+def simulated_run(rng: random.Random, figures: int, count: int, sd: float) -> list[list[float]]:
+    """Process medians of one run: each process's log median drawn with between-process sd `sd`."""
+    return [[math.exp(rng.gauss(0, sd)) for _ in range(count)] for _ in range(figures)]
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_the_interval_holds_a_reruns_median_as_often_as_a_calibrated_one_does(count):
+    # Coverage of another run's median by a calibrated 95% interval is P(|Z| < 1.96 / sqrt 2) = 83%:
+    # the other median has noise of its own. Both too narrow (one process's samples) and too wide fail.
+    rng = random.Random(0)
+    held = total = 0
+    for _ in range(400):
+        first, second = simulated_run(rng, 6, count, 0.03), simulated_run(rng, 6, count, 0.03)
+        log_sd, df = pooled_log_sd(first)
+        for mine, theirs in zip(first, second):
+            low, high = between_process_interval(mine, log_sd, df)
+            total += 1
+            held += low <= statistics.median(theirs) <= high
+    assert 0.78 <= held / total <= 0.90, held / total
+
+
+def test_a_figure_of_several_processes_is_their_median_with_their_flags_and_samples():
+    records = [process_record(0.010), process_record(0.0105, flags=("quick", "contended"))]
+    merged = merge_processes(records, 0.05, 6)
+    assert merged["median_s"] == pytest.approx(0.01025) and merged["throughput"] == pytest.approx(100 / 0.01025)
+    assert merged["flags"] == ["contended", "quick"] and len(merged["samples"]) == 12
+    assert [p["median_s"] for p in merged["processes"]] == [0.010, 0.0105]
+    assert merged["ci95_low_s"] < merged["median_s"] < merged["ci95_high_s"]
+    assert merged["interval_method"] == "between_processes" and merged["process_log_sd_df"] == 6
+    alone = merge_processes([process_record(0.010)], None, 0)
+    assert "one_process" in alone["flags"] and alone["ci95_low_s"] is None
+
+
+def test_a_disturbed_process_does_not_widen_every_figures_interval():
+    calm = {f"f{i}": [process_record(0.010), process_record(0.0101)] for i in range(3)}
+    disturbed = {**calm, "bad": [process_record(0.010), process_record(0.020, flags=("contended",))]}
+    assert merge_figures(disturbed)["f0"]["process_log_sd"] == pytest.approx(merge_figures(calm)["f0"]["process_log_sd"])
+    # DDP figures pool among themselves: their ranks vary more than one process does
+    ddp = {**calm, "ddp": [process_record(0.02, setup="cpu-ddp"), process_record(0.03, setup="cpu-ddp")]}
+    merged = merge_figures(ddp)
+    assert merged["ddp"]["process_log_sd"] > 10 * merged["f0"]["process_log_sd"]
+
+
+def test_rounds_keep_a_pools_figures_together_and_alternate_direction():
+    requests = [{"figure": name, "kwargs": {"setup": setup, "world_size": ws}}
+                for name, setup, ws in [("a", "cpu", None), ("b", "cpu-ddp", 2), ("c", "cpu", None), ("d", "cpu-ddp", 2)]]
+    first, second = round_order(requests, 0), round_order(requests, 1)
+    assert [r["figure"] for r in first] == ["a", "c", "b", "d"] and second == first[::-1]
+
+
+QUICK_EVAL = {"setup": "cpu", "quick": True, "min_run_time": 0.05}
+
+
+def test_a_worker_times_its_figures_in_a_fresh_process_and_a_broken_one_is_an_answer():
+    requests = [{"figure": "unknown", "model": "no_such_model", "mode": "eval", "kwargs": QUICK_EVAL},
+                {"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}]
+    worker = WorkerProcess(requests)
+    try:
+        with pytest.raises(WorkerError, match="no_such_model"):
+            worker.result(0)
+        record = worker.result(1)
+    finally:
+        worker.close()
+    assert record["model"] == "speech_cnn" and record["median_s"] > 0 and "one_process" in record["flags"]
+
+
+def test_across_processes_gives_each_figure_its_processes():
+    merged, errors = time_across_processes(
+        [{"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}], 2)
+    assert len(merged["speech"]["processes"]) == 2 and errors == {"speech": []}
+    assert merged["speech"]["ci95_low_s"] is not None and "one_process" not in merged["speech"]["flags"]
+
+
+def fake_python(tmp_path, body: str) -> str:
+    """An 'interpreter' that runs `body` as a shell script instead of the worker."""
+    path = tmp_path / "python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_worker_that_dies_is_a_one_line_error_for_what_it_had_not_answered(tmp_path):
+    python = fake_python(tmp_path, "echo 'Fatal Python error: simulated' >&2; exit 3")
+    worker = WorkerProcess([{"figure": "a", "kwargs": {}}], Interpreter(python=python))
+    with pytest.raises(WorkerError, match="exited with status 3 before answering: Fatal Python error: simulated"):
+        worker.result(0)
+
+
+def test_a_worker_that_hangs_is_killed_with_its_children(tmp_path, monkeypatch):
+    monkeypatch.setattr(processes, "figure_timeout_s", lambda kwargs: 1.0)
+    pid_file = tmp_path / "child.pid"
+    python = fake_python(tmp_path, f"sleep 300 & echo $! > {pid_file}; wait")
+    worker = WorkerProcess([{"figure": "a", "kwargs": {}}], Interpreter(python=python))
+    with pytest.raises(WorkerError, match="timed out after 1 s"):
+        worker.result(0)
+    child = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # its whole process group went with it
+        for _ in range(50):
+            os.kill(child, 0)
+            __import__("time").sleep(0.1)
+
+
+def test_an_interpreter_that_does_not_exist_is_a_one_line_error():
+    with pytest.raises(WorkerError, match="cannot start"):
+        WorkerProcess([], Interpreter(python=os.path.join(sys.prefix, "no-such-python")))
