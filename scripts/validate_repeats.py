@@ -1,7 +1,7 @@
 """Do a run's figures repeat? Rerun one timing plan N times and judge its intervals and the gate.
 
     python scripts/validate_repeats.py [--runs 5] [--models speech_cnn,cifar10_lenet] [--full]
-                                       [--slowdown] [--out DIR]
+                                       [--threads N] [--slowdown] [--out DIR]
 
 Each run is `torchsuite run`'s timing plan (no conformance, no convergence) on the CPU, every
 figure from fresh processes (suite.timing.processes). It prints, per figure, the medians of the
@@ -13,9 +13,9 @@ runs, their spread ((max - min) / min) and the half-width each run claims, then
 - the gate on quiet reruns: `torchsuite compare` on every pairing of the runs (0 regressions
   wanted);
 - with --slowdown, runs of a planted build interleaved with the quiet ones (quiet, slowed,
-  quiet, ...): a copy of this suite whose step does its work once more on a tenth of the batch
-  (eval: a forward; train: a forward and backward), about 10% more work. The gate on every
-  (quiet, slowed) pairing: how many pairings it calls `regressed`, per figure and in all.
+  quiet, ...): a copy of this suite whose step also multiplies two matrices sized to about a
+  tenth of the step's time, about 10% more work. The gate on every (quiet, slowed) pairing: how
+  many pairings it calls `regressed`, per figure and in all, and the measured slowdown.
 """
 from __future__ import annotations
 
@@ -25,40 +25,65 @@ import itertools
 import shutil
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from suite import results
 from suite.report.compare import compare
 from suite.runner import default_timing_api, run_suite
+from suite.timing.plan import iter_setups
 from suite.timing.processes import Interpreter, WorkerProcess, code_root
 
-PLANTED = {  # the step's code -> the same plus its work again on a tenth of the batch
-    "                model(inputs)\n":
-        "                model(inputs)\n                model(inputs[:max(1, len(inputs) // 10)])\n",
-    "        loss.backward()\n":
-        "        loss.backward()\n        with autocast():\n            tenth = max(1, len(inputs) // 10)\n"
-        "            extra = loss_fn(model(inputs[:tenth]), labels[:tenth])\n        extra.backward()\n",
-}
+PLANTED = '''
+
+_unplanted_build_step = build_step
+
+
+def build_step(*args, **kwargs):
+    """The planted slowdown: the same step, then a matmul of about a tenth of its time."""
+    import time
+
+    step = _unplanted_build_step(*args, **kwargs)
+    for _ in range(3):
+        step()
+    started = time.perf_counter()
+    for _ in range(10):
+        step()
+    per_step = (time.perf_counter() - started) / 10
+    probe = torch.randn(256, 256)
+    started = time.perf_counter()
+    for _ in range(20):
+        torch.mm(probe, probe)
+    per_probe = (time.perf_counter() - started) / 20
+    size = max(16, round(256 * (0.1 * per_step / per_probe) ** (1 / 3)))
+    extra = torch.randn(size, size)
+
+    def planted_step() -> None:
+        step()
+        torch.mm(extra, extra)
+
+    return planted_step
+'''
 
 
 def planted_copy(root: Path) -> Path:
-    """A copy of this suite whose timed step does about 10% more work."""
+    """A copy of this suite whose timed step does about 10% more work: a matmul sized, when the
+    step is built, to a tenth of the step's time."""
     shutil.copytree(code_root() / "suite", root / "suite", ignore=shutil.ignore_patterns("__pycache__"))
     steps = root / "suite" / "timing" / "steps.py"
-    text = steps.read_text()
-    for before, after in PLANTED.items():
-        assert text.count(before) == 1, f"the planted slowdown no longer fits steps.py: {before!r}"
-        text = text.replace(before, after)
-    steps.write_text(text)
+    steps.write_text(steps.read_text() + PLANTED)
     return root
 
 
-def one_run(out: Path, models: list[str], quick: bool, interpreter: Interpreter | None = None) -> Path:
+def one_run(out: Path, models: list[str], quick: bool, threads: int | None,
+            interpreter: Interpreter | None = None) -> Path:
     timing = default_timing_api()
     if interpreter is not None:
-        from dataclasses import replace
-
         timing = replace(timing, open_worker=lambda requests: WorkerProcess(requests, interpreter))
+    if threads:  # the one-process CPU figures at `threads` (DDP ranks keep theirs)
+        timing = replace(timing, iter_setups=lambda devices, quick, models: [
+            case._replace(kwargs={**case.kwargs, "threads": threads}) if case.kwargs["setup"] == "cpu" else case
+            for case in iter_setups(devices, quick, models)])
     return run_suite(device_request="cpu", model_names=models, quick=quick, out_dir=out, report_dir=out / "report",
                      machine_name="repeat", verdict_sources=[], timing=timing, stream=io.StringIO())
 
@@ -79,7 +104,7 @@ def coverage(runs: list[dict[str, dict]]) -> tuple[int, int]:
 
 
 def gate(pairs: list[tuple[Path, Path]]) -> list[dict[str, str]]:
-    """Each pairing's verdict per figure (compare's rows)."""
+    """Each pairing's verdict per figure (compare's rows, by their labels)."""
     verdicts = []
     for base, new in pairs:
         _, rows = compare(base, new)
@@ -93,6 +118,7 @@ def main() -> None:
     parser.add_argument("--models", default="speech_cnn,cifar10_lenet")
     parser.add_argument("--full", action="store_true", help="full sampling rules (default the quick ones)")
     parser.add_argument("--slowdown", action="store_true", help="also run a planted build that does ~10%% more work")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the CPU figures (default all cores)")
     parser.add_argument("--out", default=None, help="keep the results files here (default a temporary directory)")
     args = parser.parse_args()
     if args.runs < 2:
@@ -102,9 +128,9 @@ def main() -> None:
     planted = Interpreter(cwd=str(planted_copy(out / "planted"))) if args.slowdown else None
     quiet, slowed = [], []
     for index in range(args.runs):
-        quiet.append(one_run(out / f"quiet-{index}", models, quick))
+        quiet.append(one_run(out / f"quiet-{index}", models, quick, args.threads))
         if planted:
-            slowed.append(one_run(out / f"slowed-{index}", models, quick, planted))
+            slowed.append(one_run(out / f"slowed-{index}", models, quick, args.threads, planted))
         print(f"run {index + 1} of {args.runs} done", flush=True)
     runs = [figures(path) for path in quiet]
     print(f"\n{args.runs} {'quick' if quick else 'full'} runs of {args.models} (results in {out})")
@@ -125,15 +151,18 @@ def main() -> None:
     print(f"gate on quiet reruns: {false_alarms} of {len(quiet_pairs)} pairings had a regression "
           f"(target 0); untrusted rows: {untrusted} of {sum(map(len, quiet_pairs))}")
     if planted:
-        slow_figures = [figures(path) for path in slowed]
-        ratios = {name: statistics.median(s[name]["median_s"] for s in slow_figures if name in s)
-                  / statistics.median(q[name]["median_s"] for q in runs) for name in runs[0]}
-        slowed_pairs = gate(list(zip(quiet, slowed)) + list(zip(quiet, slowed[1:] + slowed[:1])))
+        pairs = list(zip(quiet, slowed)) + list(zip(quiet, slowed[1:] + slowed[:1]))
+        slowed_pairs = gate(pairs)
         caught = sum(any(v == "regressed" for v in pairing.values()) for pairing in slowed_pairs)
         print(f"planted slowdown: {caught} of {len(slowed_pairs)} (quiet, slowed) pairings had a regression (target >= 9 of 10)")
-        for name, ratio in ratios.items():
+        ratios: dict[str, list[float]] = {}
+        for base, new in pairs:
+            for row in compare(base, new)[1]:
+                ratios.setdefault(row.figure, []).append(row.ratio)
+        for name, values in ratios.items():
             hits = sum(pairing.get(name) == "regressed" for pairing in slowed_pairs)
-            print(f"  {name:<55} slowed/quiet {ratio:.3f}: regressed in {hits} of {len(slowed_pairs)}")
+            print(f"  {name:<45} slowed/quiet, median over pairings {statistics.median(values):.3f}: "
+                  f"regressed in {hits} of {len(slowed_pairs)}")
 
 
 if __name__ == "__main__":

@@ -66,11 +66,13 @@ def builds_from_pythons(base_python: str, new_python: str) -> tuple[Interpreter,
     return found[0], found[1]
 
 
-def figure_requests(models: list[str] | None, device: str, setups: list[str]) -> list[dict]:
-    """The quick plan's figures of `models` on `device` in `setups` (per process: quick sampling)."""
+def figure_requests(models: list[str] | None, device: str, setups: list[str], threads: int | None = None) -> list[dict]:
+    """The quick plan's figures of `models` on `device` in `setups` (per process: quick sampling),
+    at `threads` torch threads where given (per rank for DDP)."""
     from suite.timing.plan import iter_setups
 
-    cases = [c for c in iter_setups([device], True, models) if c.kwargs.get("setup") in setups]
+    cases = [c._replace(kwargs={**c.kwargs, **({"threads": threads} if threads else {})})
+             for c in iter_setups([device], True, models) if c.kwargs.get("setup") in setups]
     if not cases:
         raise SuiteError(f"no figure of {', '.join(models or ['every model'])} in setups {', '.join(setups)}")
     skipped = [c for c in cases if c.skip_reason]

@@ -137,7 +137,7 @@ def _cmd_ab(args) -> int:
     if not args.threshold > 0:
         raise SuiteError(f"--threshold must be positive, got {args.threshold}")
     models = args.models.split(",") if args.models else None
-    requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","))
+    requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","), args.threads)
     say = lambda line: print(f"torchsuite ab: {line}", file=sys.stderr, flush=True)  # noqa: E731
     builds = (contextlib.nullcontext(ab.builds_from_pythons(args.base_python, args.new_python))
               if args.base_python else ab.builds_from_refs(args.base, args.new, args.repo))
@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--setups", default=None, help="comma-separated timing setups (default cpu; cuda on --device cuda)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default all cores; 1 steadies a VM's figures)")
     p.add_argument("--rounds", type=int, default=None, help="fresh processes per build (default 4)")
     p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")

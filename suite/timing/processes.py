@@ -8,9 +8,13 @@ its figures in PROCESSES fresh interpreters (`python -m suite.timing.worker`, no
 parent image), one a round. Each round times every figure, in the plan's order on even rounds
 and reversed on odd ones (a palindrome, as a slow minute of the machine then lands on different
 figures each round). A figure's median is the median of its processes' medians; its 95% interval
-is a t interval on the log process medians, with the between-process spread pooled over the
-run's figures on one device (stats.pooled_log_sd): a figure's two to four processes alone say
-little about its spread.
+is a t interval on the log process medians with the figure's own degrees of freedom (processes
+- 1) and the between-process spread pooled over the run's figures of its setup
+(stats.pooled_log_sd). Pooling steadies the estimate of the spread, which is the machine's more
+than the figure's; the degrees of freedom stay the figure's, because figures timed in the same
+round share the machine's moment and are not independent: on this project's VM, ten quick runs'
+intervals held another run's median 66% of the time with the pooled degrees of freedom, 94%
+with the figure's own.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from suite.errors import SuiteError
 from suite.timing.figure import FLAGS
 from suite.timing.stats import between_process_interval, is_noisy, pooled_log_sd
 
-PROCESSES, QUICK_PROCESSES = 4, 2
+PROCESSES, QUICK_PROCESSES = 4, 3
 # Importing torch and the suite, before the first figure of a round.
 INTERPRETER_START_S = 3.0
 # Fields that describe one process's measurement; a merged record lists them per process.
@@ -154,7 +158,7 @@ def round_order(requests: list, round_index: int) -> list:
     return ordered if round_index % 2 == 0 else ordered[::-1]
 
 
-def merge_processes(records: list[dict], log_sd: float | None, df: int) -> dict:
+def merge_processes(records: list[dict], log_sd: float | None) -> dict:
     """One figure's record from its processes' records (each one process's, as time_model gives).
 
     The first record gives the fields every process shares (model, options, FLOPs); the
@@ -165,23 +169,25 @@ def merge_processes(records: list[dict], log_sd: float | None, df: int) -> dict:
     medians = [r["median_s"] for r in records]
     median = statistics.median(medians)
     pooled = [s for r in records for s in r["samples"]]
-    quartiles = statistics.quantiles(pooled, n=4) if len(pooled) > 1 else [pooled[0]] * 3
-    iqr = quartiles[2] - quartiles[0]
-    interval = between_process_interval(medians, log_sd, df) if len(records) > 1 else None
+    # The typical process's own IQR: processes that disagree with each other widen the interval,
+    # which is what it is for; `noisy` says a process's own samples scatter.
+    iqr = statistics.median(r["iqr_s"] for r in records)
+    interval = between_process_interval(medians, log_sd, len(records) - 1) if len(records) > 1 else None
     seen = {flag for r in records for flag in r.get("flags", ())}
-    flags = {"noisy": is_noisy(iqr, median), **{f: f in seen for f in PROCESS_FLAGS},
+    noisy = is_noisy(iqr, median)
+    flags = {"noisy": noisy, **{f: f in seen for f in PROCESS_FLAGS},
              "quick": bool(first.get("quick")), "one_process": len(records) == 1}
     scale = first["median_s"] / median  # throughput and FLOP/s follow the figure's median
     merged = {
         **first,
-        "median_s": median, "iqr_s": iqr, "iqr_fraction": iqr / median, "noisy": flags["noisy"],
+        "median_s": median, "iqr_s": iqr, "iqr_fraction": iqr / median, "noisy": noisy,
         "ci95_low_s": interval[0] if interval else None, "ci95_high_s": interval[1] if interval else None,
         "ci_half_width_fraction": (interval[1] - interval[0]) / 2 / median if interval else None,
         "interval_method": "between_processes" if interval else None,
         "flags": [flag for flag in FLAGS if flags.get(flag)],
         "samples": pooled,
         "processes": [{key: r.get(key) for key in PER_PROCESS} for r in records],
-        "process_log_sd": log_sd, "process_log_sd_df": df,
+        "process_log_sd": log_sd,
         "canary_before_s": statistics.median(r["canary_before_s"] for r in records),
         "canary_after_s": statistics.median(r["canary_after_s"] for r in records),
         "peak_mem_bytes": max(r["peak_mem_bytes"] for r in records),
@@ -203,17 +209,17 @@ def merge_figures(per_figure: dict[str, list[dict]]) -> dict[str, dict]:
     figure's interval for one figure's bad minute."""
     measured = {figure: records for figure, records in per_figure.items() if records}
 
-    def spread(belongs) -> tuple[float | None, int]:
+    def spread(belongs) -> float | None:
         return pooled_log_sd([[r["median_s"] for r in records if not set(r.get("flags", ())) & DISTURBED]
-                              for records in measured.values() if belongs(records[0])])
+                              for records in measured.values() if belongs(records[0])])[0]
 
     merged = {}
     for figure, records in measured.items():
         first = records[0]
-        log_sd, df = spread(lambda r: (r["device"], r["setup"]) == (first["device"], first["setup"]))
-        if not df:
-            log_sd, df = spread(lambda r: r["device"] == first["device"])
-        merged[figure] = merge_processes(records, log_sd, df)
+        log_sd = spread(lambda r: (r["device"], r["setup"]) == (first["device"], first["setup"]))
+        if log_sd is None:
+            log_sd = spread(lambda r: r["device"] == first["device"])
+        merged[figure] = merge_processes(records, log_sd)
     return merged
 
 
