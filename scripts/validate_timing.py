@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))
     parser.add_argument("--quick", action="store_true",
-                        help="the core's quick sampling rules (a smoke test of this script, not a validation)")
+                        help="the core's quick sampling rules: is a quick figure within 10%% of the independent Timer?")
     args = parser.parse_args()
     if args.rounds < 1 or args.min_run_time <= 0:
         parser.error("--rounds must be at least 1 and --min-run-time above 0")

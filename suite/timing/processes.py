@@ -9,15 +9,16 @@ parent image), one a round. Each round times every figure, in the plan's order o
 and reversed on odd ones (a palindrome, as a slow minute of the machine then lands on different
 figures each round). A figure's median is the median of its processes' medians; its 95% interval
 is a t interval on the log process medians with the figure's own degrees of freedom (processes
-- 1) and the between-process spread pooled over the run's figures of its setup
-(stats.pooled_log_sd). Pooling steadies the estimate of the spread, which is the machine's more
-than the figure's; the degrees of freedom stay the figure's, because figures timed in the same
-round share the machine's moment and are not independent: on this project's VM, ten quick runs'
-intervals held another run's median 66% of the time with the pooled degrees of freedom, 94%
-with the figure's own.
+- 1), and a between-process spread that is the typical one of the run's figures of its setup, or
+the figure's own where larger (stats.figure_log_sd). The run's figures steady the estimate of the
+spread, which is the machine's more than the figure's; the degrees of freedom stay the figure's,
+because figures timed in the same round share the machine's moment and are not independent: on
+this project's VM, ten quick runs' intervals held another run's median 66% of the time with
+degrees of freedom pooled over the figures, 94% with the figure's own.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import selectors
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from suite.errors import SuiteError
 from suite.timing.figure import FLAGS
-from suite.timing.stats import between_process_interval, is_noisy, pooled_log_sd
+from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, typical_log_variance
 
 PROCESSES, QUICK_PROCESSES = 4, 3
 # Importing torch and the suite, before the first figure of a round.
@@ -76,7 +77,8 @@ class WorkerProcess:
     """One fresh interpreter timing `requests` in order; `result(i)` waits for the i-th answer.
 
     Answers must be read in order. A worker that dies or hangs is killed with its whole process
-    group (its DDP ranks too), and every request it had not answered raises WorkerError.
+    group (its DDP ranks too), and every request it had not answered raises WorkerError. A worker
+    whose parent died stops at its next answer (its stdout is gone).
     """
 
     def __init__(self, requests: list[dict], interpreter: Interpreter = Interpreter()):
@@ -91,9 +93,10 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 [interpreter.python, "-m", "suite.timing.worker"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self.stderr, cwd=interpreter.cwd, env=env,
-                text=True, start_new_session=True)
+                text=True, preexec_fn=os.setpgrp)  # its own group, to kill with its DDP ranks
         except OSError as err:
             raise WorkerError(f"cannot start {interpreter.python}: {err}") from None
+        atexit.register(self.close)  # a run stopped by Ctrl-C leaves no worker behind
         self.proc.stdin.write(json.dumps({"requests": requests}))
         self.proc.stdin.close()
         self._buffer = ""
@@ -140,6 +143,7 @@ class WorkerProcess:
         self.close()
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -202,25 +206,19 @@ def merge_processes(records: list[dict], log_sd: float | None) -> dict:
 
 
 def merge_figures(per_figure: dict[str, list[dict]]) -> dict[str, dict]:
-    """Each figure's merged record, with the between-process spread pooled over the figures of
-    its setup on its device (DDP ranks vary more than one process does), or of its device when
-    its setup has one process a figure. Processes that were disturbed (contended, drift,
-    throttled) and say so in their flags are left out of the spread: they would widen every
-    figure's interval for one figure's bad minute."""
+    """Each figure's merged record. Its between-process spread is the typical one of the run's
+    figures of its setup on its device (DDP ranks vary more than one process does), or its own
+    where that is larger (stats.figure_log_sd). Processes that were disturbed (contended, drift,
+    throttled), which say so in their flags, are left out of the typical spread."""
     measured = {figure: records for figure, records in per_figure.items() if records}
-
-    def spread(belongs) -> float | None:
-        return pooled_log_sd([[r["median_s"] for r in records if not set(r.get("flags", ())) & DISTURBED]
-                              for records in measured.values() if belongs(records[0])])[0]
-
-    merged = {}
-    for figure, records in measured.items():
-        first = records[0]
-        log_sd = spread(lambda r: (r["device"], r["setup"]) == (first["device"], first["setup"]))
-        if log_sd is None:
-            log_sd = spread(lambda r: r["device"] == first["device"])
-        merged[figure] = merge_processes(records, log_sd)
-    return merged
+    typical = {}
+    for group in {(r[0]["device"], r[0]["setup"]) for r in measured.values()}:
+        typical[group] = typical_log_variance([
+            [r["median_s"] for r in records if not set(r.get("flags", ())) & DISTURBED]
+            for records in measured.values() if (records[0]["device"], records[0]["setup"]) == group])
+    return {figure: merge_processes(records, figure_log_sd([r["median_s"] for r in records],
+                                                           typical[(records[0]["device"], records[0]["setup"])]))
+            for figure, records in measured.items()}
 
 
 def time_across_processes(requests: list[dict], processes: int,

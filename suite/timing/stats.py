@@ -7,6 +7,7 @@ Timer itself returns. The module imports torch only inside `summarize`, so that 
 from __future__ import annotations
 
 import math
+import statistics
 
 # A figure whose IQR is 10% of its median or more is not to be trusted alone: the threshold of
 # Measurement's own warning ("This could indicate system fluctuation").
@@ -68,28 +69,31 @@ def summarize(samples: list[float]) -> dict:
     }
 
 
-def log_deviations(process_medians: list[float]) -> tuple[float, int]:
-    """(sum of squared deviations of log medians from their mean, degrees of freedom) of one
-    figure's processes: its share of the run's pooled between-process variance."""
+def log_variance(process_medians: list[float]) -> tuple[float, int] | None:
+    """(variance, degrees of freedom) of the log medians of one figure's processes; None under two."""
     logs = [math.log(m) for m in process_medians if m > 0]
     if len(logs) < 2:
-        return 0.0, 0
+        return None
     mean = sum(logs) / len(logs)
-    return sum((x - mean) ** 2 for x in logs), len(logs) - 1
+    return sum((x - mean) ** 2 for x in logs) / (len(logs) - 1), len(logs) - 1
 
 
-def pooled_log_sd(figures: list[list[float]]) -> tuple[float | None, int]:
-    """(sd, df): the between-process standard deviation of log medians, pooled over figures.
+def typical_log_variance(figures: list[list[float]]) -> float | None:
+    """The between-process variance of log medians that the run's figures share: the median of
+    their own variances, each scaled by the median of its chi-squared distribution so that the
+    median estimates the variance itself. A median, not a mean: one figure's bad process would
+    otherwise widen every figure's interval (it widens its own, below)."""
+    from scipy.stats import chi2
 
-    Two to four processes a figure say little about its own spread (one degree of freedom with
-    two); the machine's process-to-process variance is much the same for every figure of a run,
-    so the run's figures share one estimate with the degrees of freedom of all of them.
-    """
-    total, df = 0.0, 0
-    for medians in figures:
-        squares, own_df = log_deviations(medians)
-        total, df = total + squares, df + own_df
-    return (math.sqrt(total / df), df) if df else (None, 0)
+    scaled = [variance / (chi2.median(df) / df) for variance, df in filter(None, map(log_variance, figures))]
+    return statistics.median(scaled) if scaled else None
+
+
+def figure_log_sd(process_medians: list[float], typical: float | None) -> float | None:
+    """A figure's between-process spread: the run's typical one, or its own where that is larger."""
+    own = log_variance(process_medians)
+    candidates = [v for v in (typical, own[0] if own else None) if v is not None]
+    return math.sqrt(max(candidates)) if candidates else None
 
 
 def t_quantile(probability: float, df: int) -> float:
