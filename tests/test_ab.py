@@ -25,7 +25,7 @@ def build_step(*args, **kwargs):
     return twice
 '''
 # One thread a process: this VM's 2-thread figures swing between two speeds every few seconds.
-AB = ["--models", "speech_cnn", "--setups", "cpu", "--threads", "1", "--rounds", "2", "--json"]
+AB = ["--models", "speech_cnn", "--setups", "cpu", "--threads", "1", "--rounds", "3", "--json"]
 
 
 def git(repo, *args):
@@ -55,7 +55,7 @@ def test_two_git_refs_alternate_and_the_slower_one_regresses(history, tmp_path, 
     assert main(["ab", "HEAD~1", "HEAD", "--repo", str(history), "--out", str(tmp_path), *AB]) == 1
     rows = verdicts(capsys)
     assert {r["verdict"] for r in rows.values()} == {"regressed"}, rows
-    assert all(1.6 < r["ratio"] < 2.5 and "between processes" in r["why"] for r in rows.values())
+    assert all(1.4 < r["ratio"] < 3 and "between processes" in r["why"] for r in rows.values())
     worktrees = subprocess.run(["git", "-C", str(history), "worktree", "list"], capture_output=True, text=True)
     assert worktrees.stdout.count("\n") == 1  # the scratch worktrees are gone
     assert (tmp_path / "compare.txt").exists() and len(list((tmp_path / "base").glob("*.json"))) == 1

@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from suite import results
 from suite.cli import main
 from suite.report import build_report, sources
-from suite.runner import run_suite
+from suite.runner import default_timing_api, run_suite
 
 REPORT_FILES = ["comparison.csv", "report.md", "report.html", "throughput.png", "speedup.png",
                 "scaling.png", "peak_fraction.png"]
@@ -26,13 +27,17 @@ def two_verdicts(device, quick):
            "passed": False, "detail": "max abs diff 1e-3 & <more>", "seconds": 0.0}
 
 
+# Two processes a figure (the run's quick plan takes three): an interval, at less cost.
+TWO_PROCESSES = replace(default_timing_api(), processes=lambda quick: 2)
+
+
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory):
     """A results file from a real, short run on this machine (one model, quick timings)."""
     root = tmp_path_factory.mktemp("run")
     path = run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / "results",
                      report_dir=root / "report", machine_name="alpha", verdict_sources=[two_verdicts],
-                     stream=io.StringIO())
+                     stream=io.StringIO(), timing=TWO_PROCESSES)
     data = results.load(path)
     assert any(r["kind"] == "timing" for r in data["records"])
     return path
