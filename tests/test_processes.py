@@ -9,7 +9,7 @@ import pytest
 
 from suite.timing import processes
 from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, merge_figures, merge_processes,
-                                    round_order, time_across_processes)
+                                    round_order)
 from suite.timing.stats import between_process_interval, figure_log_sd, typical_log_variance
 
 
@@ -101,13 +101,6 @@ def test_a_worker_times_its_figures_in_a_fresh_process_and_a_broken_one_is_an_an
     finally:
         worker.close()
     assert record["model"] == "speech_cnn" and record["median_s"] > 0 and "one_process" in record["flags"]
-
-
-def test_across_processes_gives_each_figure_its_processes():
-    merged, errors = time_across_processes(
-        [{"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}], 2)
-    assert len(merged["speech"]["processes"]) == 2 and errors == {"speech": []}
-    assert merged["speech"]["ci95_low_s"] is not None and "one_process" not in merged["speech"]["flags"]
 
 
 def fake_python(tmp_path, body: str) -> str:

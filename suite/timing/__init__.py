@@ -3,7 +3,8 @@
 Modules: core (time_model), options (argument resolution), steps (the timed iteration),
 measure (warm-up, Timer, CUDA sync), stats (median, IQR, noisy), flops (FlopCounterMode),
 memory (peaks), peak (calibrate_peak), record (the result fields), distributed (DDP ranks),
-plan (iter_setups, batch-size sweeps, scaling efficiency), benchmark_bridge (pytest-benchmark).
+plan (iter_setups, batch-size sweeps, scaling efficiency), benchmark_bridge (pytest-benchmark),
+processes and worker (a run's figures from several fresh processes, merged).
 """
 import logging
 

@@ -64,7 +64,10 @@ def measure_figure(step: Callable[[], None], *, options, devices: list[torch.dev
                            agree=agree, between_blocks=watch)
         load = load_between(start, last[0])
         canary_after = canary.time()
-        contended = anywhere(is_contended(load, cores_needed, peers_cores))
+        # The other ranks use about what this one does: a full core each on a quiet machine, less
+        # when others crowd them, and then only what they really used may be set against `others`.
+        peers_used = min(peers_cores, (ranks - 1) * load.own_cores) if load.own_cores is not None else peers_cores
+        contended = anywhere(is_contended(load, cores_needed, peers_used))
         drift = anywhere(drifted(canary_before, canary_after))
         if not (contended or drift):
             break

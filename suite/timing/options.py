@@ -20,8 +20,9 @@ MIN_RUN_TIME = 0.5
 QUICK_MIN_RUN_TIME = 0.2
 WARMUP_STEPS = 5
 QUICK_WARMUP_STEPS = 2
-# Warm-up lasts at least this long and until the step time settles (suite.timing.measure).
-WARMUP_S, QUICK_WARMUP_S = 0.5, 0.3
+# Warm-up lasts at least this many times min_run_time and until the step time settles
+# (suite.timing.measure): 0.5 s in full runs, 0.3 s in quick ones.
+WARMUP_FRACTION, QUICK_WARMUP_FRACTION = 1.0, 1.5
 MIN_SAMPLES = 10
 QUICK_MIN_SAMPLES = 5
 # Full runs sample on until the 95% interval of the process's median is within 2% of it, or the cap.
@@ -106,7 +107,7 @@ def sampling_rules(quick: bool, min_run_time: float | None = None) -> dict:
         min_run_time = QUICK_MIN_RUN_TIME if quick else MIN_RUN_TIME
     return {"min_run_time": min_run_time, "quick": quick,
             "warmup_steps": QUICK_WARMUP_STEPS if quick else WARMUP_STEPS,
-            "warmup_s": QUICK_WARMUP_S if quick else WARMUP_S,
+            "warmup_s": min_run_time * (QUICK_WARMUP_FRACTION if quick else WARMUP_FRACTION),
             "min_samples": QUICK_MIN_SAMPLES if quick else MIN_SAMPLES,
             "target_precision": None if quick else TARGET_PRECISION,
             "time_cap_s": max(TIME_CAP_S, min_run_time),

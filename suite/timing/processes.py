@@ -221,27 +221,6 @@ def merge_figures(per_figure: dict[str, list[dict]]) -> dict[str, dict]:
             for figure, records in measured.items()}
 
 
-def time_across_processes(requests: list[dict], processes: int,
-                          interpreter: Interpreter = Interpreter()) -> tuple[dict[str, dict], dict[str, list[str]]]:
-    """({figure: merged record}, {figure: errors}) of `requests` (each with a "figure" id) timed in
-    `processes` interleaved rounds of fresh interpreters. For scripts and `torchsuite ab`; the
-    run does the same step by step (suite.runner), to save each figure as it arrives."""
-    per_figure: dict[str, list[dict]] = {r["figure"]: [] for r in requests}
-    errors: dict[str, list[str]] = {r["figure"]: [] for r in requests}
-    for round_index in range(processes):
-        ordered = round_order(requests, round_index)
-        worker = WorkerProcess(ordered, interpreter)
-        try:
-            for index, request in enumerate(ordered):
-                try:
-                    per_figure[request["figure"]].append(worker.result(index))
-                except WorkerError as err:
-                    errors[request["figure"]].append(str(err))
-        finally:
-            worker.close()
-    return merge_figures(per_figure), errors
-
-
 def code_root() -> Path:
     """The directory that holds this suite's `suite` package."""
     return Path(__file__).resolve().parents[2]
