@@ -54,8 +54,10 @@ def verdicts(capsys) -> dict:
 def test_two_git_refs_alternate_and_the_slower_one_regresses(history, tmp_path, capsys):
     assert main(["ab", "HEAD~1", "HEAD", "--repo", str(history), "--out", str(tmp_path), *AB]) == 1
     rows = verdicts(capsys)
-    assert {r["verdict"] for r in rows.values()} == {"regressed"}, rows
-    assert all(1.4 < r["ratio"] < 3 and "between processes" in r["why"] for r in rows.values())
+    # a figure this VM disturbed (contended, drift) is untrusted, never unchanged or improved
+    judged = [r for r in rows.values() if r["verdict"] != "untrusted"]
+    assert judged and {r["verdict"] for r in judged} == {"regressed"}, rows
+    assert all(1.4 < r["ratio"] < 3 and "between processes" in r["why"] for r in judged)
     worktrees = subprocess.run(["git", "-C", str(history), "worktree", "list"], capture_output=True, text=True)
     assert worktrees.stdout.count("\n") == 1  # the scratch worktrees are gone
     assert (tmp_path / "compare.txt").exists() and len(list((tmp_path / "base").glob("*.json"))) == 1
@@ -73,8 +75,8 @@ def test_two_python_environments_the_slower_one_regresses(tmp_path, capsys):
     slow_python.write_text(f'#!/bin/sh\nPYTHONPATH="{slow_site}:$PYTHONPATH" exec {sys.executable} "$@"\n')
     slow_python.chmod(0o755)
     status = main(["ab", "--base-python", sys.executable, "--new-python", str(slow_python), "--out", str(tmp_path / "ab"), *AB])
-    rows = verdicts(capsys)
-    assert status == 1 and {r["verdict"] for r in rows.values()} == {"regressed"}, rows
+    judged = [r for r in verdicts(capsys).values() if r["verdict"] != "untrusted"]
+    assert status == 1 and judged and {r["verdict"] for r in judged} == {"regressed"}, judged
 
 
 @pytest.mark.parametrize("args, message", [
