@@ -8,8 +8,8 @@ quiet reruns of one plan moved 4-7% while each claimed 1%).
 
     regressed   slower by more than the threshold, and significantly: with process data on both
                 sides, a one-sided t test of the mean log process medians, with each side's
-                between-process spread pooled over its run's figures of the setup and each
-                side's own degrees of freedom, processes - 1 (p < 0.01);
+                between-process spread (process_log_sd, suite.timing.processes) and
+                degrees of freedom, processes - 1 (p < 0.01);
                 without it (older files, pytest-benchmark, asv: one process), a one-sided
                 Mann-Whitney U test of the raw samples at p < 0.01 and a ratio beyond the
                 threshold plus ONE_PROCESS_ALLOWANCE, the rerun-to-rerun movement one process
@@ -127,7 +127,7 @@ def process_medians(processes) -> list[float]:
 
 def between_process_test(r: dict) -> tuple[float, float, float, float] | None:
     """(p_slower, p_faster, ratio interval low, high) from both sides' process medians, or None
-    when a side has fewer than two processes or no pooled spread."""
+    when a side has fewer than two processes or no spread."""
     from suite.timing.stats import t_quantile
     from scipy.stats import t
 

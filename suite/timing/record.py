@@ -29,8 +29,9 @@ Fields:
                           run's figure: every process's, pooled)
     processes             a run's figure: per process median_s, iqr_s, samples, flags, canaries,
                           warm-up and stop reason (absent on time_model's one-process records)
-    process_log_sd        the between-process standard deviation of log medians, pooled over
-                          the run's figures of the setup (suite.timing.processes)
+    process_log_sd        the figure's between-process standard deviation of log medians: the
+                          typical one of the run's figures of the setup, or its own where larger
+                          (suite.timing.processes)
     steps_per_sample      iterations in each block
     warmup_steps          untimed iterations before the first block
     warmup_s              seconds of warm-up blocks until the step time settled (suite.timing.measure)

@@ -105,7 +105,7 @@ def t_quantile(probability: float, df: int) -> float:
 def between_process_interval(process_medians: list[float], log_sd: float | None, df: int,
                              confidence: float = 0.95) -> tuple[float, float] | None:
     """A t interval of the figure's typical process median (geometric mean of the processes'
-    medians) with the run's pooled between-process spread; None without a spread estimate."""
+    medians) with the between-process spread `log_sd` (figure_log_sd); None without one."""
     if log_sd is None or df < 1 or not process_medians:
         return None
     logs = [math.log(m) for m in process_medians]
