@@ -25,7 +25,8 @@ def build_step(*args, **kwargs):
     return twice
 '''
 # One thread a process: this VM's 2-thread figures swing between two speeds every few seconds.
-AB = ["--models", "speech_cnn", "--setups", "cpu", "--threads", "1", "--rounds", "3", "--json"]
+# Four rounds: with three, a figure the VM jittered left a 2x slowdown at p = 0.0104 once.
+AB = ["--models", "speech_cnn", "--setups", "cpu", "--threads", "1", "--rounds", "4", "--json"]
 
 
 def git(repo, *args):
