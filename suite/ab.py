@@ -37,7 +37,8 @@ def builds_from_refs(base: str, new: str, repo: str | None = None):
             done = subprocess.run(["git", "-C", str(repo_path), "worktree", "add", "--detach", str(tree), ref],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                raise SuiteError(f"cannot check out {ref!r} of {repo_path}: {done.stderr.strip().splitlines()[-1:]}")
+                last = (done.stderr.strip().splitlines() or ["git worktree failed"])[-1]
+                raise SuiteError(f"cannot check out {ref!r} of {repo_path}: {last}")
             trees.append(tree)
             if not (tree / "suite" / "timing" / "worker.py").exists():
                 raise SuiteError(f"{ref!r} has no suite/timing/worker.py: it predates torchsuite ab")
