@@ -108,8 +108,8 @@ def test_the_verdict_comes_from_the_processes_not_the_pooled_samples(reruns, tmp
         if record["kind"] == "timing":
             record["processes"][1:] = []  # only one process left: judged by the one-process rule
     _, rows = compare(quiet[0], write(tmp_path / "one.json", data))
-    assert {r.verdict for r in rows} <= {"unchanged", "regressed"}
-    assert all(r.verdict == "unchanged" or "one process" in r.why for r in rows)
+    # 10% slower is within the one-process margin (1.155 at the default threshold)
+    assert all(r.verdict == "unchanged" and "one process" in r.why for r in rows), [(r.figure, r.why) for r in rows]
 
 
 def strip_processes(data: dict, factor: float) -> dict:

@@ -41,7 +41,8 @@ INTERPRETER_START_S = 3.0
 # Fields that describe one process's measurement; a merged record lists them per process.
 PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps", "warmup_s",
                "stop_reason", "attempts", "flags", "canary_before_s", "canary_after_s", "peak_mem_bytes")
-PROCESS_FLAGS = ("contended", "drift", "few_samples", "throttled")
+# A process's flags that its figure keeps; noisy, quick and one_process are the figure's own to say.
+PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "quick", "one_process"))
 DISTURBED = {"contended", "drift", "throttled"}
 
 
