@@ -1,15 +1,20 @@
 """Make a site written by `asv publish` work offline: its JavaScript and CSS served from beside it.
 
-    python scripts/asv_offline.py HTML_DIR [--cache DIR]
+    python scripts/asv_offline.py HTML_DIR [--cache DIR] [--registry URL]
 
 asv's index.html loads jQuery, flot, bootstrap and three small plugins from public CDNs; with
 no route to them (a lab's offline network) the page shows only asv's error page. This fetches
-the same libraries from the npm registry (a package registry, which such networks mirror),
+the same libraries from an npm registry (a package registry, which such networks mirror),
 checks each tarball against the registry's sha512 integrity, copies the files the page uses
 into HTML_DIR/vendor/, and rewrites the pages to load them from there. The pages' subresource
 integrity attributes name the CDN's builds, not these files, so they go; the tarball check
 replaces them. Tarballs are cached (default ~/.cache/torchsuite/npm): a second run needs no
 network. Run it after every `asv publish`, which rewrites index.html.
+
+The registry is the one npm itself would use, so a lab's mirror needs no setting here:
+`--registry URL`, else the environment (npm_config_registry or NPM_CONFIG_REGISTRY), else
+`npm config get registry` (the .npmrc files, or npm's own default). With none of them (no
+option, no variable, no npm) the script stops with an error, unless every tarball is cached.
 
 Versions are asv 0.6's. stupidtable 1.0.1 is not on npm; its npm package
 (stupid-table-plugin) starts at 1.1.3, the same plugin and API, which is used instead. flot's
@@ -19,17 +24,22 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tarfile
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
-REGISTRY = "https://registry.npmjs.org"
+# Where npm reads its registry from the environment (npm takes npm_config_* in either case).
+REGISTRY_VARIABLES = ("npm_config_registry", "NPM_CONFIG_REGISTRY")
 # CDN address in asv's pages -> (npm package, version, file in the package's tarball)
 LIBRARIES = {
     "https://code.jquery.com/jquery-3.3.1.min.js": ("jquery", "3.3.1", "dist/jquery.min.js"),
@@ -66,13 +76,37 @@ def _get(url: str) -> bytes:
         raise OfflineError(f"cannot fetch {url}: {err}") from None
 
 
-def tarball(package: str, version: str, cache: Path) -> bytes:
-    """The package's npm tarball, from the cache or the registry, checked against its sha512."""
+def find_registry(option: str | None = None) -> str:
+    """The npm registry's address, without a trailing slash: `option` (--registry), else npm's
+    environment variable, else `npm config get registry`; OfflineError when there is none."""
+    if option:
+        return option.rstrip("/")
+    for name in REGISTRY_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name].rstrip("/")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise OfflineError("no npm registry: pass --registry URL, set npm_config_registry, or install npm "
+                           "(its `npm config get registry` is read)")
+    try:
+        done = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise OfflineError(f"`npm config get registry` failed ({err}); pass --registry URL") from None
+    address = done.stdout.strip()
+    if done.returncode != 0 or not address.startswith(("http://", "https://")):
+        why = done.stderr.strip().splitlines()[-1:] or [repr(address)]
+        raise OfflineError(f"`npm config get registry` gave no registry ({why[0]}); pass --registry URL")
+    return address.rstrip("/")
+
+
+def tarball(package: str, version: str, cache: Path, registry: Callable[[], str]) -> bytes:
+    """The package's npm tarball, from the cache or the registry, checked against its sha512.
+    `registry` gives the registry's address; it is called only when the cache lacks the package."""
     path = cache / f"{package}-{version}.tgz"
     meta_path = cache / f"{package}-{version}.json"
     if not meta_path.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        meta_path.write_bytes(_get(f"{REGISTRY}/{package}/{version}"))
+        meta_path.write_bytes(_get(f"{registry()}/{package}/{version}"))
     dist = json.loads(meta_path.read_text())["dist"]
     if not path.exists():
         path.write_bytes(_get(dist["tarball"]))
@@ -84,14 +118,14 @@ def tarball(package: str, version: str, cache: Path) -> bytes:
     return data
 
 
-def vendor(html_dir: Path, cache: Path) -> dict[str, str]:
+def vendor(html_dir: Path, cache: Path, registry: Callable[[], str]) -> dict[str, str]:
     """Copy every library file into html_dir/vendor/; CDN address -> its path relative to html_dir."""
     local = {}
     by_package: dict[tuple, list[tuple[str, str]]] = {}
     for url, (package, version, member) in LIBRARIES.items():
         by_package.setdefault((package, version), []).append((url, member))
     for (package, version), wanted in by_package.items():
-        with tarfile.open(fileobj=io.BytesIO(tarball(package, version, cache)), mode="r:gz") as archive:
+        with tarfile.open(fileobj=io.BytesIO(tarball(package, version, cache, registry)), mode="r:gz") as archive:
             members = [m for _, m in wanted] + COMPANIONS.get((package, version), [])
             for member in members:
                 extracted = archive.extractfile(f"package/{member}")
@@ -126,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("html_dir", help="the directory `asv publish` wrote (html_dir in asv.conf.json)")
     parser.add_argument("--cache", default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                                                / "torchsuite" / "npm"), help="where npm tarballs are kept")
+    parser.add_argument("--registry", metavar="URL",
+                        help="the npm registry (default: npm_config_registry, else `npm config get registry`)")
     args = parser.parse_args(argv)
     html_dir = Path(args.html_dir)
     pages = sorted(html_dir.glob("*.html"))
@@ -133,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asv_offline: {html_dir} has no index.html; run `asv publish` first", file=sys.stderr)
         return 2
     try:
-        local = vendor(html_dir, Path(args.cache))
+        local = vendor(html_dir, Path(args.cache), functools.cache(lambda: find_registry(args.registry)))
     except OfflineError as err:
         print(f"asv_offline: {err}", file=sys.stderr)
         return 2
