@@ -30,6 +30,7 @@ import torch
 from suite import time_model  # first: it quiets torch.utils.benchmark's import-time CUDA notice
 from torch.utils.benchmark import Timer  # noqa: I001
 from suite.cases.models import CASES
+from suite.threads import torch_threads, usable_cores
 from suite.timing.measure import measure
 
 MODEL = "cifar10_lenet"
@@ -57,28 +58,26 @@ def independent_timer_median(step, threads: int, min_run_time: float) -> float:
 
 def bare_loop_median(step, threads: int, min_run_time: float) -> float:
     """Each step timed alone with perf_counter, garbage collection off as timeit (and Timer) has it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     gc.disable()
     try:
-        for _ in range(5):
-            step()
-        per_step, spent = [], 0.0
-        while spent < min_run_time:
-            start = time.perf_counter()
-            step()
-            elapsed = time.perf_counter() - start
-            per_step.append(elapsed)
-            spent += elapsed
+        with torch_threads(threads):
+            for _ in range(5):
+                step()
+            per_step, spent = [], 0.0
+            while spent < min_run_time:
+                start = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - start
+                per_step.append(elapsed)
+                spent += elapsed
         return statistics.median(per_step)
     finally:
         gc.enable()
-        torch.set_num_threads(before)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=CASES.get(MODEL).batch_size("cpu"))

@@ -35,6 +35,8 @@ def capture(name: str | None = None) -> dict:
     """A JSON-ready description of this machine, its Python and its PyTorch stack."""
     import torch
 
+    from suite.threads import usable_cores
+
     cuda = torch.cuda.is_available()
     info = {
         "name": name or socket.gethostname(),
@@ -55,7 +57,8 @@ def capture(name: str | None = None) -> dict:
         "gpu_driver": _gpu_driver() if cuda else None,
         "gpu_details": _gpu_details() if cuda else [],
         "arch": platform.machine(),
-        "usable_cores": _usable_cores(),
+        # A container or taskset may allow fewer cores than "cores"; timings depend on these.
+        "usable_cores": usable_cores(),
         "cpu_backends": _cpu_backends(),
         "collect_env": _collect_env_summary(),
     }
@@ -79,14 +82,6 @@ def suite_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):  # no git binary, a broken checkout
         return None
     return (commit + ("-dirty" if dirty else "")) or None
-
-
-def _usable_cores() -> int | None:
-    # A container or taskset may allow fewer cores than the machine has; timings depend on these.
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
 
 
 def _cpu_backends() -> dict:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.timing.measure import all_cores
+from suite.threads import usable_cores, usable_cpus
 
 # Other processes may use this much of a core on top of the cores the timing leaves free
 # (system daemons, jiffy rounding over a short window) before the figure is called contended.
@@ -33,13 +33,6 @@ class Counters:
     steal_s: float | None
     own_s: float  # this process's CPU time, all threads
     throttled_s: float | None  # cgroup v2 quota throttling
-
-
-def _our_cpus() -> set[int]:
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:
-        return set(range(os.cpu_count() or 1))
 
 
 def _proc_stat(cpus: set[int]) -> tuple[float, float] | tuple[None, None]:
@@ -82,7 +75,7 @@ def _throttled_s() -> float | None:
 
 
 def read_counters(cpus: set[int] | None = None) -> Counters:
-    busy, steal = _proc_stat(cpus if cpus is not None else _our_cpus())
+    busy, steal = _proc_stat(cpus if cpus is not None else usable_cpus())
     return Counters(time.monotonic(), busy, steal, _own_cpu_s(), _throttled_s())
 
 
@@ -125,7 +118,7 @@ def is_contended(load: Load, cores_needed: float, peers_cores: float = 0.0,
         return True
     if load.others_cores is None:
         return None
-    cores = cores or all_cores()
+    cores = cores or usable_cores()
     spare = max(0.0, cores - cores_needed)
     return load.others_cores - peers_cores > spare + CONTENDED_MARGIN_CORES
 

@@ -2,10 +2,10 @@
 
 `explicit_chain_rule` builds the right-hand side from two factors measured without autograd:
 dL/dy_i of the outer function and dy_i/dθ of the inner one, each by central differences in
-float64 (`central_difference_jacobian`), and contracts them over the intermediate y
-(`contract`). `autograd_gradient` is what one backward pass gives. The claim is that the two
-agree; since the explicit side never runs a backward pass, a wrong backward formula shows as
-a disagreement instead of being reproduced on both sides.
+float64 (jacobians.py's `central_difference_jacobian`), and contracts them over the
+intermediate y (`contract`). `autograd_gradient` is what one backward pass gives. The claim is
+that the two agree; since the explicit side never runs a backward pass, a wrong backward
+formula shows as a disagreement instead of being reproduced on both sides.
 """
 from __future__ import annotations
 
@@ -13,31 +13,13 @@ from typing import Callable
 
 import torch
 
-# Central differences err by about eps² · f''' (truncation) plus 1e-16 · |f| / eps (rounding):
-# in float64, eps = 1e-6 keeps both near 1e-10, far inside assert_close's float64 tolerances.
-EPS = 1e-6
+from suite.conformance.autograd.jacobians import EPS, central_difference_jacobian
 
 
 def autograd_gradient(inner: Callable, outer: Callable, theta: torch.Tensor) -> torch.Tensor:
     theta = theta.detach().requires_grad_()
     (grad,) = torch.autograd.grad(outer(inner(theta)), theta)
     return grad
-
-
-def central_difference_jacobian(fn: Callable, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """d fn(x) / d x as a (fn(x).numel(), x.numel()) matrix, column j = (fn(x + eps e_j) -
-    fn(x - eps e_j)) / 2 eps. Float64 only, and computed with autograd off."""
-    if x.dtype != torch.float64:
-        raise TypeError(f"central differences need float64 to be accurate, got {x.dtype}")
-    x = x.detach()
-    with torch.no_grad():
-        columns = []
-        for j in range(x.numel()):
-            step = torch.zeros_like(x).reshape(-1)
-            step[j] = eps
-            step = step.reshape(x.shape)
-            columns.append(((fn(x + step) - fn(x - step)) / (2 * eps)).reshape(-1))
-    return torch.stack(columns, dim=1)
 
 
 def contract(dl_dy: torch.Tensor, dy_dtheta: torch.Tensor, theta_shape) -> torch.Tensor:

@@ -20,7 +20,8 @@ import torch
 from torch.autograd import Function
 
 from suite.conformance.autograd.gradcheck import GRADCHECK_TOLERANCES
-from suite.conformance.autograd.jacobians import differentiable_positions, float_outputs
+from suite.conformance.autograd.jacobians import (central_difference_jacobian, differentiable_positions,
+                                                  float_outputs)
 from suite.conformance.closeness import mismatch
 from suite.conformance.functions.checks import as_float64
 from suite.conformance.result import CheckResult, run_check
@@ -42,19 +43,12 @@ def jacobian_blocks(fn: type[Function], inputs: tuple, world_size: int) -> dict[
         called = fn.apply(*[local if i == position else a for i, a in enumerate(args)])
         return torch.cat([o.reshape(-1) for o in float_outputs(called)])
 
-    numerical = []
+    def moved_on(source):
+        # Only the source rank moves; every rank still makes the same calls, in the same order.
+        return lambda moved: flat_outputs(moved if rank == source else x.clone())
+
+    numerical = [central_difference_jacobian(moved_on(source), x, eps) for source in range(world_size)]
     with torch.no_grad():
-        for source in range(world_size):
-            columns = []
-            for j in range(x.numel()):
-                values = []
-                for sign in (1, -1):
-                    moved = x.clone()
-                    if rank == source:  # only the source rank moves; every rank still takes part
-                        moved.view(-1)[j] += sign * eps
-                    values.append(flat_outputs(moved))
-                columns.append((values[0] - values[1]) / (2 * eps))
-            numerical.append(torch.stack(columns, dim=1))
         sizes = [None] * world_size
         dist.all_gather_object(sizes, flat_outputs(x).numel())
 

@@ -1,6 +1,9 @@
 """What each rank runs: DDP training beside a whole-batch reference, compared after every step.
 
-(FSDP2's rank loop, in fsdp.py, shares the job, the reference step and the comparison.)
+`train_beside_reference` is the rank loop that DDP (here) and FSDP2 (fsdp.py) share: seeding,
+the reference, each rank's shard in micro-batches, the comparisons. Each wrapper hands it a
+`Wrapped`: the wrapped model and its own ways to skip a gradient sync, to see whole tensors
+and to give the reference its starting state.
 
 Every rank trains its own copy of the reference (the whole batch, one process, no DDP) from
 the state DDP starts from, so each rank checks itself locally. Comparing against a reference
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -36,7 +40,7 @@ class TrainingJob:
     loss_scale: float = 1.0  # on each rank's loss, never the reference's
     seed: int = 0
     comm_hook: str = ""  # a DDP communication hook, by name (COMM_HOOKS)
-    compile_backend: str = ""  # set: the DDP module runs under torch.compile with this backend
+    compile_backend: str | None = None  # set: the DDP module runs under torch.compile with this backend
     fsdp_kwargs: dict | None = None  # set: FSDP2 (fully_shard) instead of DDP
     reference_dtype: torch.dtype | None = None  # run the reference's forward in this precision
     rtol: float | None = None  # a declared tolerance; None: assert_close's for the dtype
@@ -172,75 +176,111 @@ def register_comm_hook(ddp, name: str) -> None:
         ddp.register_comm_hook(None, getattr(default_hooks, f"{name}_hook"))
 
 
-def _ddp_step(job: TrainingJob, ddp, forward, optimizer, step: int, rank: int, world_size: int,
-              device) -> None:
-    """One step of the article's loop on this rank's shard; `forward` is ddp, or ddp compiled."""
+@dataclass(frozen=True)
+class Wrapped:
+    """What a wrapper (DDP, FSDP2) hands the shared rank loop; the rest of the loop is the same."""
+
+    module: nn.Module  # the wrapped model: the optimizer steps its parameters
+    forward: Callable  # runs a micro-batch: the module, or the module compiled
+    # The context of a micro-batch, given whether it is the step's last: only the last
+    # synchronises gradients, the others accumulate locally.
+    sync_on: Callable[[bool], contextlib.AbstractContextManager]
+    whole_tensors: Callable[[], tuple[dict, dict, dict]]  # (parameters, gradients, buffers) by name
+    reference_state: Callable[[], dict]  # the state the reference starts from: what the ranks train
+    # Around the whole loop: DDP's Join, for ranks whose inputs run out early.
+    joined: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
+    finish: Callable[[], dict] = dict  # entries for the rank's outcome, once the loop is done
+
+
+def _rank_step(job: TrainingJob, wrapped: Wrapped, optimizer, step: int, rank: int, world_size: int,
+               device) -> None:
+    """One step of the article's loop on this rank's shard, in the sharding's micro-batches."""
     x, y = job.batch(step)
     micro = job.sharding.micro_batches(step, rank, world_size, len(x))
     optimizer.zero_grad()
     for i, indices in enumerate(micro):
-        # Only the last micro-batch all-reduces; the others accumulate locally.
-        sync = contextlib.nullcontext() if i == len(micro) - 1 else ddp.no_sync()
-        with sync:
-            out = forward(x[indices].to(device))
+        with wrapped.sync_on(i == len(micro) - 1):
+            out = wrapped.forward(x[indices].to(device))
             loss = job.loss_fn(out, y[indices].to(device)) * (job.loss_scale / len(micro))
             loss.backward()
     optimizer.step()
 
 
-def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
-    """Run `job` on this rank (inside an initialised group); the comparisons of every step."""
-    from torch.distributed.algorithms.join import Join
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
+def train_beside_reference(rank: int, world_size: int, job: TrainingJob,
+                           wrap: Callable[[nn.Module, torch.device, TrainingJob], Wrapped]) -> dict:
+    """Run `job` on this rank (inside an initialised group), its model wrapped by `wrap`, beside a
+    whole-batch reference; the comparisons of every step."""
     device = rank_device(job.device)
     if device.type == "cuda":
         # TF32 rounds to 10 mantissa bits, and a shard and the whole batch may pick different
-        # kernels: the float32 tolerances would then measure TF32, not DDP.
+        # kernels: the float32 tolerances would then measure TF32, not data parallelism.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    # Each rank draws different weights on purpose: DDP must start every rank from rank 0's.
+    # Each rank draws different weights on purpose: DDP must start every rank from rank 0's, and
+    # FSDP2 trains what the shards hold.
     torch.manual_seed(job.seed + rank)
     model = job.model_fn().to(device)
-    ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
-    if job.comm_hook:
-        register_comm_hook(ddp, job.comm_hook)
-    forward, compiled_graphs = ddp, []
-    if job.compile_backend:
-        from torch import _dynamo
-
-        _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
-        backend = _dynamo.lookup_backend(job.compile_backend)
-
-        def counting_backend(graph, example_inputs):  # DDPOptimizer calls it once per bucket's graph
-            compiled_graphs.append(graph)
-            return backend(graph, example_inputs)
-
-        forward = torch.compile(ddp, backend=counting_backend)
+    wrapped = wrap(model, device, job)
     reference = _without_sync_batchnorm(job.model_fn())
-    reference.load_state_dict(model.state_dict())  # rank 0's state, as DDP broadcast it
+    reference.load_state_dict(wrapped.reference_state())
     reference.to(device).train()
-    optimizer, ref_optimizer = job.optimizer_fn(ddp.parameters()), job.optimizer_fn(reference.parameters())
+    optimizer = job.optimizer_fn(wrapped.module.parameters())
+    ref_optimizer = job.optimizer_fn(reference.parameters())
 
     own_steps = job.sharding.steps_of_rank(rank, job.steps)
     records = []
-    joinable = Join([ddp]) if job.sharding.scheme == "uneven" else contextlib.nullcontext()
-    with joinable:
+    with wrapped.joined:
         for step in range(job.steps):
             reference_step(job, reference, ref_optimizer, step, world_size, device)
             if step < own_steps:
-                _ddp_step(job, ddp, forward, optimizer, step, rank, world_size, device)
+                _rank_step(job, wrapped, optimizer, step, rank, world_size, device)
                 records.append({"step": step + 1, "what": "every tensor",
-                                **compare(local_tensors(model), reference, world_size, True, job)})
+                                **compare(wrapped.whole_tensors(), reference, world_size, True, job)})
     if own_steps < job.steps:
         # A rank that ran out takes the last one's parameters when Join ends; its gradients
         # are stale by design, so only parameters and buffers are compared.
         records.append({"step": job.steps, "what": "final parameters and buffers",
-                        **compare(local_tensors(model), reference, world_size, False, job)})
-    outcome = {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records}
-    if job.compile_backend:
-        from torch import _dynamo
+                        **compare(wrapped.whole_tensors(), reference, world_size, False, job)})
+    return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records,
+            **wrapped.finish()}
 
-        outcome["compiled_graphs"] = len(compiled_graphs)
+
+def _compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
+    """ddp under torch.compile, and a finish hook that reports how many graphs the backend got."""
+    from torch import _dynamo
+
+    _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
+    backend = _dynamo.lookup_backend(backend_name)
+    graphs = []
+
+    def counting_backend(graph, example_inputs):  # DDPOptimizer calls it once per bucket's graph
+        graphs.append(graph)
+        return backend(graph, example_inputs)
+
+    def finish() -> dict:
+        count = len(graphs)
         _dynamo.reset()
-    return outcome
+        return {"compiled_graphs": count}
+
+    return torch.compile(ddp, backend=counting_backend), finish
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
+    from torch.distributed.algorithms.join import Join
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
+    if job.comm_hook:
+        register_comm_hook(ddp, job.comm_hook)
+    forward, finish = _compiled(ddp, job.compile_backend) if job.compile_backend else (ddp, dict)
+    return Wrapped(module=ddp, forward=forward,
+                   sync_on=lambda last: contextlib.nullcontext() if last else ddp.no_sync(),
+                   whole_tensors=lambda: local_tensors(model),
+                   reference_state=model.state_dict,  # rank 0's state, as DDP broadcast it
+                   joined=Join([ddp]) if job.sharding.scheme == "uneven" else contextlib.nullcontext(),
+                   finish=finish)
+
+
+def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
+    """Run `job` under DDP on this rank (inside an initialised group); every step's comparison."""
+    return train_beside_reference(rank, world_size, job, _wrap_ddp)

@@ -16,12 +16,12 @@ different tensors, and `model_fn()` on one rank would be another model.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
-from suite.conformance.parallel.ddp_training import (TrainingJob, _without_sync_batchnorm, compare,
-                                                      job_traits, model_traits, rank_device,
-                                                      reference_step)
+from suite.conformance.parallel.ddp_training import TrainingJob, Wrapped, train_beside_reference
 
 
 def shard_groups(model: nn.Module) -> list[nn.Module]:
@@ -71,35 +71,22 @@ def full_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
     return params, grads, dict(model.named_buffers())
 
 
-def _fsdp_step(job: TrainingJob, model, optimizer, step: int, rank: int, world_size: int, device) -> None:
-    x, y = job.batch(step)
-    micro = job.sharding.micro_batches(step, rank, world_size, len(x))
-    optimizer.zero_grad()
-    for i, indices in enumerate(micro):
-        # Only the last micro-batch reduce-scatters; the others accumulate unsharded gradients.
-        model.set_requires_gradient_sync(i == len(micro) - 1)
-        loss = job.loss_fn(model(x[indices].to(device)), y[indices].to(device)) * (job.loss_scale / len(micro))
-        loss.backward()
-    optimizer.step()
+def _wrap_fsdp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
+    if job.sharding.scheme == "uneven":
+        # Uneven inputs run under DDP's Join; an FSDP2 rank that stopped early would leave the
+        # others waiting in their all-gathers.
+        raise ValueError("the uneven sharding scheme needs DDP's Join; FSDP2 ranks run every step")
+    model = shard(model, dict(job.fsdp_kwargs or {}))
+
+    def sync_on(last: bool):
+        # FSDP2 has no no_sync(): the flag holds until set again, so every micro-batch sets it.
+        model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    return Wrapped(module=model, forward=model, sync_on=sync_on, whole_tensors=lambda: full_tensors(model),
+                   reference_state=lambda: {name: _full(value) for name, value in model.state_dict().items()})
 
 
 def fsdp_train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     """Run `job` under FSDP2 on this rank (inside an initialised group); every step's comparison."""
-    device = rank_device(job.device)
-    if device.type == "cuda":  # TF32 would blur the float32 comparison (see ddp_training)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    # Each rank draws different weights on purpose: FSDP trains what the shards hold.
-    torch.manual_seed(job.seed + rank)
-    model = shard(job.model_fn().to(device), dict(job.fsdp_kwargs or {}))
-    reference = _without_sync_batchnorm(job.model_fn())
-    reference.load_state_dict({name: _full(value) for name, value in model.state_dict().items()})
-    reference.to(device).train()
-    optimizer, ref_optimizer = job.optimizer_fn(model.parameters()), job.optimizer_fn(reference.parameters())
-    records = []
-    for step in range(job.steps):
-        reference_step(job, reference, ref_optimizer, step, world_size, device)
-        _fsdp_step(job, model, optimizer, step, rank, world_size, device)
-        records.append({"step": step + 1, "what": "every tensor",
-                        **compare(full_tensors(model), reference, world_size, True, job)})
-    return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records}
+    return train_beside_reference(rank, world_size, job, _wrap_fsdp)
