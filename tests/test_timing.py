@@ -5,7 +5,7 @@ import logging
 import os
 import statistics
 import time
-from types import SimpleNamespace
+import timeit
 
 import pytest
 import torch
@@ -18,9 +18,8 @@ from suite.devices import cuda_count
 from suite.errors import DeviceUnavailableError, SuiteError
 from suite.timing import attach_scaling_efficiency, iter_setups, sweep_batch_sizes, time_model
 from suite.timing import peak
-from suite.timing.measure import PROBE_STEPS, TARGET_SAMPLES, block_size, measure, timed_block
+from suite.timing.measure import PROBE_STEPS, block_size, measure, timed_block
 from suite.timing.stats import NOISY_IQR_FRACTION, is_noisy, median_interval, summarize
-from torch.utils.benchmark import Timer
 
 FAST = {"quick": True, "min_run_time": 0.05}
 N, IN, OUT = 8, 32, 16
@@ -186,7 +185,7 @@ def test_unknown_model_names_the_valid_ones():
 
 
 def test_block_size_aims_at_ten_blocks_and_a_minimum_block_length():
-    assert block_size(0.01, 1.0) == 1.0 / (TARGET_SAMPLES * 0.01)
+    assert block_size(0.01, 1.0) == 10  # 1 s in 10 blocks is 0.1 s a block: ten 10 ms steps
     assert block_size(5.0, 1.0) == 1  # slow steps: one per block
     assert block_size(1e-4, 0.01, min_block_s=0.005) == 50  # a GPU block outlasts its two syncs
 
@@ -222,10 +221,21 @@ def test_ranks_that_agree_run_the_same_steps_whatever_each_measures():
     assert fast_calls == slow_calls == 2 + PROBE_STEPS + number * 7
 
 
-def test_sampling_keeps_the_minimum_count_even_for_slow_steps():
-    sampling = measure(_busy_step(0.02, []), threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
-                       warmup_steps=0, min_samples=5, time_cap_s=0.01)
-    assert len(sampling.samples) == 5 and sampling.stop_reason == "min_samples"
+def test_a_step_too_slow_for_the_minimum_count_stops_at_the_hard_cap():
+    def slow_step():
+        time.sleep(0.02)
+
+    def sample(**rules):
+        return measure(slow_step, threads=1, devices=[torch.device("cpu")], min_run_time=0.01,
+                       warmup_steps=0, **rules)
+
+    # One 20 ms step a block: the hard cap, twice time_cap_s (40 ms), comes after two blocks at most.
+    capped = sample(min_samples=10, time_cap_s=0.02)
+    assert capped.steps_per_sample == 1 and 1 <= len(capped.samples) <= 2
+    assert capped.stop_reason == "time_cap"
+    # With room under the cap the same step gives the minimum count, and no more (no precision target).
+    roomy = sample(min_samples=3, time_cap_s=5.0)
+    assert len(roomy.samples) == 3 and roomy.stop_reason == "min_samples"
 
 
 def test_full_sampling_stops_at_the_precision_target_or_the_cap():
@@ -239,15 +249,12 @@ def test_full_sampling_stops_at_the_precision_target_or_the_cap():
     assert impossible.stop_reason == "time_cap" and len(impossible.samples) > 10
 
 
-def test_a_timer_without_the_private_loop_still_gives_seconds_per_step():
-    class PublicOnlyTimer:  # a torch whose Timer lacks _timeit: timeit() and its warm-up
-        def timeit(self, number):
-            return SimpleNamespace(median=0.25)
-
-    assert timed_block(PublicOnlyTimer(), 4) == 0.25
+def test_a_block_is_its_steps_between_two_clock_reads_and_nothing_else():
+    calls = []
     ticks = itertools.count()  # a clock that advances one second per read
-    timer = Timer("pass", timer=lambda: float(next(ticks)))
-    assert timed_block(timer, 4) == 0.25  # one block: two reads, one second, four steps
+    timer = timeit.Timer(lambda: calls.append(1), timer=lambda: float(next(ticks)))
+    assert timed_block(timer, 4) == 0.25  # two reads, one second, four steps
+    assert len(calls) == 4  # no untimed steps beside them (torch's Timer.timeit would add two)
 
 
 def test_the_cpp_extension_cuda_notice_alone_is_filtered():

@@ -9,13 +9,15 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from suite.timing import time_model
 from suite.timing.contention import Load, is_contended
-from suite.timing.figure import FLAGS, figure_flags
+from suite.timing.figure import FLAGS, figure_flags, measure_figure
+from suite.timing.options import TimingOptions, sampling_rules
 from suite.timing.settings import current_settings, preserved_settings
 from suite.timing.stats import median_interval
 
@@ -47,16 +49,34 @@ def test_contention_is_others_beyond_the_spare_cores():
     assert is_contended(load(None), cores_needed=2, cores=2) is None  # nothing readable: no verdict
 
 
+# -- the core, for real -----------------------------------------------------------------------
+
+def sleeping_step():
+    time.sleep(0.02)
+
+
 def test_each_flag_comes_from_its_own_evidence():
-    clean = {"contended": False, "drift": False, "throttled": False}
+    # A figure of a 20 ms step, full-run rules on one thread, one attempt and no settling.
+    full = TimingOptions(mode="eval", device="cpu", setup="cpu", world_size=1, batch_size=1, threads=1,
+                         dtype="float32", channels_last=False, **sampling_rules(quick=False))
+    asked = replace(full, min_run_time=0.01, warmup_steps=0, warmup_s=0.0, attempts=1)
+    cpu = [torch.device("cpu")]
+    # Room for the minimum count (no precision target): the real loop gives it, and no few_samples.
+    roomy = replace(asked, min_samples=3, target_precision=None)
+    sampling, trust = measure_figure(sleeping_step, options=roomy, devices=cpu)
+    assert len(sampling.samples) == roomy.min_samples
+    quiet = replace(trust, contended=False, drift=False, throttled=False)  # whatever this machine did
     # time_model's record is one process's: the flag says its interval cannot speak for a rerun
-    assert figure_flags(noisy=False, n_samples=10, min_samples=10, trust=clean, quick=False) == ["one_process"]
-    every = figure_flags(noisy=True, n_samples=3, min_samples=5, quick=True,
-                         trust={"contended": True, "drift": True, "throttled": True})
+    assert figure_flags(noisy=False, sampling=sampling, trust=quiet, options=roomy) == ["one_process"]
+    # A time cap too short for 10 such steps: the loop stops early, and the figure says so.
+    capped = replace(asked, time_cap_s=0.02)
+    few, trust = measure_figure(sleeping_step, options=capped, devices=cpu)
+    assert few.stop_reason == "time_cap" and len(few.samples) < capped.min_samples
+    assert figure_flags(noisy=False, sampling=few, trust=quiet, options=capped) == ["few_samples", "one_process"]
+    disturbed = replace(trust, contended=True, drift=True, throttled=True)
+    every = figure_flags(noisy=True, sampling=few, trust=disturbed, options=replace(capped, quick=True))
     assert every == list(FLAGS)
 
-
-# -- the core, for real -----------------------------------------------------------------------
 
 def test_every_quick_record_has_five_samples_a_flags_list_and_its_settings():
     record = time_model("cifar10_lenet", **QUICK_LENET)
@@ -118,6 +138,7 @@ def test_the_results_file_loads_from_the_moment_it_exists(tmp_path):
 # -- settings cannot leak ------------------------------------------------------------------------
 
 def test_a_conformance_step_cannot_change_what_the_next_timing_sees():
+    from suite.conformance.sources import VerdictSource
     from suite.runner import _conformance_step
 
     def meddling_check(device, quick):
@@ -128,7 +149,7 @@ def test_a_conformance_step_cannot_change_what_the_next_timing_sees():
         yield {"suite": "test", "case": "meddling", "check": "none", "passed": True}
 
     before = current_settings()
-    assert [r["case"] for r in _conformance_step(meddling_check, "cpu", True).produce()] == ["meddling"]
+    assert [r["case"] for r in _conformance_step(VerdictSource(meddling_check), "cpu", True).produce()] == ["meddling"]
     assert current_settings() == before
     with preserved_settings():
         torch.use_deterministic_algorithms(True)
@@ -163,8 +184,8 @@ def simulate_big_machine(monkeypatch, cores=128, gpus=8):
     import suite.timing.options
     import suite.timing.plan
 
-    monkeypatch.setattr(suite.timing.plan, "all_cores", lambda: cores)
-    monkeypatch.setattr(suite.timing.options, "all_cores", lambda: cores)
+    monkeypatch.setattr(suite.timing.plan, "usable_cores", lambda: cores)
+    monkeypatch.setattr(suite.timing.options, "usable_cores", lambda: cores)
     monkeypatch.setattr(suite.devices, "cuda_count", lambda: gpus)
 
 

@@ -41,13 +41,15 @@ from suite.report import sources, tables
 from suite.results import json_ready, write_json_atomically
 
 SIGNIFICANCE = 0.01
-MIN_SAMPLES = 5
+# Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
+# suite.timing.options.MIN_SAMPLES).
+MIN_SAMPLES_TO_JUDGE = 5
 # One process's figure moved up to 11% between quiet reruns of this project's 2-core VM: a
 # figure without process data regresses only beyond the threshold and this much more.
 ONE_PROCESS_ALLOWANCE = 0.10
 PROCESS_COLUMNS = ("processes", "process_log_sd")
 UNTRUSTED_FLAGS = {"noisy", "contended", "drift", "few_samples", "throttled"}
-VERDICTS = ("regressed", "improved", "unchanged", "untrusted")
+CHANGE_VERDICTS = ("regressed", "improved", "unchanged", "untrusted")
 
 
 class NothingToCompareError(SuiteError):
@@ -114,7 +116,7 @@ def compare(baseline_path, new_path, threshold: float = 0.05) -> tuple[dict, lis
     rows.sort(key=lambda row: row.ratio)
     header = {"baseline": _provenance(base_loaded, canaries[0]), "new": _provenance(new_loaded, canaries[1]),
               "threshold": threshold, "significance": SIGNIFICANCE,
-              "counts": {v: sum(r.verdict == v for r in rows) for v in VERDICTS}}
+              "counts": {v: sum(r.verdict == v for r in rows) for v in CHANGE_VERDICTS}}
     return header, rows
 
 
@@ -161,14 +163,14 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None) -> Ro
     else:
         low, high = tables.median_ratio_interval(r["samples_new"], r["samples_base"])  # median(new) / median(base)
         low, high = (None, None) if math.isnan(low) else (low, high)
-        if min(len(base_samples), len(new_samples)) >= MIN_SAMPLES:
+        if min(len(base_samples), len(new_samples)) >= MIN_SAMPLES_TO_JUDGE:
             p_slower, p_faster = _p_values(base_samples, new_samples)
         margin = (1 + threshold) * (1 + ONE_PROCESS_ALLOWANCE)
         basis = f"one process a side: beyond the threshold by {ONE_PROCESS_ALLOWANCE:.0%} more"
     if flags:
         verdict, why = "untrusted", "flagged: " + ", ".join(sorted(flags))
     elif p_slower is None:
-        verdict, why = "untrusted", f"fewer than {MIN_SAMPLES} raw samples on a side"
+        verdict, why = "untrusted", f"fewer than {MIN_SAMPLES_TO_JUDGE} raw samples on a side"
     elif machine_moved:
         verdict, why = "untrusted", machine_moved
     elif ratio > margin and p_slower < SIGNIFICANCE:
@@ -183,7 +185,7 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None) -> Ro
 
 def _provenance(loaded: sources.MachineResults, canary: float | None) -> dict:
     env = loaded.environment
-    return {"file": loaded.source, "machine": loaded.machine, "format": loaded.format,
+    return {"file": loaded.source, "machine": loaded.machine_name, "format": loaded.format,
             "suite_commit": env.get("suite_commit") or env.get("commit"), "torch": env.get("torch"),
             "torch_git_version": env.get("torch_git_version"), "cuda": env.get("cuda"),
             "cudnn": env.get("cudnn"), "canary_s": canary}

@@ -1,7 +1,7 @@
 """The one timing core: time_model() for the registered models on CPU, one GPU and several.
 
 Modules: core (time_model), options (argument resolution), steps (the timed iteration),
-measure (warm-up, Timer, CUDA sync), stats (median, IQR, noisy), flops (FlopCounterMode),
+measure (warm-up, timeit blocks, CUDA sync), stats (median, IQR, noisy), flops (FlopCounterMode),
 memory (peaks), peak (calibrate_peak), record (the result fields), distributed (DDP ranks),
 plan (iter_setups, batch-size sweeps, scaling efficiency), benchmark_bridge (pytest-benchmark),
 processes and worker (a run's figures from several fresh processes, merged).

@@ -38,5 +38,5 @@ def benchmark_time_model(benchmark, model: str, *, quick: bool, **kwargs) -> dic
         benchmark.stats.stats.data[:] = record["samples"]
         benchmark.stats.iterations = record["steps_per_sample"]  # shown as "Iterations"
     benchmark.extra_info.update({key: record[key] for key in EXTRA_INFO_FIELDS})
-    benchmark.extra_info["timed_by"] = "suite.timing.time_model (torch.utils.benchmark.Timer)"
+    benchmark.extra_info["timed_by"] = "suite.timing.time_model (timeit.Timer blocks)"
     return record

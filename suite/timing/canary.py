@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from suite.timing.measure import make_clock, torch_threads
+from suite.threads import torch_threads
+from suite.timing.measure import make_clock
 
 # A few milliseconds each: 768^3 is 0.9 GFLOP, about 5 ms on 2 cores at 90 GFLOP/s; 4096^3 in
 # fp32 is about 3 ms on a datacenter GPU.

@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from suite.devices import synchronize
+
+
+@dataclass(frozen=True)
+class CompileTimes:
+    """Wall seconds of the first compiled step: cold (empty caches) and warm (over the disk cache)."""
+
+    cold_s: float
+    warm_s: float
 
 
 def _first_step_s(make_step: Callable[[], Callable[[], None]], device) -> tuple[Callable[[], None], float]:
@@ -27,9 +36,9 @@ def _first_step_s(make_step: Callable[[], Callable[[], None]], device) -> tuple[
 
 
 @contextlib.contextmanager
-def compiled_step(make_step: Callable[[], Callable[[], None]], backend: str,
-                  device) -> Iterator[tuple[Callable[[], None], dict]]:
-    """(the warm-compiled step, the record's compile fields); the private cache lives until exit."""
+def compiled_step(make_step: Callable[[], Callable[[], None]],
+                  device) -> Iterator[tuple[Callable[[], None], CompileTimes]]:
+    """(the warm-compiled step, its compile times); the private cache lives until exit."""
     from torch import _dynamo
     from torch._inductor.utils import clear_caches, fresh_cache
 
@@ -40,6 +49,6 @@ def compiled_step(make_step: Callable[[], Callable[[], None]], backend: str,
             _dynamo.reset()
             clear_caches()  # only the cache on disk answers, as it does for a new process
             step, warm_s = _first_step_s(make_step, device)
-            yield step, {"compile_backend": backend, "compile_cold_s": cold_s, "compile_warm_s": warm_s}
+            yield step, CompileTimes(cold_s, warm_s)
     finally:
         _dynamo.reset()  # no compiled graph of this figure answers for the next one

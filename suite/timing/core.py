@@ -12,13 +12,13 @@ import torch.nn as nn
 
 from suite.cases.models import CASES as MODELS
 from suite.cases.models import ModelSpec
+from suite.threads import torch_threads
 from suite.timing.figure import measure_figure
 from suite.timing.flops import count_flops
-from suite.timing.measure import torch_threads
 from suite.timing.memory import peak_bytes, reset_peak
 from suite.timing.options import DDP_SETUPS, TimingOptions, resolve_options
 from suite.timing.peak import calibrate_peak, peak_dtype_for
-from suite.timing.record import build_record
+from suite.timing.record import ProcessMeasurement, build_record
 from suite.timing.settings import current_settings
 from suite.timing.steps import build_step
 
@@ -50,12 +50,13 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
     if options.setup in DDP_SETUPS:
         from suite.timing.distributed import time_ddp
 
-        result = time_ddp(spec, options)
+        measured = time_ddp(spec, options)
     else:
-        result = time_in_process(spec, options)
+        measured = time_in_process(spec, options)
     with torch_threads(options.threads):
         flops = count_flops(spec, options.mode, options.batch_size) * options.world_size
-    return build_record(model=spec.name, options=options, flops=flops, calibration=calibration, **result)
+    return build_record(model=spec.name, options=options, measured=measured, flops=flops,
+                        calibration=calibration)
 
 
 def devices_for(options: TimingOptions) -> list[torch.device]:
@@ -78,23 +79,22 @@ def in_process_step(spec: ModelSpec, options: TimingOptions):
                                dtype=options.dtype, channels_last=options.channels_last, wrap=wrap)), devices
 
 
-def time_in_process(spec: ModelSpec, options: TimingOptions) -> dict:
+def time_in_process(spec: ModelSpec, options: TimingOptions) -> ProcessMeasurement:
     with torch_threads(options.threads):
         make_step, devices = in_process_step(spec, options)
-        with _ready_step(make_step, options, devices[0]) as (step, compile_info):
+        with _ready_step(make_step, options, devices[0]) as (step, compile_times):
             reset_peak(devices)
             sampling, trust = measure_figure(step, options=options, devices=devices)
-        return {"sampling": sampling, "trust": trust, "peak_mem": peak_bytes(devices),
-                "settings": current_settings(), "compile_info": compile_info}
+        return ProcessMeasurement(sampling, trust, *peak_bytes(devices), current_settings(), compile_times)
 
 
 @contextlib.contextmanager
 def _ready_step(make_step, options: TimingOptions, device):
-    """(step, compile fields): compiled first, its compile times measured, for the compile setups."""
+    """(step, CompileTimes or None): compiled first, its compile times measured, for the compile setups."""
     if not options.compile_backend:
         yield make_step(), None
         return
     from suite.timing.compiled import compiled_step
 
-    with compiled_step(make_step, options.compile_backend, device) as ready:
+    with compiled_step(make_step, device) as ready:
         yield ready

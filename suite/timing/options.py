@@ -1,12 +1,12 @@
 """Resolving time_model's keyword arguments into one validated, complete set of options."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from suite.cases.models import ModelSpec
 from suite.devices import cuda_count, require_device
 from suite.errors import SuiteError
-from suite.timing.measure import all_cores
+from suite.threads import usable_cores
 from suite.timing.setups import (COMPILE_SETUPS, DDP_SETUPS, DEFAULT_COMPILE_BACKEND,  # noqa: F401
                                  ONE_DEVICE_SETUPS, SETUP_DEVICE, SETUPS)
 from suite.timing.steps import validate_mode_and_dtype
@@ -27,6 +27,8 @@ MIN_SAMPLES = 10
 QUICK_MIN_SAMPLES = 5
 # Full runs sample on until the 95% interval of the process's median is within 2% of it, or the cap.
 TARGET_PRECISION = 0.02
+# Past this cap a process stops seeking precision; past twice it (measure.HARD_CAP_FACTOR) it
+# stops whatever the count: a step too slow for MIN_SAMPLES blocks is flagged few_samples.
 TIME_CAP_S = 3.0
 # A disturbed figure (contended, drift) is measured again after waiting up to the quiet budget.
 ATTEMPTS, QUICK_ATTEMPTS = 3, 2
@@ -35,6 +37,9 @@ QUIET_BUDGET_S, QUICK_QUIET_BUDGET_S = 5.0, 2.0
 
 @dataclass(frozen=True)
 class TimingOptions:
+    """What a figure asks for, as torch.utils.benchmark's TaskSpec does; what one process
+    measured is suite.timing.record.ProcessMeasurement."""
+
     mode: str
     device: str
     setup: str
@@ -67,13 +72,10 @@ class TimingOptions:
         the default key) serves every GPU setup.
         """
         if self.device == "cuda":
-            return all_cores()
+            return usable_cores()
         if self.setup == "cpu-ddp":
-            return min(all_cores(), self.threads * self.world_size)
+            return min(usable_cores(), self.threads * self.world_size)
         return self.threads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_size: int | None,
@@ -91,7 +93,7 @@ def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_siz
     if device == "cuda":
         require_device("cuda", world_size)
     if threads is None:
-        threads = max(1, all_cores() // world_size) if setup in DDP_SETUPS else all_cores()
+        threads = max(1, usable_cores() // world_size) if setup in DDP_SETUPS else usable_cores()
     if threads < 1:
         raise SuiteError(f"threads must be at least 1, got {threads}")
     batch_size = batch_size or spec.batch_size(device)

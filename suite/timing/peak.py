@@ -6,14 +6,15 @@ says how far a model is from compute-bound. The calibration is kept with every r
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
 from suite.devices import require_device
 from suite.errors import SuiteError
+from suite.threads import usable_cores
 from suite.timing.figure import figure_flags, measure_figure
-from suite.timing.measure import all_cores
-from suite.timing.options import sampling_rules
+from suite.timing.options import TimingOptions, sampling_rules
 from suite.timing.stats import summarize
 
 # dtype name -> (tensor dtype, whether TF32 tensor cores are allowed)
@@ -52,7 +53,7 @@ def calibrate_peak(device: str = "cpu", dtype: str = "float32", threads: int | N
     if dtype not in PEAK_DTYPES or (dtype == "tfloat32" and kind != "cuda"):
         raise SuiteError(f"no peak calibration for dtype {dtype!r} on {kind}; "
                          f"valid: float32, bfloat16{', tfloat32' if kind == 'cuda' else ''}")
-    threads = threads or all_cores()
+    threads = threads or usable_cores()
     key = (kind, dtype, threads, quick)
     if key not in _CACHE:
         _CACHE[key] = _measure_peak(kind, dtype, threads, quick)
@@ -66,10 +67,13 @@ def _measure_peak(kind: str, dtype: str, threads: int, quick: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(target, torch_dtype)
     b = torch.randn(n, n, generator=g).to(target, torch_dtype)
-    rules = {**sampling_rules(quick), "threads": threads, "setup": kind, "world_size": 1,
-             "warmup_steps": 3}  # warm-up: thread pools, cuBLAS handles and heuristics
+    # A figure sampled as a model's is: an eval-mode forward of n rows through an n x n map, in
+    # one process, with its own warm-up (thread pools, cuBLAS handles and heuristics).
+    options = replace(TimingOptions(mode="eval", device=kind, setup=kind, world_size=1, batch_size=n,
+                                    threads=threads, dtype=dtype, channels_last=False, **sampling_rules(quick)),
+                      warmup_steps=3)
     with _tf32(tf32):
-        sampling, trust = measure_figure(lambda: torch.mm(a, b), options=rules, devices=[a.device])
+        sampling, trust = measure_figure(lambda: torch.mm(a, b), options=options, devices=[a.device])
     summary = summarize(sampling.samples)
     flops = 2 * n ** 3
     return {
@@ -80,11 +84,10 @@ def _measure_peak(kind: str, dtype: str, threads: int, quick: bool) -> dict:
         "matmul_size": n,
         "flops_per_matmul": flops,
         **summary,
-        "flags": figure_flags(noisy=summary["noisy"], n_samples=len(sampling.samples),
-                              min_samples=rules["min_samples"], trust=trust, quick=quick),
+        "flags": figure_flags(noisy=summary["noisy"], sampling=sampling, trust=trust, options=options),
         "flops_per_s": flops / summary["median_s"],
-        "samples": sampling.samples,
-        "attempts": trust["attempts"],
+        "samples": list(sampling.samples),
+        "attempts": trust.attempts,
     }
 
 

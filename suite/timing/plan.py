@@ -7,7 +7,7 @@ from typing import Iterator, NamedTuple
 from suite.cases.models import CASES as MODELS
 from suite.cases.variants import CASES as VARIANT_CASES, TimingVariant
 from suite.devices import missing_reason, require_device
-from suite.timing.measure import all_cores
+from suite.threads import usable_cores
 from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 
 
@@ -20,8 +20,8 @@ def variant_skip_reason(variant: TimingVariant) -> str | None:
     reason = missing_reason(variant.device, variant.devices_needed)
     if reason is None and variant.distributed:
         reason = _pool_missing_reason()
-    if reason is None and variant.id == "cpu-ddp" and all_cores() < 2:
-        reason = f"needs 2 CPU cores for 2 ranks; this process may use {all_cores()}"
+    if reason is None and usable_cores() < variant.min_cores:
+        reason = f"needs {variant.min_cores} CPU cores; this process may use {usable_cores()}"
     return reason
 
 
@@ -65,10 +65,10 @@ def iter_setups(devices: list[str], quick: bool = False,
     """
     for kind in devices:
         require_device(kind)
-    cores = all_cores()
+    cores = usable_cores()
     for spec in MODELS.select(models):
         for variant in VARIANTS:
-            if variant.device not in devices or (quick and not variant.in_quick_runs):
+            if variant.device not in devices or (quick and not variant.quick):
                 continue
             reason = variant_skip_reason(variant)
             for kwargs in _expand(variant, cores, quick):
@@ -77,13 +77,11 @@ def iter_setups(devices: list[str], quick: bool = False,
 
 
 def _expand(variant: TimingVariant, cores: int, quick: bool) -> list[dict]:
-    if quick:
+    if quick or not variant.sweep:
         return [dict(variant.kwargs)]
-    if variant.id == "cpu":
-        return [{**variant.kwargs, "threads": n} for n in thread_counts(cores)]
-    if variant.id == "cpu-ddp":  # one thread per rank: every world size fits in the cores
-        return [{**variant.kwargs, "world_size": n} for n in thread_counts(max(cores, 2)) if n >= 2]
-    return [dict(variant.kwargs)]
+    # one thread per rank: every world size up to the core count fits in the cores
+    counts = [n for n in thread_counts(max(cores, variant.min_cores)) if n >= variant.min_cores]
+    return [{**variant.kwargs, variant.sweep: n} for n in counts]
 
 
 def _pool_missing_reason() -> str | None:

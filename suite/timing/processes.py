@@ -19,6 +19,7 @@ degrees of freedom pooled over the figures, 94% with the figure's own.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import selectors
@@ -98,8 +99,13 @@ class WorkerProcess:
         except OSError as err:
             raise WorkerError(f"cannot start {interpreter.python}: {err}") from None
         atexit.register(self.close)  # a run stopped by Ctrl-C leaves no worker behind
-        self.proc.stdin.write(json.dumps({"requests": requests}))
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write(json.dumps({"requests": requests}))
+        except BrokenPipeError:  # it died before reading its requests: result() says how
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError):  # the flush of what it did not read
+                self.proc.stdin.close()
         self._buffer = ""
 
     def result(self, index: int) -> dict:

@@ -1,5 +1,9 @@
 """The timing record: one JSON-ready dict per (model, mode, setup), stored as is.
 
+A figure's record is made in one place, build_record, from what was asked (TimingOptions, as
+torch.utils.benchmark's TaskSpec) and what one process measured (ProcessMeasurement, as its
+Measurement: the loop's Sampling, the machine's Trust, memory, settings, compile times).
+
 Fields:
 
     kind                  "timing"
@@ -35,9 +39,11 @@ Fields:
     steps_per_sample      iterations in each block
     warmup_steps          untimed iterations before the first block
     warmup_s              seconds of warm-up blocks until the step time settled (suite.timing.measure)
-    method                "timer_blocks": blocks timed by torch.utils.benchmark.Timer's loop
+    method                "timer_blocks": blocks, each one timeit.Timer.timeit(number) (the loop
+                          torch.utils.benchmark.Timer runs; suite.timing.measure)
     stop_reason           why sampling stopped: "precision" (interval within target_precision),
-                          "time_cap", or "min_samples" (quick runs: no precision target)
+                          "time_cap" (the hard cap: with fewer than min_samples, flagged
+                          few_samples), or "min_samples" (quick runs: no precision target)
     min_run_time, min_samples, target_precision, time_cap_s   the sampling rules it ran under
     attempts              measurements taken (a contended or drifting one is repeated)
     canary_before_s, canary_after_s   the fixed canary matmul around the figure (suite.timing.canary)
@@ -66,19 +72,36 @@ Fields:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from suite.timing.figure import FLAGS, figure_flags
+from suite.timing.compiled import CompileTimes
+from suite.timing.figure import Trust, figure_flags
+from suite.timing.measure import Sampling
+from suite.timing.options import TimingOptions
 from suite.timing.stats import summarize
 
 KIND = "timing"
 
 
-def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[int, str],
-                 flops: int, calibration: dict, settings: dict, compile_info: dict | None = None) -> dict:
+@dataclass(frozen=True)
+class ProcessMeasurement:
+    """What one process measured of a figure (rank 0's, for DDP): what each setup returns."""
+
+    sampling: Sampling
+    trust: Trust
+    peak_mem_bytes: int
+    peak_mem_kind: str  # "cuda_allocator_peak" or "process_peak_rss" (suite.timing.memory)
+    settings: dict  # suite.timing.settings.current_settings() in the timing process
+    compile_times: CompileTimes | None = None  # the compile setups only
+
+
+def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasurement, flops: int,
+                 calibration: dict) -> dict:
+    sampling, trust = measured.sampling, measured.trust
     summary = summarize(sampling.samples)
-    flags = figure_flags(noisy=summary["noisy"], n_samples=len(sampling.samples),
-                         min_samples=options.min_samples, trust=trust, quick=options.quick)
+    flags = figure_flags(noisy=summary["noisy"], sampling=sampling, trust=trust, options=options)
     global_batch = options.batch_size * options.world_size
     achieved = flops / summary["median_s"]
     peak_total = calibration["flops_per_s"] * options.peak_devices
@@ -99,7 +122,7 @@ def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[
         "samples": list(sampling.samples),
         "steps_per_sample": sampling.steps_per_sample,
         "warmup_steps": sampling.warmup_steps,
-        "warmup_s": sampling.extra.get("warmup_s"),
+        "warmup_s": sampling.settling.seconds if sampling.settling else None,
         "method": "timer_blocks",
         "interval_method": "within_process",
         "stop_reason": sampling.stop_reason,
@@ -107,18 +130,24 @@ def build_record(*, model: str, options, sampling, trust: dict, peak_mem: tuple[
         "min_samples": options.min_samples,
         "target_precision": options.target_precision,
         "time_cap_s": options.time_cap_s,
-        **{key: value for key, value in trust.items() if key not in FLAGS},
-        "settings": settings,
+        "attempts": trust.attempts,
+        "canary_before_s": trust.canary_before_s,
+        "canary_after_s": trust.canary_after_s,
+        "load": trust.load.to_dict(),
+        "sample_others_cores": list(trust.sample_others_cores),
+        "settings": measured.settings,
         "throughput": global_batch / summary["median_s"],
-        "peak_mem_bytes": peak_mem[0],
-        "peak_mem_kind": peak_mem[1],
+        "peak_mem_bytes": measured.peak_mem_bytes,
+        "peak_mem_kind": measured.peak_mem_kind,
         "flops": flops,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak_total,
         "peak_fraction": achieved / peak_total,
         "peak_calibration": calibration,
         "scaling_efficiency": None,
-        **(compile_info or {"compile_backend": None, "compile_cold_s": None, "compile_warm_s": None}),
+        "compile_backend": options.compile_backend,
+        "compile_cold_s": measured.compile_times.cold_s if measured.compile_times else None,
+        "compile_warm_s": measured.compile_times.warm_s if measured.compile_times else None,
         "quick": options.quick,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
