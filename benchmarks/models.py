@@ -36,7 +36,7 @@ def _key(model, mode, variant_id):
 def _skip_reason(mode, variant):
     if mode not in variant.modes:
         return f"{variant.id} times {', '.join(variant.modes)} only"
-    if QUICK and not variant.in_quick_runs:
+    if QUICK and not variant.quick:
         return f"{variant.id} is left out of quick runs, as in `torchsuite run --quick`"
     return variant_skip_reason(variant)
 

@@ -8,6 +8,7 @@ world size), so the whole file starts each group once. FSDP2 cases beyond 2 rank
 import pytest
 import torch
 
+from suite.cases.expect import describe
 from suite.cases.parallel import CASES, adam, cross_entropy_sum, tiny_mlp
 from suite.conformance.parallel.equivalence import (SUM_LOSS, check_case, check_ddp_equivalence, judge,
                                    verdicts)
@@ -18,18 +19,18 @@ from suite.errors import DeviceUnavailableError
 
 def _marks(case):
     marks = [pytest.mark.slow] if case.wrapper == "fsdp" and case.world_size > 2 else []
-    if case.gpus_needed >= 2:
+    if case.devices_needed >= 2:
         return marks + [pytest.mark.multigpu]
-    return marks + ([pytest.mark.gpu] if case.gpus_needed == 1 else [])
+    return marks + ([pytest.mark.gpu] if case.devices_needed == 1 else [])
 
 
-CPU_CASES = [c for c in CASES if not c.gpus_needed]
+CPU_CASES = [c for c in CASES if not c.devices_needed]
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
 def test_case_reaches_its_expected_verdict(case):
-    report = check_case(case, device="cuda" if case.gpus_needed else "cpu")
+    report = check_case(case, device="cuda" if case.devices_needed else "cpu")
     passed, detail = judge(case, report)
     assert passed, detail
 
@@ -99,7 +100,7 @@ def test_the_matrix_covers_every_required_configuration():
             "broadcast_buffers"} <= options
     assert {c.scheme for c in CASES} == {"shards", "uneven", "sampler"}
     assert any(c.accumulate > 1 for c in CASES) and any(c.rescale_loss for c in CASES)
-    assert {c.expected_reason for c in CASES if c.expected == "diverges"} == {
+    assert {e.cause for c in CASES for e in c.expect if e.outcome == "fails"} == {
         "sum_loss", "batchnorm", "dropout", "compression", "mixed_precision"}
     fsdp = [c for c in CASES if c.wrapper == "fsdp"]
     assert {c.world_size for c in fsdp} == {2, 3, 4} and any(c.accumulate > 1 for c in fsdp)
@@ -111,10 +112,17 @@ def test_the_matrix_covers_every_required_configuration():
     assert any(c.quick for c in CASES) and all(c.world_size == 2 for c in CASES if c.quick)
 
 
+def test_every_declared_cause_is_one_the_checker_diagnoses():
+    from suite.cases.parallel import DIVERGENCE_CAUSES
+    from suite.conformance.parallel.equivalence import _CAUSES
+
+    assert set(DIVERGENCE_CAUSES) <= set(_CAUSES) - {"unexplained"}
+
+
 def test_every_case_describes_itself_in_one_line():
     for case in CASES:
         text = case.describe()
-        assert text and "\n" not in text and text.endswith(case.expected_reason + ")" if case.expected_reason else case.expected)
+        assert text and "\n" not in text and text.endswith(describe(case.expect))
 
 
 # -- torchsuite run and torchrun ---------------------------------------------------------------
@@ -134,16 +142,29 @@ def test_quick_verdicts_are_records_of_world_size_2_cases_that_pass():
 def test_torchrun_runs_one_case_per_configuration_preferring_the_launched_world_size():
     from suite.distributed.__main__ import select_cases
 
-    at_2, at_3, at_16 = (select_cases(None, n, "cpu") for n in (2, 3, 16))
-    for n, chosen in ((2, at_2), (3, at_3), (16, at_16)):
-        families = {c.family for c in CPU_CASES if c.runs_at(n)}
-        assert sorted(c.family for c in chosen) == sorted(families)  # each once, no GPU-only case
-    assert all(c.world_size == 2 for c in at_2)
-    declared_at_3 = {c.name for c in CPU_CASES if c.world_size == 3}
-    assert declared_at_3 <= {c.name for c in at_3}
-    assert all(c.name in declared_at_3 or not any(d.family == c.family for d in CPU_CASES if d.world_size == 3)
-               for c in at_3)
-    assert "fsdp_mlp_reshard_to_2" not in {c.family for c in at_3}  # 2 does not divide 3
+    # By hand from suite/cases/parallel.py: mnist_cnn is declared at 2 and 3 ranks, fsdp_mlp at 2,
+    # 3 and 4, fsdp_mlp_reshard_to_2 (reshard_after_forward=2) at 2 and 4, mlp_allreduce_hook at 2
+    # only, mlp_sync_batchnorm at 2 on two GPUs. Each family runs its variant declared at the
+    # launched size, else its first (w2); reshard to 2 only where 2 divides the size; never a GPU
+    # case on the CPU. None: not run.
+    expected = {
+        2: {"mnist_cnn": "mnist_cnn_w2", "fsdp_mlp": "fsdp_mlp_w2", "fsdp_mlp_reshard_to_2": "fsdp_mlp_reshard_to_2_w2",
+            "mlp_allreduce_hook": "mlp_allreduce_hook_w2", "mlp_sync_batchnorm": None},
+        3: {"mnist_cnn": "mnist_cnn_w3", "fsdp_mlp": "fsdp_mlp_w3", "fsdp_mlp_reshard_to_2": None,
+            "mlp_allreduce_hook": "mlp_allreduce_hook_w2", "mlp_sync_batchnorm": None},
+        4: {"mnist_cnn": "mnist_cnn_w2", "fsdp_mlp": "fsdp_mlp_w4", "fsdp_mlp_reshard_to_2": "fsdp_mlp_reshard_to_2_w4",
+            "mlp_allreduce_hook": "mlp_allreduce_hook_w2", "mlp_sync_batchnorm": None},
+        16: {"mnist_cnn": "mnist_cnn_w2", "fsdp_mlp": "fsdp_mlp_w2", "fsdp_mlp_reshard_to_2": "fsdp_mlp_reshard_to_2_w2",
+             "mlp_allreduce_hook": "mlp_allreduce_hook_w2", "mlp_sync_batchnorm": None},
+    }
+    chosen = {n: select_cases(None, n, "cpu") for n in expected}
+    for n, families in expected.items():
+        by_family = {c.family: c.name for c in chosen[n]}
+        assert len(by_family) == len(chosen[n])  # each family once
+        assert {family: by_family.get(family) for family in families} == families, n
+    assert all(c.world_size == 2 for c in chosen[2])
+    # every family runs at 2, 4 and 16 ranks; at 3 all but the one that reshards to 2
+    assert len(chosen[2]) == len(chosen[4]) == len(chosen[16]) == len(chosen[3]) + 1
     assert "mlp_sync_batchnorm_w2" in {c.name for c in select_cases(None, 2, "cuda")}
 
 

@@ -3,13 +3,14 @@ import pytest
 import torch
 
 from suite.cases import function_flaws as bad
+from suite.cases.expect import NOT_APPLICABLE, checks_with, not_applicable
 from suite.cases.ops import CASES as OPS, OP_CHECKS, OpCase
 from suite.cases.samples import away_from, distinct, randn
 from suite.conformance.autograd.ops import check_op
 from suite.conformance.autograd.verdicts import verdicts
 
 APPLICABLE = [(case, check) for case in OPS for check in case.checks()]
-DECLARED_EXCEPTIONS = [(case, check) for case in OPS for check in case.unsupported]
+DECLARED_EXCEPTIONS = [(case, check) for case in OPS for check in checks_with(case.expect, NOT_APPLICABLE)]
 
 
 def _id(pair):
@@ -26,8 +27,8 @@ def test_op_gradient_check(case, check):
 def test_declared_exception_still_holds(case, check):
     """A declared exception is data about PyTorch: when PyTorch gains the derivative, this fails
     and the declaration must go."""
-    result = check_op(case, check, honour_unsupported=False)
-    assert result.verdict == "fail", f"{case.name} now passes {check}: remove it from `unsupported`"
+    result = check_op(case, check, honour_expect=False)
+    assert result.verdict == "fail", f"{case.name} now passes {check}: remove it from `expect`"
     assert check_op(case, check).verdict == "skip"
 
 
@@ -71,7 +72,7 @@ def test_kink_avoiding_samples_keep_their_distance():
 
 def test_an_unknown_check_cannot_be_declared():
     with pytest.raises(ValueError, match="unknown checks"):
-        OpCase("x", torch.neg, lambda g: (randn(g, 2),), "elementwise", unsupported={"gradchek": "typo"})
+        OpCase("x", torch.neg, lambda g: (randn(g, 2),), "elementwise", expect=(not_applicable("gradchek", why="typo"),))
 
 
 def test_a_wrong_gradient_fails_gradcheck_saying_by_how_much():

@@ -12,6 +12,7 @@ import pytest
 
 from suite import results
 from suite.cli import main
+from suite.conformance.sources import VerdictSource
 from suite.report import build_report, sources
 from suite.runner import default_timing_api, run_suite
 
@@ -36,7 +37,7 @@ def real_results(tmp_path_factory):
     """A results file from a real, short run on this machine (one model, quick timings)."""
     root = tmp_path_factory.mktemp("run")
     path = run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / "results",
-                     report_dir=root / "report", machine_name="alpha", verdict_sources=[two_verdicts],
+                     report_dir=root / "report", machine_name="alpha", verdict_sources=[VerdictSource(two_verdicts)],
                      stream=io.StringIO(), timing=TWO_PROCESSES)
     data = results.load(path)
     assert any(r["kind"] == "timing" for r in data["records"])
@@ -314,7 +315,7 @@ def asv_result_file(tmp_path, machine="delta", median=0.05):
 
 def test_pytest_benchmark_json_is_recognised_by_its_keys(tmp_path):
     loaded = sources.load_any(pytest_benchmark_file(tmp_path))
-    assert loaded.format == "pytest-benchmark" and loaded.machine == "gamma"
+    assert loaded.format == "pytest-benchmark" and loaded.machine_name == "gamma"
     (row,) = loaded.timings
     assert row["model"] == "speech_cnn" and row["mode"] == "train" and row["median_s"] == 0.02
     assert len(row["samples"]) == 5
@@ -322,7 +323,7 @@ def test_pytest_benchmark_json_is_recognised_by_its_keys(tmp_path):
 
 def test_asv_results_are_recognised_and_failed_combinations_are_not_zeros(tmp_path):
     loaded = sources.load_any(asv_result_file(tmp_path))
-    assert loaded.format == "asv" and loaded.machine == "delta"
+    assert loaded.format == "asv" and loaded.machine_name == "delta"
     (row,) = loaded.timings  # null results (failed, skipped) are no rows; track_ values join the timing's row
     assert (row["model"], row["mode"], row["setup"], row["device"]) == ("speech_cnn", "train", "cpu", "cpu")
     assert row["median_s"] == 0.05 and row["iqr_s"] == pytest.approx(0.05 * 0.02) and len(row["samples"]) == 3

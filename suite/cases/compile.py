@@ -1,10 +1,11 @@
 """Declared torch.compile cases: a model, a backend, train or eval, and the verdict check_compile must reach.
 
-"equivalent": the compiled model trains (or infers) like eager, by the rule of
-suite.conformance.compile.rule. "divergent" names its known cause, so that the checker's power
-to see a difference is tested beside its silence where there is none:
-- "rng": inductor draws dropout's random numbers with its own generator, so its masks are not
-  eager's; with inductor's fallback_random on it calls eager's random ops and agrees again.
+By default the compiled model trains (or infers) like eager, by the rule of
+suite.conformance.compile.rule. A case that must differ expects its `equivalence` check to
+fail, and says why, so that the checker's power to see a difference is tested beside its
+silence where there is none: inductor draws dropout's random numbers with its own generator,
+so its masks are not eager's; with inductor's fallback_random on it calls eager's random ops
+and agrees again.
 Each case also declares how many graph breaks the forward has (dynamo's explain counts them).
 """
 from __future__ import annotations
@@ -16,13 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from suite.cases.models import CASES as MODELS
+from suite.cases.expect import Expect, describe, fails, validate
+from suite.cases.models import CASES as MODELS, article_models
 from suite.cases.parallel import CLASSES, FEATURES, batchnorm_mlp, dropout_mlp, sgd_momentum
 from suite.cases.registry import Registry
+from suite.cases.variants import MODES
 
 BACKENDS = ("aot_eager", "inductor")
-EXPECTED = ("equivalent", "divergent")
-REASONS = {"rng": "inductor draws its own random numbers (dropout masks differ from eager's)"}
+COMPILE_CHECKS = ("equivalence",)
 
 
 class DataDependentBranch(nn.Module):
@@ -51,11 +53,10 @@ class CompileCase:
     input_shape: tuple[int, ...]
     num_classes: int
     backend: str
-    train: bool = True
+    mode: str = "train"  # or "eval": forward only, under no_grad
     batch_size: int = 8
     steps: int = 2
-    expected: str = "equivalent"
-    expected_reason: str = ""  # a key of REASONS when divergent
+    expect: tuple[Expect, ...] = ()  # a known difference from eager, with its reason
     graph_breaks: int = 0
     inductor_config: dict = field(default_factory=dict)
     article_model: str = ""  # the model registry's name, for the report's compiled speedups
@@ -65,14 +66,7 @@ class CompileCase:
     kind: str = "compile"
 
     def __post_init__(self):
-        if self.expected not in EXPECTED:
-            raise ValueError(f"{self.name}: expected must be one of {EXPECTED}")
-        if (self.expected == "divergent") != (self.expected_reason in REASONS):
-            raise ValueError(f"{self.name}: a divergence, and only a divergence, names a reason in REASONS")
-
-    @property
-    def mode(self) -> str:
-        return "train" if self.train else "eval"
+        validate(self.name, self.expect, COMPILE_CHECKS)
 
     def data(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """One seeded batch per step, the same on every machine."""
@@ -83,7 +77,7 @@ class CompileCase:
 
     def describe(self) -> str:
         settings = "".join(f", {k}={v}" for k, v in self.inductor_config.items())
-        verdict = self.expected + (f" ({self.expected_reason})" if self.expected_reason else "")
+        verdict = describe(self.expect)
         return (f"{self.title}, {self.backend}{settings}, {self.mode}, {self.steps} steps of {self.batch_size}, "
                 f"{self.graph_breaks} graph break(s): {verdict}")
 
@@ -92,29 +86,30 @@ CASES: Registry[CompileCase] = Registry("compile")
 
 _SMALL = dict(loss=F.cross_entropy, optimizer=sgd_momentum, input_shape=(FEATURES,), num_classes=CLASSES)
 
-for _name in ("mnist_cnn", "cifar10_lenet", "speech_cnn"):
+for _name in article_models():
     _spec = MODELS.get(_name)
     for _backend in BACKENDS:
-        for _train in (True, False):
+        for _mode in MODES:
             CASES.add(CompileCase(
-                name=f"{_name}_{_backend}_{'train' if _train else 'eval'}", title=_spec.title,
+                name=f"{_name}_{_backend}_{_mode}", title=_spec.title,
                 model=_spec.factory, loss=_spec.loss_fn, optimizer=_spec.make_optimizer,
                 input_shape=_spec.input_shape, num_classes=_spec.num_classes, backend=_backend,
-                train=_train, article_model=_name, quick=_backend == "aot_eager", slow=_backend == "inductor"))
+                mode=_mode, article_model=_name, quick=_backend == "aot_eager", slow=_backend == "inductor"))
 
 # Dropout: aot_eager runs eager's random ops in eager's order, inductor its own unless told not to.
 CASES.add(CompileCase(name="dropout_mlp_aot_eager_train", title="MLP with dropout 0.5", model=dropout_mlp,
                       backend="aot_eager", quick=True, **_SMALL))
 CASES.add(CompileCase(name="dropout_mlp_inductor_train", title="MLP with dropout 0.5", model=dropout_mlp,
-                      backend="inductor", expected="divergent", expected_reason="rng", **_SMALL))
+                      backend="inductor", **_SMALL,
+                      expect=(fails("equivalence", why="inductor draws its own random numbers: dropout masks differ from eager's"),)))
 CASES.add(CompileCase(name="dropout_mlp_inductor_fallback_random_train", title="MLP with dropout 0.5",
                       model=dropout_mlp, backend="inductor", inductor_config={"fallback_random": True},
                       **_SMALL))
 # BatchNorm: running statistics and the batch counter are buffers the compiled copy must update alike.
 for _backend in BACKENDS:
-    for _train in (True, False):
-        CASES.add(CompileCase(name=f"batchnorm_mlp_{_backend}_{'train' if _train else 'eval'}",
-                              title="MLP with BatchNorm1d", model=batchnorm_mlp, backend=_backend, train=_train,
+    for _mode in MODES:
+        CASES.add(CompileCase(name=f"batchnorm_mlp_{_backend}_{_mode}",
+                              title="MLP with BatchNorm1d", model=batchnorm_mlp, backend=_backend, mode=_mode,
                               quick=_backend == "aot_eager", slow=_backend == "inductor", **_SMALL))
 # A data-dependent branch: two graphs, one break, and still eager's numbers.
 for _backend in BACKENDS:

@@ -16,13 +16,14 @@ from typing import Callable, Iterator
 import torch
 from torch.autograd import Function
 
+from suite.cases.expect import Expect, fails
+
 CORPUS_MODULE = "torch.testing._internal.autograd_function_db"
 
 
 @dataclass(frozen=True)
 class CorpusVerdict:
-    fails: tuple[str, ...] = ()  # exactly the checks that must fail; every other passes or skips
-    why: str = ""  # the defect (or the surrogate) in words
+    expect: tuple[Expect, ...] = ()  # exactly the checks that must fail, and why; every other passes or skips
     backward_reference: Callable | None = None  # a surrogate's intended gradient: with it, nothing fails
     wrong_backward_reference: Callable | None = None  # a declaration check_function must refuse
 
@@ -39,29 +40,34 @@ def scaled_gradient(factor: float) -> Callable:
     return gradient
 
 
+def must_fail(checks: tuple[str, ...], why: str, *references: Callable) -> CorpusVerdict:
+    """The verdict of a Function whose `checks` fail, for the reason `why` (a defect or a surrogate)."""
+    return CorpusVerdict((fails(*checks, why=why),), *references)
+
+
 CONFORMS = CorpusVerdict()
 EXPECTED: dict[str, CorpusVerdict] = {
     "NumpyCube": CONFORMS,
     "NumpyExp_": CONFORMS,
     "NumpyMul": CONFORMS,
-    "NumpyCubeNotComposable": CorpusVerdict(
+    "NumpyCubeNotComposable": must_fail(
         ("gradcheck",), "backward returns 3 x**2 whatever grad_output is: it never multiplies by it "
                         "(hidden in the corpus by a one-element sample, whose gradcheck cotangent is 1)"),
-    "NumpySort": CorpusVerdict(
+    "NumpySort": must_fail(
         ("gradcheck", "forward_ad"), "forward returns x unsorted, while backward and jvp permute as if it had "
                                      "sorted"),
     "NumpyTake": CONFORMS,
     "Select": CONFORMS,
-    "CubeGenVmap": CorpusVerdict(
+    "CubeGenVmap": must_fail(
         ("gradcheck", "gradgradcheck"), "backward returns grad_output * dinput + 6 * dinput: it ignores "
                                         "grad_saved (the gradient of the second output) and x"),
     "MulGenVmap": CONFORMS,
     "SortGenVmap": CONFORMS,
     "SelectGenVmap": CONFORMS,
-    "ScaleGradGenVmap": CorpusVerdict(
+    "ScaleGradGenVmap": must_fail(
         ("gradcheck", "forward_ad"), "a surrogate on purpose: an identity whose gradient and tangent are "
                                      "scaled by 3.14", scaled_gradient(3.14), scaled_gradient(1.0)),
-    "ZeroGradientsGenVmap": CorpusVerdict(
+    "ZeroGradientsGenVmap": must_fail(
         ("gradcheck", "forward_ad"), "a surrogate on purpose: two identities whose gradients and tangents are "
                                      "zero", scaled_gradient(0.0), scaled_gradient(1.0)),
     "ForwardHasDefaultArgs": CONFORMS,

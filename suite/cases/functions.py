@@ -3,7 +3,7 @@
 Correct Functions (suite/cases/function_examples.py) cover the Function API's features; each
 must conform. A Function whose gradient is a surrogate on purpose declares it
 (`backward_reference`), as check_function takes it. Deliberately wrong ones
-(suite/cases/function_flaws.py) each name, in `expected`, the check that must flag them:
+(suite/cases/function_flaws.py) each expect the check that must flag them to fail:
 check_function is worth what it catches. Inputs are float64, small and seeded, and keep away
 from non-differentiable points (rounding and clamping boundaries included).
 """
@@ -18,10 +18,9 @@ from torch.autograd import Function
 
 from suite.cases import function_examples as ok
 from suite.cases import function_flaws as bad
+from suite.cases.expect import FAILS, Expect, checks_with, fails
 from suite.cases.registry import Registry
 from suite.cases.samples import distinct, leaf, randn, seeded
-
-CONFORMS = "conforms"
 
 
 @dataclass(frozen=True)
@@ -31,20 +30,28 @@ class FunctionCase:
     inputs: Callable[[], tuple]  # forward's arguments: tensors and plain Python values
     feature: str  # what the case shows (for a flawed one: the flaw)
     reference: Callable | None = None  # what the Function claims to compute
-    expected: str = CONFORMS  # or the name of the check that must flag it
     backward_reference: Callable | None = None  # the intended gradient, when not the derivative
+    # A flawed Function's: the check that must catch the flaw fails. Its other checks are not
+    # judged (a wrong backward fails every check built on it); a correct one passes them all.
+    expect: tuple[Expect, ...] = ()
     kind: str = "function"
 
+    @property
+    def flawed(self) -> bool:
+        return bool(self.expect)
+
     def describe(self) -> str:
-        verdict = "conforms" if self.expected == CONFORMS else f"must fail {self.expected}"
+        verdict = f"must fail {', '.join(checks_with(self.expect, FAILS))}" if self.flawed else "conforms"
         return f"{self.function.__name__}: {self.feature} ({verdict})"
 
 
 CASES: Registry[FunctionCase] = Registry("function")
 
 
-def case(name, function, inputs, feature, reference=None, expected=CONFORMS, backward_reference=None) -> FunctionCase:
-    return CASES.add(FunctionCase(name, function, inputs, feature, reference, expected, backward_reference))
+def case(name, function, inputs, feature, reference=None, backward_reference=None, caught_by="") -> FunctionCase:
+    """Declare a Function; a flawed one names the check that must catch its flaw (`caught_by`)."""
+    expect = (fails(caught_by, why=f"the flaw: {feature}"),) if caught_by else ()
+    return CASES.add(FunctionCase(name, function, inputs, feature, reference, backward_reference, expect))
 
 
 def _grid_samples(g, scale=0.25):
@@ -105,36 +112,36 @@ case("non_tensor_output", ok.CubeWithNumpyCopy, lambda: (randn(seeded(37), 4),),
 case("non_differentiable_outputs", ok.SquareWithMarkedNorm, lambda: (randn(seeded(38), 4),),
      "an int64 output and a mark_non_differentiable one")
 
-# --- deliberately wrong Functions: each must be flagged by `expected` -----------------------
+# --- deliberately wrong Functions: each must be caught by `caught_by` ----------------------
 case("wrong_scale", bad.CubeWrongScale, lambda: (randn(seeded(20), 3, 4),),
-     "backward 2x**2 instead of 3x**2", lambda x: x ** 3, expected="gradcheck")
+     "backward 2x**2 instead of 3x**2", lambda x: x ** 3, caught_by="gradcheck")
 case("swapped_gradients", bad.SwappedGradients, lambda: (randn(seeded(21), 3, 4), randn(seeded(22), 3, 4)),
-     "backward returns the gradients in the wrong order", lambda x, y: x * y ** 2, expected="gradcheck")
+     "backward returns the gradients in the wrong order", lambda x, y: x * y ** 2, caught_by="gradcheck")
 case("missing_gradient", bad.MissingGradient, lambda: (randn(seeded(23), 3, 4), randn(seeded(24), 3, 4)),
-     "backward returns None for a differentiable input", torch.mul, expected="gradcheck")
+     "backward returns None for a differentiable input", torch.mul, caught_by="gradcheck")
 case("wrong_second_derivative", bad.CubeDetachedBackward, lambda: (randn(seeded(25), 3, 4),),
      "backward detaches its saved input: second derivatives silently zero", lambda x: x ** 3,
-     expected="gradgradcheck")
+     caught_by="gradgradcheck")
 case("wrong_jvp", bad.SinWrongJvp, lambda: (randn(seeded(26), 3, 4),),
-     "jvp uses sin instead of cos", torch.sin, expected="forward_ad")
+     "jvp uses sin instead of cos", torch.sin, caught_by="forward_ad")
 case("forward_differs_from_reference", bad.GeluTanhApproximation, lambda: (randn(seeded(27), 3, 4),),
-     "tanh-approximate gelu claimed to be exact gelu", F.gelu, expected="reference_output")
+     "tanh-approximate gelu claimed to be exact gelu", F.gelu, caught_by="reference_output")
 case("wrong_broadcast_reduction", bad.BroadcastMulMeanReduction,
      lambda: (randn(seeded(28), 3, 4), randn(seeded(29), 1, 4)),
-     "broadcast gradient averaged instead of summed", torch.mul, expected="gradcheck")
+     "broadcast gradient averaged instead of summed", torch.mul, caught_by="gradcheck")
 case("nondeterministic_backward", bad.NoisyBackward, lambda: (randn(seeded(30), 3, 4),),
-     "backward adds noise", lambda x: 2 * x, expected="reentrant")
+     "backward adds noise", lambda x: 2 * x, caught_by="reentrant")
 case("gradient_for_a_float", bad.GradientForAFloat, lambda: (randn(seeded(31), 3, 4), 1.5),
-     "backward returns a gradient for a float argument", lambda x, k: k * x, expected="grad_per_input")
+     "backward returns a gradient for a float argument", lambda x, k: k * x, caught_by="grad_per_input")
 case("needs_input_grad_misread", bad.LinearNeedsInputGradMisread,
      lambda: (randn(seeded(32), 3, 4), randn(seeded(33), 2, 4), randn(seeded(34), 2)),
-     "x's gradient gated on the weight's needs_input_grad", F.linear, expected="needs_input_grad")
+     "x's gradient gated on the weight's needs_input_grad", F.linear, caught_by="needs_input_grad")
 case("wrong_vmap_rule", bad.ScaleVmapRuleForgetsScale, lambda: (randn(seeded(35), 3, 4), 0.5),
-     "a vmap rule that forgets the scale", lambda x, k: x * k, expected="vmap")
+     "a vmap rule that forgets the scale", lambda x, k: x * k, caught_by="vmap")
 case("surrogate_differs_from_declaration", bad.FakeQuantizeUnclipped, lambda: _grid_samples(seeded(36)),
-     "a straight-through gradient that forgets the clamp", _fake_quantize, expected="backward_reference",
+     "a straight-through gradient that forgets the clamp", _fake_quantize, caught_by="backward_reference",
      backward_reference=_fake_quantize_gradient)
 case("tangent_for_a_marked_output", bad.SquareGivingTheNormATangent, lambda: (randn(seeded(39), 4),),
-     "jvp gives a tangent to an output marked non-differentiable", expected="non_differentiable")
+     "jvp gives a tangent to an output marked non-differentiable", caught_by="non_differentiable")
 case("fast_path_under_compile", bad.SigmoidFastPathUnderCompile, lambda: (randn(seeded(40), 3, 4),),
-     "a torch.compile-only fast path that computes hard sigmoid", torch.sigmoid, expected="compile")
+     "a torch.compile-only fast path that computes hard sigmoid", torch.sigmoid, caught_by="compile")

@@ -263,3 +263,8 @@ CASES.add(ModelSpec(
                                 max_steps=3000, expected_s=2.0),
     ),
 ))
+
+
+def article_models() -> list[str]:
+    """The source article's models (those that say where in it they are), in declaration order."""
+    return [spec.name for spec in CASES if spec.source]

@@ -8,17 +8,21 @@ difference taken across a kink measures nothing. The checks live in suite/confor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from suite.cases.registry import Registry
+from suite.cases.expect import NOT_APPLICABLE, Expect, not_applicable, outcome, validate
+from suite.cases.registry import Check, Registry, check_names
 from suite.cases.samples import away_from, distinct, labels, leaf, positive, randn
 
-# Every check an op can take; an OpCase lists the ones that do not apply in `unsupported`.
-OP_CHECKS = ("gradcheck", "gradgradcheck", "forward_ad", "batched_grad", "jvp_vjp")
+# Every check an op can take; an OpCase declares the ones that do not apply in `expect`.
+# Quick runs take gradcheck (in fast mode) and jvp_vjp.
+OP_CHECK_KINDS = (Check("gradcheck", quick=True), Check("gradgradcheck"), Check("forward_ad"), Check("batched_grad"),
+                  Check("jvp_vjp", quick=True))
+OP_CHECKS = check_names(OP_CHECK_KINDS)
 
 F64 = torch.float64
 
@@ -29,24 +33,24 @@ class OpCase:
     op: Callable[..., torch.Tensor]
     sample_args: Callable[[torch.Generator], tuple]
     family: str
-    unsupported: dict[str, str] = field(default_factory=dict)  # check -> why it does not apply
+    expect: tuple[Expect, ...] = ()  # the checks that do not apply, each with its reason
     note: str = ""  # how the samples avoid non-differentiable points, when they must
     kind: str = "op"
 
     def __post_init__(self):
-        unknown = set(self.unsupported) - set(OP_CHECKS)
-        if unknown:
-            raise ValueError(f"op {self.name!r}: unknown checks {sorted(unknown)}")
+        validate(f"op {self.name!r}", self.expect, OP_CHECKS)
+        if any(e.outcome != NOT_APPLICABLE or not e.checks for e in self.expect):
+            raise ValueError(f"op {self.name!r}: an op declares only the checks that do not apply")
 
-    def checks(self) -> tuple[str, ...]:
-        """The checks that apply, in OP_CHECKS order."""
-        return tuple(c for c in OP_CHECKS if c not in self.unsupported)
+    def checks(self, quick: bool = False) -> tuple[str, ...]:
+        """The checks that apply (quick: the quick ones), in OP_CHECKS order."""
+        return tuple(c for c in check_names(OP_CHECK_KINDS, quick) if outcome(self.expect, c) != NOT_APPLICABLE)
 
     def samples(self, seed: int = 0) -> tuple:
         return self.sample_args(torch.Generator().manual_seed(seed))
 
     def describe(self) -> str:
-        checks = f"only {', '.join(self.checks())}" if self.unsupported else "every check"
+        checks = f"only {', '.join(self.checks())}" if self.expect else "every check"
         note = f"; {self.note}" if self.note else ""
         return f"{self.family}, {checks}{note}"
 
@@ -170,14 +174,15 @@ op("avg_pool2d", lambda x: F.avg_pool2d(x, 2), lambda g: (randn(g, 1, 2, 4, 4),)
 # declared exception still holds, so the declaration goes stale loudly when PyTorch adds one.
 _NO_DOUBLE_BACKWARD = "PyTorch implements no derivative of this op's backward"
 _NO_FORWARD_AD = "PyTorch implements no forward-mode derivative of this op"
-_FIRST_ORDER_ONLY = {"gradgradcheck": _NO_DOUBLE_BACKWARD, "forward_ad": _NO_FORWARD_AD,
-                     "jvp_vjp": "needs forward mode, which PyTorch does not implement for this op"}
+_FIRST_ORDER_ONLY = (not_applicable("gradgradcheck", why=_NO_DOUBLE_BACKWARD),
+                     not_applicable("forward_ad", why=_NO_FORWARD_AD),
+                     not_applicable("jvp_vjp", why="needs forward mode, which PyTorch does not implement for this op"))
 FIRST = "first order only"
-op("cdist", torch.cdist, lambda g: (randn(g, 3, 2), randn(g, 4, 2)), FIRST, unsupported=_FIRST_ORDER_ONLY)
+op("cdist", torch.cdist, lambda g: (randn(g, 3, 2), randn(g, 4, 2)), FIRST, expect=_FIRST_ORDER_ONLY)
 op("embedding_bag", lambda w, i: F.embedding_bag(i, w, torch.tensor([0, 2], device=w.device)),
-   lambda g: (randn(g, 5, 3), torch.tensor([0, 2, 4, 1])), FIRST, unsupported=_FIRST_ORDER_ONLY)
+   lambda g: (randn(g, 5, 3), torch.tensor([0, 2, 4, 1])), FIRST, expect=_FIRST_ORDER_ONLY)
 op("grid_sample", lambda x, grid: F.grid_sample(x, grid, align_corners=False),
    lambda g: (randn(g, 1, 1, 4, 4), leaf(torch.rand(1, 3, 3, 2, generator=g, dtype=F64) * 1.6 - 0.8)),
-   FIRST, unsupported=_FIRST_ORDER_ONLY, note="grid points inside the image, off the pixel centres")
+   FIRST, expect=_FIRST_ORDER_ONLY, note="grid points inside the image, off the pixel centres")
 op("multi_margin_loss", F.multi_margin_loss, lambda g: (randn(g, 3, 4), labels(g, 3, 4)), FIRST,
-   unsupported=_FIRST_ORDER_ONLY)
+   expect=_FIRST_ORDER_ONLY)

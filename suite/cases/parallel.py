@@ -1,9 +1,9 @@
 """Declared data-parallel cases: DDP configurations that must (or must not) equal one process.
 
 Each case names a module-level model factory, loss and optimizer, the DDP options, how data
-reaches the ranks (scheme, accumulate) and the verdict the checker must reach: "equivalent",
-or "diverges" with the known reason (sum_loss, batchnorm, dropout), so that the checker's
-power to see a divergence is tested as well as its silence when there is none.
+reaches the ranks (scheme, accumulate) and what the checker must find (`expect`): equivalence,
+or a divergence whose cause it must diagnose itself (sum_loss, batchnorm, dropout, ...), so
+that the checker's power to see a divergence is tested as well as its silence when there is none.
 """
 from __future__ import annotations
 
@@ -14,10 +14,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from suite.cases.models import CASES as MODELS
+from suite.cases.models import CASES as MODELS, article_models
+from suite.cases.expect import FAILS, Expect, approximate, describe, fails, validate
 from suite.cases.registry import Registry
 
 FEATURES, CLASSES = 8, 4  # the small MLPs' input width and number of classes
+PARALLEL_CHECKS = ("equivalence",)
+# The causes of a divergence the checker diagnoses (suite.conformance.parallel.equivalence explains each).
+DIVERGENCE_CAUSES = {
+    "sum_loss": "the loss sums over its batch while the ranks' gradients are averaged",
+    "batchnorm": "BatchNorm normalises each rank's shard with that shard's statistics",
+    "dropout": "each rank draws its own dropout masks",
+    "compression": "the communication hook compresses the gradients before averaging",
+    "mixed_precision": "forward and backward run with 16-bit parameters",
+}
+
+
+def _diverges(cause: str) -> tuple[Expect, ...]:
+    return (fails("equivalence", why=DIVERGENCE_CAUSES[cause], cause=cause),)
+
+
+_APPROXIMATE = (approximate("equivalence", why="PowerSGD approximates every gradient: its error is the finding"),)
 
 
 def tiny_mlp() -> nn.Module:
@@ -147,24 +164,24 @@ class ParallelCase:
     wrapper: str = "ddp"  # "ddp", or "fsdp" for FSDP2's fully_shard
     fsdp_kwargs: dict | None = None  # set for wrapper "fsdp"
     comm_hook: str = ""  # a DDP communication hook by name (suite.conformance.parallel.ddp_training)
-    compile_backend: str = ""  # each rank's DDP module under torch.compile with this backend
+    compile_backend: str | None = None  # each rank's DDP module under torch.compile with this backend
     reference_dtype: torch.dtype | None = None  # the reference's forward precision (default the model's)
     rtol: float | None = None  # a declared tolerance, with its derivation beside the case
     atol: float | None = None
     scheme: str = "shards"  # shards, uneven (Join) or sampler; see suite.conformance.parallel.sharding
     accumulate: int = 1  # micro-batches per step, all but the last under no_sync()
     rescale_loss: bool = False  # multiply each rank's loss by the world size
-    expected: str = "equivalent"  # or "diverges", or "approximate" (the error is reported, not judged)
-    expected_reason: str = ""  # the known cause when expected == "diverges" (see equivalence.py)
+    expect: tuple[Expect, ...] = ()  # a known divergence, or an error reported and not judged
     quick: bool = False  # part of `torchsuite run --quick`
-    gpus_needed: int = 0
+    devices_needed: int = 0
     seed: int = 0
     family: str = ""  # the configuration without its world size; torchrun runs one per family
     kind: str = "parallel"
 
     def __post_init__(self):
-        if (self.expected == "diverges") != bool(self.expected_reason):
-            raise ValueError(f"{self.name}: a divergence, and only a divergence, needs a reason")
+        validate(self.name, self.expect, PARALLEL_CHECKS)
+        if any(e.outcome == FAILS and e.cause not in DIVERGENCE_CAUSES for e in self.expect):
+            raise ValueError(f"{self.name}: an expected divergence names its cause, one of {sorted(DIVERGENCE_CAUSES)}")
         if (self.wrapper == "fsdp") != (self.fsdp_kwargs is not None):
             raise ValueError(f"{self.name}: FSDP cases, and only they, have fsdp_kwargs")
 
@@ -204,7 +221,7 @@ class ParallelCase:
             options.append(f"{self.accumulate} micro-batches, no_sync")
         if self.rescale_loss:
             options.append("loss x world size")
-        verdict = self.expected + (f" ({self.expected_reason})" if self.expected_reason else "")
+        verdict = describe(self.expect)
         optimizer = getattr(self.optimizer, "__name__", None) or str(self.optimizer)
         return (f"{self.wrapper.upper()}: {self.title}, {self.loss.__name__}, {optimizer}, {self.world_size} ranks x "
                 f"{self.shard_size}, {self.steps} steps{''.join(', ' + o for o in options)}: {verdict}")
@@ -248,14 +265,13 @@ _mlp("mlp_unused_layer", title="MLP with an unused layer", model=MlpWithUnusedLa
 _mlp("mlp_unused_layer_static_graph", world_sizes=(2,), title="MLP with an unused layer",
      model=MlpWithUnusedLayer, ddp_kwargs={"static_graph": True})
 _mlp("mlp_no_sync_accumulation", accumulate=2, quick=True)
-_mlp("mlp_sum_loss", loss=cross_entropy_sum, expected="diverges", expected_reason="sum_loss",
+_mlp("mlp_sum_loss", loss=cross_entropy_sum, expect=_diverges("sum_loss"),
      quick=True)
 _mlp("mlp_sum_loss_rescaled", loss=cross_entropy_sum, rescale_loss=True)
 _mlp("mlp_batchnorm_broadcast_buffers", title="MLP with BatchNorm1d", model=batchnorm_mlp,
-     ddp_kwargs={"broadcast_buffers": True}, expected="diverges", expected_reason="batchnorm",
+     ddp_kwargs={"broadcast_buffers": True}, expect=_diverges("batchnorm"),
      quick=True)
-_mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expected="diverges",
-     expected_reason="dropout")
+_mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expect=_diverges("dropout"))
 # torch.compile of the DDP module: dynamo's DDPOptimizer splits the graph at bucket boundaries
 # so that each bucket's all-reduce still overlaps backward; training must still equal one process.
 _mlp("mlp_compiled_ddp", world_sizes=(2,), model=small_mlp, compile_backend="aot_eager", quick=True)
@@ -274,14 +290,14 @@ _mlp("mlp_allreduce_hook", world_sizes=(2,), comm_hook="allreduce", steps=4)
 _mlp("mlp_fp16_compress_hook", world_sizes=(2,), comm_hook="fp16_compress", steps=4,
      rtol=4 * FP16_U, atol=4 * FP16_U)
 _mlp("mlp_fp16_compress_hook_float32_tolerance", world_sizes=(2,), comm_hook="fp16_compress", steps=4,
-     expected="diverges", expected_reason="compression")
+     expect=_diverges("compression"))
 _mlp("mlp_bf16_compress_hook", world_sizes=(2,), comm_hook="bf16_compress", steps=4,
      rtol=4 * BF16_U, atol=4 * BF16_U)
 _mlp("mlp_bf16_compress_hook_float32_tolerance", world_sizes=(2,), comm_hook="bf16_compress", steps=4,
-     expected="diverges", expected_reason="compression")
+     expect=_diverges("compression"))
 # PowerSGD replaces each gradient by a rank-1 approximation: no tolerance makes it equal, so
 # its error is reported, not judged.
-_mlp("mlp_powersgd_hook", world_sizes=(2,), comm_hook="powersgd", steps=4, expected="approximate")
+_mlp("mlp_powersgd_hook", world_sizes=(2,), comm_hook="powersgd", steps=4, expect=_APPROXIMATE)
 
 
 def _fsdp(name: str, world_sizes=(2, 3, 4), quick=False, fsdp_kwargs=None, **fields) -> None:
@@ -303,16 +319,15 @@ _fsdp("mlp_uneven_shapes", title="MLP 8-15-5-4", model=uneven_mlp)
 _fsdp("mlp_tied_weights", world_sizes=(2, 3), title="MLP with a tied weight", model=TiedMlp, quick=True)
 _fsdp("mlp_accumulation", world_sizes=(2,), accumulate=2)
 _fsdp("mlp_adam", world_sizes=(2,), optimizer=adam, steps=4)
-_fsdp("mlp_sum_loss", world_sizes=(2,), loss=cross_entropy_sum, expected="diverges", expected_reason="sum_loss")
+_fsdp("mlp_sum_loss", world_sizes=(2,), loss=cross_entropy_sum, expect=_diverges("sum_loss"))
 _fsdp("mlp_batchnorm", world_sizes=(2,), title="MLP with BatchNorm1d", model=batchnorm_mlp,
-      expected="diverges", expected_reason="batchnorm")
+      expect=_diverges("batchnorm"))
 # bf16 parameters for forward and backward: against a float32 reference they diverge (by about
 # 5e-4 here); against a reference run in bf16 they agree within bf16's rounding, 4u as above.
-_fsdp("mlp_bf16_params", world_sizes=(2,), fsdp_kwargs=_bf16_params(), expected="diverges",
-      expected_reason="mixed_precision")
+_fsdp("mlp_bf16_params", world_sizes=(2,), fsdp_kwargs=_bf16_params(), expect=_diverges("mixed_precision"))
 _fsdp("mlp_bf16_params_bf16_reference", world_sizes=(2,), fsdp_kwargs=_bf16_params(),
       reference_dtype=torch.bfloat16, rtol=4 * BF16_U, atol=4 * BF16_U)
-for _model in ("mnist_cnn", "cifar10_lenet", "speech_cnn"):
+for _model in article_models():
     _spec = MODELS.get(_model)
     CASES.add(ParallelCase(name=f"fsdp_{_model}_w2", title=_spec.title, model=_spec.factory, loss=_spec.loss_fn,
                            optimizer=_article_optimizer(_model), world_size=2, input_shape=_spec.input_shape,
@@ -322,4 +337,4 @@ for _model in ("mnist_cnn", "cifar10_lenet", "speech_cnn"):
 
 # SyncBatchNorm runs on GPUs only; over every rank's shard it must equal whole-batch BatchNorm.
 _mlp("mlp_sync_batchnorm", world_sizes=(2,), title="MLP with SyncBatchNorm", model=sync_batchnorm_mlp,
-     gpus_needed=2)
+     devices_needed=2)

@@ -1,6 +1,7 @@
 """A registry of declared cases: the one place every consumer reads cases from."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Generic, Iterator, Protocol, TypeVar
 
 from suite.errors import UnknownCaseError
@@ -47,3 +48,16 @@ class Registry(Generic[C]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._cases
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check a registry's cases take; the quick ones also run in `torchsuite run --quick`."""
+
+    name: str
+    quick: bool = False
+
+
+def check_names(checks: tuple[Check, ...], quick: bool = False) -> tuple[str, ...]:
+    """The names of `checks`; with quick=True, only the quick ones."""
+    return tuple(c.name for c in checks if c.quick or not quick)

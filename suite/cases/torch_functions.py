@@ -6,7 +6,7 @@
 - `torch.distributed.nn.functional`'s autograd-aware collectives: all_reduce, all_gather,
   broadcast, on every rank of a process group at once.
 
-A case that must fail names the checks (`fails`) and why (`why`): a limitation of the Function
+A case that must fail names the checks and why (`expect`): a limitation of the Function
 or of checking it one process at a time (docs/autograd-and-functions.md), or a defect the suite
 found (docs/found.md).
 tests/test_torch_functions.py runs them.
@@ -23,6 +23,7 @@ from torch.distributed.nn.functional import _AllGather, _AllReduce, _Broadcast
 from torch.nn.parallel._functions import Broadcast, Gather, Scatter
 from torch.utils.checkpoint import CheckpointFunction
 
+from suite.cases.expect import Expect, fails
 from suite.cases.registry import Registry
 from suite.cases.samples import randn, seeded
 
@@ -46,8 +47,7 @@ class TorchFunctionCase:
     feature: str
     needs: str = ON_ONE_PROCESS  # ON_ONE_PROCESS, ON_CUDA or ON_A_GROUP
     reference: Callable | None = None
-    fails: tuple[str, ...] = ()  # exactly the checks that must fail, for the reason `why`
-    why: str = ""
+    expect: tuple[Expect, ...] = ()  # exactly the checks that must fail, and why
     kind: str = "torch_function"
 
     def describe(self) -> str:
@@ -74,8 +74,8 @@ case("checkpoint_reentrant", CheckpointFunction,
      lambda: (tanh_layer, False, randn(seeded(50), 3, 4), randn(seeded(51), 4, 2)),
      "torch.utils.checkpoint(use_reentrant=True): recomputes the block in backward",
      reference=lambda run_function, preserve_rng_state, x, weight: run_function(x, weight),
-     fails=("gradcheck", "gradgradcheck", "reentrant", "needs_input_grad", "reference_grad", "reference_gradgrad"),
-     why=REFUSES_GRAD)
+     expect=(fails("gradcheck", "gradgradcheck", "reentrant", "needs_input_grad", "reference_grad",
+                   "reference_gradgrad", why=REFUSES_GRAD),))
 
 case("dataparallel_broadcast", Broadcast, lambda: ([0], *_on_cuda(randn(seeded(52), 3, 4), randn(seeded(53), 2))),
      "copies tensors to each GPU; backward sums the copies' gradients", ON_CUDA,
@@ -90,10 +90,10 @@ case("dataparallel_scatter", Scatter, lambda: ([0], None, 0, randn(seeded(56), 4
 case("all_reduce", _AllReduce,
      lambda rank, world_size: (dist.ReduceOp.SUM, dist.group.WORLD, randn(seeded(60 + rank), 3)),
      "torch.distributed.nn.functional.all_reduce (sum): backward all-reduces the gradient", ON_A_GROUP,
-     fails=("compile",), why=ZERO_GRADIENT_COMPILED)
+     expect=(fails("compile", why=ZERO_GRADIENT_COMPILED),))
 case("all_gather", _AllGather, lambda rank, world_size: (dist.group.WORLD, randn(seeded(62 + rank), 3)),
      "torch.distributed.nn.functional.all_gather: backward sums each rank's slice across ranks", ON_A_GROUP,
-     fails=("gradcheck", "gradgradcheck"), why=LOCKSTEP)
+     expect=(fails("gradcheck", "gradgradcheck", why=LOCKSTEP),))
 case("broadcast", _Broadcast, lambda rank, world_size: (0, dist.group.WORLD, randn(seeded(64 + rank), 3)),
      "torch.distributed.nn.functional.broadcast from rank 0: backward reduces the gradient to it", ON_A_GROUP,
-     fails=("gradcheck", "gradgradcheck"), why=LOCKSTEP)
+     expect=(fails("gradcheck", "gradgradcheck", why=LOCKSTEP),))

@@ -24,7 +24,9 @@ class TimingVariant(NamedTuple):
     device: str
     devices_needed: int = 1
     distributed: bool = False  # runs on the DDP process pool
-    in_quick_runs: bool = True
+    quick: bool = True  # part of `torchsuite run --quick`
+    sweep: str = ""  # a full run times it at each of these: "threads" (1, 2, 4, ... cores) or "world_size"
+    min_cores: int = 1  # CPU cores it needs
 
     @property
     def name(self) -> str:
@@ -41,19 +43,20 @@ class TimingVariant(NamedTuple):
 
 CASES: Registry[TimingVariant] = Registry("variant")
 
-CASES.add(TimingVariant("cpu", {"setup": "cpu"}, MODES, "cpu"))
+CASES.add(TimingVariant("cpu", {"setup": "cpu"}, MODES, "cpu", sweep="threads"))
 # one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
 CASES.add(TimingVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",),
-                       "cpu", distributed=True))
+                       "cpu", distributed=True, sweep="world_size", min_cores=2))
 CASES.add(TimingVariant("cuda", {"setup": "cuda"}, MODES, "cuda"))
 CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
-                       in_quick_runs=False))
+                       quick=False))
 CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
-                       in_quick_runs=False))
+                       quick=False))
 # The model under torch.compile (inductor), timed after compiling; compile times in the record.
-# Out of quick runs: a cold inductor compile costs 15 to 50 s a model on 2 cores.
-CASES.add(TimingVariant("cpu-compile", {"setup": "cpu-compile"}, MODES, "cpu", in_quick_runs=False))
-CASES.add(TimingVariant("cuda-compile", {"setup": "cuda-compile"}, MODES, "cuda", in_quick_runs=False))
+# Out of quick runs: on 2 cores a cold inductor compile costs 2.3 to 12 s a model, and a
+# process's first one 10 to 17 s (inductor's set-up), in every timing process (docs/compile.md).
+CASES.add(TimingVariant("cpu-compile", {"setup": "cpu-compile"}, MODES, "cpu", quick=False))
+CASES.add(TimingVariant("cuda-compile", {"setup": "cuda-compile"}, MODES, "cuda", quick=False))
 # world_size left to time_model: every GPU
 CASES.add(TimingVariant("dataparallel", {"setup": "dataparallel"}, MODES, "cuda", devices_needed=2))
 # DDP is about the gradient all-reduce, which eval does not have

@@ -6,27 +6,26 @@ test, a row in a report table and a verdict record in a results file.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
+from suite.cases.expect import FAILS, Expect
 from suite.errors import one_line
+from suite.threads import torch_threads
 
-VERDICTS = ("pass", "fail", "skip")
+CHECK_VERDICTS = ("pass", "fail", "skip")
 
 
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    verdict: str  # one of VERDICTS
+    verdict: str  # one of CHECK_VERDICTS
     detail: str = ""
     seconds: float = 0.0
 
     def __post_init__(self):
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
+        if self.verdict not in CHECK_VERDICTS:
+            raise ValueError(f"verdict must be one of {CHECK_VERDICTS}, not {self.verdict!r}")
 
     @property
     def passed(self) -> bool:
@@ -52,16 +51,10 @@ class NamedChecks:
         return [c.name for c in self.checks if not c.passed]
 
 
-@contextmanager
 def one_thread():
     """The checks work on tiny tensors, where intra-op threads only add overhead; on a shared
     machine whose cores are busy they cost far more (a 3 s gradcheck took 38 s with 2 threads)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)
 
 
 def run_check(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
@@ -76,9 +69,27 @@ def run_check(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
     return CheckResult(name, verdict, detail, time.perf_counter() - start)
 
 
-def verdict_record(suite: str, case: str, result: CheckResult, device: str, passed: bool | None = None) -> dict:
-    """A CheckResult as a `torchsuite run` verdict record; `passed` defaults to "did not fail"."""
-    return {"kind": "conformance", "suite": suite, "case": case, "check": result.name, "device": device,
-            "passed": result.passed if passed is None else passed,
-            "detail": f"{result.verdict}: {result.detail}" if result.detail else result.verdict,
-            "seconds": result.seconds}
+def meets(expected: Expect | None, failed: bool, cause: str | None = None) -> bool:
+    """Whether a check's outcome is what its case declares (None: the check must not fail).
+
+    An expected failure must be a failure, and for the declared cause when one is declared; an
+    approximate check is reported, not judged; a check that does not apply was skipped."""
+    if expected is None:
+        return not failed
+    if expected.outcome == FAILS:
+        return failed and (not expected.cause or cause == expected.cause)
+    return True  # APPROXIMATE, NOT_APPLICABLE
+
+
+def verdict_record(suite: str, case: str, check: str, *, device: str, passed: bool, detail: str,
+                   seconds: float, **extra) -> dict:
+    """A `torchsuite run` verdict record: passed means "as the case declares" (see `meets`)."""
+    return {"kind": "conformance", "suite": suite, "case": case, "check": check, "device": device,
+            "passed": passed, "detail": detail, "seconds": seconds, **extra}
+
+
+def result_record(suite: str, case: str, result: CheckResult, device: str, expected: Expect | None = None) -> dict:
+    """A CheckResult as a verdict record, judged against what its case declares."""
+    detail = f"{result.verdict}: {result.detail}" if result.detail else result.verdict
+    return verdict_record(suite, case, result.name, device=device, passed=meets(expected, not result.passed),
+                          detail=detail, seconds=result.seconds)

@@ -1,13 +1,33 @@
-"""The conformance sources `torchsuite run` consumes, registered by import in this one place.
+"""The conformance sources `torchsuite run` consumes, registered by import in this one place."""
+from __future__ import annotations
 
-A source is a function `(device: str, quick: bool) -> Iterable[dict]` of verdict records:
-kind="conformance", suite, case, check, device, passed, detail, seconds. It may declare
-`uses_worker_pool = True` (the run starts the pool's fork server early) and
-`estimated_s = (quick, full)` seconds for `torchsuite run --dry-run`.
-"""
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
 from suite.conformance.autograd.verdicts import verdicts as autograd_verdicts
 from suite.conformance.compile.declared import verdicts as compile_verdicts
 from suite.conformance.functions.check import verdicts as function_verdicts
 from suite.conformance.parallel.equivalence import verdicts as ddp_verdicts
 
-VERDICT_SOURCES = [ddp_verdicts, autograd_verdicts, function_verdicts, compile_verdicts]
+DEFAULT_ESTIMATE_S = (10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class VerdictSource:
+    """A producer of verdict records (suite.conformance.result.verdict_record) for one device."""
+
+    verdicts: Callable[[str, bool], Iterable[dict]]  # (device, quick) -> verdict records
+    estimated_s: tuple[float, float] = DEFAULT_ESTIMATE_S  # (quick, full) seconds on 2 cores, for --dry-run
+    uses_worker_pool: bool = False  # the run starts the pool's fork server early for it
+
+    @property
+    def name(self) -> str:
+        return f"{self.verdicts.__module__}:{self.verdicts.__qualname__}"
+
+
+VERDICT_SOURCES = [
+    VerdictSource(ddp_verdicts, (4.0, 8.0), uses_worker_pool=True),
+    VerdictSource(autograd_verdicts, (4.0, 12.0)),
+    VerdictSource(function_verdicts, (1.0, 1.0)),  # fast either way: quick changes nothing
+    VerdictSource(compile_verdicts, (5.0, 60.0)),  # inductor compiles dominate the full run
+]

@@ -39,7 +39,7 @@ def select_cases(names: str | None, world_size: int, device: str) -> list:
         return CASES.select([n.strip() for n in names.split(",") if n.strip()])
     chosen: dict[str, object] = {}
     for case in CASES:
-        if case.gpus_needed and (device != "cuda" or world_size < case.gpus_needed) or not case.runs_at(world_size):
+        if case.devices_needed and (device != "cuda" or world_size < case.devices_needed) or not case.runs_at(world_size):
             continue
         family = case.family or case.name
         if family not in chosen or (case.world_size == world_size != chosen[family].world_size):

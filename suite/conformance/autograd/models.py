@@ -31,13 +31,15 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from suite.cases.models import CASES as MODELS, ModelSpec
+from suite.cases.registry import Check, check_names
 from suite.conformance.autograd.gradcheck import (GRADCHECK_TOLERANCES, gradcheck_error_detail,
                                                   no_slow_mode_replay, nondeterminism_tolerance)
 from suite.conformance.result import CheckResult, run_check
 
 BATCH = 2
 MAX_SEEDS = 3
-MODEL_CHECKS = ("gradcheck_fast", "gradcheck_full_subset")
+MODEL_CHECK_KINDS = (Check("gradcheck_fast", quick=True), Check("gradcheck_full_subset"))
+MODEL_CHECKS = check_names(MODEL_CHECK_KINDS)
 
 
 class KinkRecorder(TorchFunctionMode):
@@ -117,7 +119,6 @@ def check_model(spec: ModelSpec, check: str, *, device: str = "cpu") -> CheckRes
 
 
 def model_results(*, device: str = "cpu", quick: bool = False) -> Iterator[tuple[str, CheckResult]]:
-    checks = MODEL_CHECKS[:1] if quick else MODEL_CHECKS
     for spec in MODELS:
-        for check in checks:
+        for check in check_names(MODEL_CHECK_KINDS, quick):
             yield spec.name, check_model(spec, check, device=device)

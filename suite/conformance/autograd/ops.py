@@ -1,6 +1,7 @@
 """Gradient checks of the registered ops (suite/cases/ops.py), each returning a CheckResult."""
 from __future__ import annotations
 
+from suite.cases.expect import expectation
 from suite.cases.ops import OpCase
 from suite.conformance.autograd.gradcheck import gradcheck_result, jvp_vjp_result, on_device
 from suite.conformance.result import CheckResult
@@ -8,10 +9,11 @@ from suite.errors import one_line
 
 
 def check_op(case: OpCase, check: str, *, fast_mode: bool = False, seed: int = 0, device: str = "cpu",
-             honour_unsupported: bool = True) -> CheckResult:
-    """One check of one op on its seeded float64 samples. A declared exception is a skip."""
-    if honour_unsupported and check in case.unsupported:
-        return CheckResult(check, "skip", case.unsupported[check])
+             honour_expect: bool = True) -> CheckResult:
+    """One check of one op on its seeded float64 samples. A check declared not to apply is a skip."""
+    declared = expectation(case.expect, check)
+    if honour_expect and declared is not None:
+        return CheckResult(check, "skip", declared.why)
     try:
         args = on_device(case.samples(seed), device)
     except Exception as error:

@@ -10,7 +10,7 @@ optimizer step) on its own batch per step, every copy reseeded alike before each
 dropout draws one mask for all three unless the compiler draws its own. After every step the
 outputs, the loss, each parameter's gradient, the parameters after the step and the buffers
 of the compiled copy are judged by suite.conformance.compile.rule against the float64 run.
-With train=False the copies are in eval mode and run forward only, under no_grad.
+With mode="eval" the copies are in eval mode and run forward only, under no_grad.
 
 A backend that raises (while compiling or running) gives a failing report, never an exception.
 """
@@ -26,8 +26,9 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
-from suite.conformance.compile.rule import TensorError, judge, rule_text
-from suite.conformance.result import NamedChecks
+from suite.cases.variants import MODES
+from suite.conformance.compile.rule import TensorError, compare_tensor, rule_text
+from suite.conformance.result import CheckResult, NamedChecks
 from suite.errors import UnknownCaseError, one_line
 
 CATEGORIES = ("outputs", "loss", "gradients", "parameters", "buffers")
@@ -39,24 +40,18 @@ def default_optimizer(params) -> torch.optim.Optimizer:
 
 
 @dataclass(frozen=True)
-class CompileCheck:
-    """One comparison over every step: its worst tensor (step, name, error) decides it."""
+class CompileCheck(CheckResult):
+    """One comparison over every step (verdict "pass" or "fail"): its worst tensor (step, name,
+    error) decides it."""
 
-    name: str
-    verdict: str  # "pass" or "fail"
     worst: TensorError | None = None
-    detail: str = ""
     compared: int = 0  # tensors judged, over all steps
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
 
 
 @dataclass
 class CompileReport(NamedChecks):
     backend: str
-    train: bool
+    mode: str  # "train" or "eval"
     steps: int
     checks: list[CompileCheck] = field(default_factory=list)
     graph_breaks: int | None = None  # None when compilation failed before it could be counted
@@ -77,14 +72,13 @@ class CompileReport(NamedChecks):
         breaks = f"{self.graph_breaks} graph break(s)" if self.graph_breaks is not None else "graph breaks unknown"
         timing = f", first step {self.compile_s:.1f} s" if self.compile_s is not None else ""
         if self.passed:
-            return f"equivalent to eager ({self.steps} {'training ' if self.train else 'eval '}steps, {breaks}{timing})"
+            return f"equivalent to eager ({self.steps} {'training ' if self.mode == 'train' else 'eval '}steps, {breaks}{timing})"
         first = next(c for c in self.checks if not c.passed)
         return f"differs from eager: {first.name}: {first.detail} ({breaks})"
 
     def __str__(self) -> str:
-        mode = "train" if self.train else "eval"
         status = "equivalent" if self.passed else f"FAILS {', '.join(self.failures())}"
-        lines = [f"check_compile(backend={self.backend}, {mode}, {self.steps} steps): {status}",
+        lines = [f"check_compile(backend={self.backend}, {self.mode}, {self.steps} steps): {status}",
                  f"  rule: {rule_text()}"]
         if self.graph_breaks is not None:
             lines.append(f"  graphs {self.graph_count}, graph breaks {self.graph_breaks}"
@@ -165,20 +159,19 @@ def _judge_step(step: int, compiled: dict, eager: dict, reference: dict, found: 
             if name not in compiled[category]:
                 found[category].append(TensorError(step, name, 0.0, 0.0, 0.0, 0.0, "missing from the compiled run"))
                 continue
-            found[category].append(judge(step, name, compiled[category][name], eager[category][name], ref))
+            found[category].append(compare_tensor(step, name, compiled[category][name], eager[category][name], ref))
 
 
 def _row(category: str, errors: list[TensorError]) -> CompileCheck:
     if not errors:
-        return CompileCheck(category, "pass", None, "nothing to compare", 0)
+        return CompileCheck(category, "pass", "nothing to compare")
     worst = max(errors, key=lambda e: e.ratio)
     failing = sum(not e.passed for e in errors)
     if failing:
-        return CompileCheck(category, "fail", worst,
-                            f"{failing} of {len(errors)} tensors beyond the bound; worst {worst.describe()}",
-                            len(errors))
-    return CompileCheck(category, "pass", worst, f"{len(errors)} tensors within; nearest its bound: {worst.describe()}",
-                        len(errors))
+        return CompileCheck(category, "fail", f"{failing} of {len(errors)} tensors beyond the bound; worst "
+                            f"{worst.describe()}", worst=worst, compared=len(errors))
+    return CompileCheck(category, "pass", f"{len(errors)} tensors within; nearest its bound: {worst.describe()}",
+                        worst=worst, compared=len(errors))
 
 
 def _count_graphs(module: nn.Module, x, train: bool, report: CompileReport) -> None:
@@ -194,12 +187,13 @@ def _count_graphs(module: nn.Module, x, train: bool, report: CompileReport) -> N
 
 def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn: Callable,
                   optimizer_fn: Callable | None = None, backend="inductor", steps: int = 2,
-                  mode: str | None = None, fullgraph: bool = False, train: bool = True,
+                  compile_mode: str | None = None, fullgraph: bool = False, mode: str = "train",
                   device: str = "cpu", inductor_config: dict | None = None, seed: int = 0) -> CompileReport:
     """Train eager, compiled and float64 copies of model_fn() side by side; never raises for a
     backend that fails. inputs/targets: one batch each, or a list of one per step.
     optimizer_fn: params -> optimizer (default SGD, lr 0.01, momentum 0.9). backend: a name
-    torch.compile knows or any callable backend; mode and fullgraph go to torch.compile.
+    torch.compile knows or any callable backend; compile_mode (torch.compile's `mode`) and
+    fullgraph go to torch.compile.
     inductor_config: torch._inductor.config settings while compiling and running (for
     example {"fallback_random": True}). An unknown backend name raises UnknownCaseError."""
     import torch._dynamo
@@ -208,13 +202,16 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if mode is not None:
-        _validate_mode(mode, backend)
+    if mode not in MODES:
+        raise ValueError(f"mode is one of {MODES}, not {mode!r}")
+    train = mode == "train"
+    if compile_mode is not None:
+        _validate_compile_mode(compile_mode, backend)
     device = torch.device(device)
     if device.type != "cpu":
         require_device(device.type)
     batches = [(x.to(device), y.to(device)) for x, y in _batches(inputs, targets, steps)]
-    report = CompileReport(backend_name(backend), train, steps)
+    report = CompileReport(backend_name(backend), mode, steps)
     torch.manual_seed(seed)
     base = model_fn().to(device).train(train)
     copies = {}
@@ -222,7 +219,7 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
         module = copy.deepcopy(base) if dtype is None else copy.deepcopy(base).to(dtype)
         optimizer = (optimizer_fn or default_optimizer)(module.parameters()) if train else None
         copies[name] = _Copy(module, module, optimizer, _as_float64 if dtype else (lambda v: v))
-    options = {"backend": backend, "fullgraph": fullgraph, **({"mode": mode} if mode else {})}
+    options = {"backend": backend, "fullgraph": fullgraph, **({"mode": compile_mode} if compile_mode else {})}
     torch._dynamo.reset()  # nothing compiled for an earlier model may answer for this one
     try:
         copies["compiled"].module = torch.compile(copies["compiled"].params, **options)
@@ -240,11 +237,11 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
     return report
 
 
-def _validate_mode(mode: str, backend) -> None:
+def _validate_compile_mode(mode: str, backend) -> None:
     from torch._inductor import list_mode_options
 
     if backend != "inductor":
-        raise ValueError(f"mode is inductor's option; backend {backend_name(backend)!r} takes none")
+        raise ValueError(f"compile_mode is inductor's option; backend {backend_name(backend)!r} takes none")
     if mode not in list_mode_options():
         raise ValueError(f"unknown torch.compile mode {mode!r}; valid: {', '.join(list_mode_options())}")
 
@@ -266,7 +263,7 @@ def _run_steps(copies, batches, loss_fn, seed, train, device, inductor_config, r
             except Exception as error:  # the backend's failure is the finding
                 inner = getattr(error, "inner_exception", None)  # dynamo wraps what a backend raised
                 report.error = one_line(error) + (f" {one_line(inner)}" if inner is not None else "")
-                report.checks = [CompileCheck("compile", "fail", None, f"step {k} raised {report.error}")]
+                report.checks = [CompileCheck("compile", "fail", f"step {k} raised {report.error}")]
                 return
             if k == 1:
                 report.compile_s = time.perf_counter() - start

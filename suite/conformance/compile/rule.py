@@ -68,7 +68,7 @@ class TensorError:
                 f"(eager float32's {self.eager:.3g}, size {self.scale:.3g})")
 
 
-def judge(step: int, name: str, compiled: torch.Tensor, eager: torch.Tensor,
+def compare_tensor(step: int, name: str, compiled: torch.Tensor, eager: torch.Tensor,
           reference: torch.Tensor) -> TensorError:
     """compiled and eager float32 values of one tensor against the float64 reference's."""
     if compiled.shape != reference.shape:

@@ -48,7 +48,8 @@ from torch.autograd import Function
 
 from suite.conformance.functions.checks import FunctionChecks, declares_vmap, defines
 from suite.conformance.functions.gradients import NON_DIFFERENTIABLE
-from suite.conformance.result import CheckResult, NamedChecks, run_check, verdict_record
+from suite.cases.expect import expectation, validate
+from suite.conformance.result import CheckResult, NamedChecks, result_record, run_check
 
 
 @dataclass
@@ -142,26 +143,18 @@ def assert_function_conforms(fn: type[Function], inputs: tuple, *, reference: Ca
 def verdicts(device: str, quick: bool) -> Iterator[dict]:
     """Verdict records for `torchsuite run`, one per check of each catalogued Function.
 
-    A correct Function's record passes when its check did not fail. A deliberately wrong one
-    gives one record, for the check its case names: it passes when that check caught the flaw.
-    The checks are fast either way, so quick changes nothing.
+    A correct Function's record passes when its check did not fail. A deliberately flawed one
+    gives records only for the checks its case expects to fail: each passes when it caught the
+    flaw. The checks are fast either way, so quick changes nothing.
     """
-    from suite.cases.functions import CASES, CONFORMS
+    from suite.cases.functions import CASES
 
     for case in CASES:
-        if case.expected != CONFORMS and case.expected not in CHECK_NAMES:
-            raise ValueError(f"function {case.name!r}: expected {case.expected!r} is neither "
-                             f"{CONFORMS!r} nor a check ({', '.join(CHECK_NAMES)})")
+        validate(f"function {case.name!r}", case.expect, CHECK_NAMES)
         inputs = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in case.inputs())
         report = check_function(case.function, inputs, reference=case.reference,
                                 backward_reference=case.backward_reference)
-        if case.expected == CONFORMS:
-            rows = [(c, c.passed) for c in report.checks]
-        else:
-            caught = report.check(case.expected)
-            rows = [(caught, caught.verdict == "fail")]
-        for result, passed in rows:
-            yield verdict_record("function", case.name, result, device, passed)
-
-
-verdicts.estimated_s = (1.0, 1.0)  # (quick, full) seconds on 2 cores, for --dry-run
+        for result in report.checks:
+            expected = expectation(case.expect, result.name)
+            if expected is not None or not case.flawed:
+                yield result_record("function", case.name, result, device, expected)

@@ -20,11 +20,14 @@ from suite.conformance.closeness import max_abs_diff, mismatch
 
 @dataclass
 class DataParallelReport:
-    passed: bool
     device_ids: list[int]
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # output, gradient, buffer
     first_mismatch: str | None = None
     detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.first_mismatch is None
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, bool]:
@@ -45,7 +48,7 @@ def _full_float32():
 
 def check_dataparallel(model_fn: Callable[[], nn.Module], inputs: torch.Tensor,
                        targets: torch.Tensor, *, loss_fn: Callable,
-                       device_ids: list[int] | None = None, train: bool = True,
+                       device_ids: list[int] | None = None, mode: str = "train",
                        seed: int = 0) -> DataParallelReport:
     """DataParallel(model) on `device_ids` (all GPUs when None) against the bare model on the
     first of them (the CPU when there is no GPU), from the same weights and the same batch."""
@@ -55,8 +58,8 @@ def check_dataparallel(model_fn: Callable[[], nn.Module], inputs: torch.Tensor,
     twin.load_state_dict(bare.state_dict())
     home = torch.device("cuda", (device_ids or [torch.cuda.current_device()])[0]) \
         if torch.cuda.is_available() else torch.device("cpu")
-    bare.to(home).train(train)
-    wrapped = nn.DataParallel(twin.to(home), device_ids=device_ids).train(train)
+    bare.to(home).train(mode == "train")
+    wrapped = nn.DataParallel(twin.to(home), device_ids=device_ids).train(mode == "train")
 
     found: list[tuple[str, str, float, bool]] = []
     outputs = []
@@ -74,7 +77,7 @@ def check_dataparallel(model_fn: Callable[[], nn.Module], inputs: torch.Tensor,
         if buf.is_floating_point():
             found.append(("buffer", name, *_diff(twin_buffers[name], buf)))
 
-    report = DataParallelReport(passed=all(ok for *_, ok in found), device_ids=list(wrapped.device_ids))
+    report = DataParallelReport(device_ids=list(wrapped.device_ids))
     for category, _, diff, _ in found:
         report.max_abs_diff[category] = max(report.max_abs_diff.get(category, 0.0), diff)
     mismatch = next(((c, n, d) for c, n, d, ok in found if not ok), None)

@@ -15,7 +15,9 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from suite.cases.expect import APPROXIMATE, expectation
 from suite.conformance.parallel.sharding import Sharding
+from suite.conformance.result import meets, verdict_record
 from suite.conformance.closeness import tolerances
 from suite.conformance.parallel.ddp_training import TrainingJob, train_and_compare
 from suite.conformance.parallel.fsdp import fsdp_train_and_compare
@@ -55,7 +57,6 @@ class Divergence:
 
 @dataclass
 class EquivalenceReport:
-    passed: bool
     world_size: int
     steps: int
     backend: str
@@ -67,6 +68,10 @@ class EquivalenceReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, all steps and ranks
     detail: str = ""
     compiled_graphs: int | None = None  # with compile_backend: the graphs dynamo compiled on rank 0
+
+    @property
+    def passed(self) -> bool:
+        return self.divergence is None
 
     def __str__(self) -> str:
         return self.detail
@@ -95,7 +100,7 @@ def check_ddp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Calla
                           backend: str | None = None, device: str = "cpu",
                           accumulate: int = 1, scheme: str = "shards", loss_scale: float = 1.0,
                           comm_hook: str = "", rtol: float | None = None, atol: float | None = None,
-                          compile_backend: str = "", timeout: float | None = None) -> EquivalenceReport:
+                          compile_backend: str | None = None, timeout: float | None = None) -> EquivalenceReport:
     """Train model_fn() with DDP on `world_size` ranks and compare every step with one process.
 
     inputs/targets: the global batch, used at every step, or a sequence of one per step.
@@ -188,7 +193,7 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
                  tolerance: tuple[float | None, float | None] = (None, None)) -> EquivalenceReport:
     """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
     rtol, atol = tolerance if None not in tolerance else tolerances(dtype)
-    report = EquivalenceReport(passed=True, world_size=world_size, steps=steps, backend=backend,
+    report = EquivalenceReport(world_size=world_size, steps=steps, backend=backend,
                        device=device, rtol=rtol, atol=atol, compiled_graphs=outcomes[0].get("compiled_graphs"))
     first = None
     for outcome in outcomes:
@@ -206,7 +211,7 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
                          f"max abs diff {maxima or 'none'} ({tolerance}){compiled}")
         return report
     divergence, record, traits = first
-    report.passed, report.divergence = False, divergence
+    report.divergence = divergence
     report.reason = _cause(record, traits)
     report.detail = (f"diverges at {divergence} ({tolerance}); {report.reason}: "
                      + _CAUSES[report.reason].format(n=world_size))
@@ -249,17 +254,14 @@ def case_job(case, world_size: int, device: str = "cpu") -> TrainingJob:
 
 
 def judge(case, report: EquivalenceReport) -> tuple[bool, str]:
-    """Whether the report is the case's expected verdict, and a one-line detail saying so."""
-    if case.expected == "equivalent":
-        ok = report.passed
-        expectation = "expected equivalent"
-    elif case.expected == "approximate":  # the error is the finding, not a verdict
+    """Whether the report is what the case expects (suite.cases.expect), and a one-line detail saying so."""
+    expected = expectation(case.expect, "equivalence")
+    if expected is not None and expected.outcome == APPROXIMATE:  # the error is the finding, not a verdict
         maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
         return True, f"approximate by design, max abs diff from the reference: {maxima}"
-    else:
-        ok = not report.passed and report.reason == case.expected_reason
-        expectation = f"expected to diverge from {case.expected_reason}"
-    return ok, f"{'as' if ok else 'NOT as'} {expectation}: {report.detail}"
+    ok = meets(expected, failed=not report.passed, cause=report.reason)
+    expectation_ = f"expected to diverge from {expected.cause}" if expected else "expected equivalent"
+    return ok, f"{'as' if ok else 'NOT as'} {expectation_}: {report.detail}"
 
 
 def verdicts(device: str, quick: bool) -> Iterator[dict]:
@@ -272,7 +274,7 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     # By world size, each size's pools closed before the next size's start: one group's
     # processes alive at a time, not every size's at once.
     gpus = cuda_count() if device == "cuda" else 0
-    cases = sorted((c for c in CASES if (c.quick or not quick) and c.gpus_needed <= gpus),
+    cases = sorted((c for c in CASES if (c.quick or not quick) and c.devices_needed <= gpus),
                    key=lambda c: c.world_size)
     for previous, case in zip([None, *cases], cases):
         if previous is not None and previous.world_size != case.world_size:
@@ -284,10 +286,5 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
             passed, detail = judge(case, check_case(case, device=device, backend=backend))
         except SuiteError as error:
             passed, detail = False, f"error: {error}"
-        yield {"kind": "conformance", "suite": case.wrapper, "case": case.name, "check": "equivalence",
-               "device": device, "passed": passed, "detail": detail,
-               "seconds": time.perf_counter() - start}
-
-
-verdicts.uses_worker_pool = True  # the runner starts the pool's fork server early for it
-verdicts.estimated_s = (4.0, 8.0)  # (quick, full) seconds on 2 cores, for --dry-run
+        yield verdict_record(case.wrapper, case.name, "equivalence", device=device, passed=passed, detail=detail,
+                             seconds=time.perf_counter() - start)
