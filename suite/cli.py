@@ -97,7 +97,7 @@ def _cmd_converge(args) -> int:
     from suite.convergence.command import converge
 
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-    path = converge(model_names=models, device_request=args.device, runs=args.runs, precision=args.precision,
+    path = converge(model_names=models, device_request=args.device, runs=args.runs, dtype=args.dtype,
                     data=args.data, data_root=args.data_root, first_seed=args.seed, out_dir=args.out,
                     machine_name=args.machine_name)
     print(path)  # stdout carries only the results file, as for `run`
@@ -168,12 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("converge", help="time to accuracy: train models from scratch to their targets, several seeds")
+    devices, dtypes, data_choices = _converge_choices()
     p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", choices=devices, help="device kind (default cpu)")
     p.add_argument("--runs", type=int, default=5, help="seeded runs per model (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first run; the others follow it (default 0)")
-    p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast) (default fp32)")
-    p.add_argument("--data", default="auto", help="auto (real when under --data-root, else synthetic), real or synthetic")
+    p.add_argument("--dtype", default="float32", choices=dtypes,
+                   help="bfloat16 trains under autocast (default float32)")
+    p.add_argument("--data", default="auto", choices=data_choices,
+                   help="auto: real when under --data-root, else synthetic (default auto)")
     p.add_argument("--data-root", default=None, help="where the real datasets are (default $TORCHSUITE_DATA or ./data)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
@@ -234,6 +237,15 @@ def _kinds():
     from suite import cases
 
     return cases.kinds()
+
+
+def _converge_choices() -> tuple[tuple, tuple, tuple]:
+    """`converge`'s valid devices, dtypes and data, from the modules that check them."""
+    from suite.timing.steps import DTYPES
+    from suite.convergence.runs import DATA_CHOICES
+    from suite.devices import DEVICE_KINDS
+
+    return DEVICE_KINDS, DTYPES, DATA_CHOICES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,9 @@ never a torn write: each rewrite goes to a temp file in the same directory, then
 swaps it in (a rename is atomic within one filesystem). JSON only, never pickle: a results
 file from an untrusted machine must be safe to load.
 
-Layout (schema_version 1):
+Layout (schema_version 2; files of version 1 are read and upgraded, see `upgrade`):
 
-    {"format": "torchsuite-results", "schema_version": 1, "suite_version": "0.1.0",
+    {"format": "torchsuite-results", "schema_version": 2, "suite_version": "0.1.0",
      "started_at": "...Z", "finished_at": "...Z" | null,
      "status": "running" | "complete" | "interrupted" | "failed",
      "machine": {...suite.environment.capture()...},
@@ -29,7 +29,12 @@ from typing import Callable
 
 from suite.errors import SuiteError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 said one idea one way: a convergence run's "precision" ("fp32", "bf16") became
+# "dtype" ("float32", "bfloat16"), the timings' own names; a compile verdict's "expected"
+# ("equivalent", "divergent") became the expected outcome ("passes", "fails").
+_V1_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+_V1_EXPECTED = {"equivalent": "passes", "divergent": "fails"}
 FORMAT = "torchsuite-results"
 
 
@@ -179,6 +184,28 @@ def validate(data, source: str = "results") -> dict:
         raise ResultsFileError(f"{source}: no machine name")
     if not isinstance(data.get("records"), list):
         raise ResultsFileError(f"{source}: no records list")
+    return upgrade(data)
+
+
+def _v1_dtype(holder: dict) -> None:
+    if "precision" in holder:
+        precision = holder.pop("precision")
+        holder["dtype"] = _V1_DTYPES.get(precision, precision)
+
+
+def upgrade(data: dict) -> dict:
+    """A results object of an older schema, in this one's names (changed in place)."""
+    if data["schema_version"] < 2:
+        if isinstance(data.get("run"), dict) and data["run"].get("command") == "converge":
+            _v1_dtype(data["run"])
+        for record in data["records"]:
+            if not isinstance(record, dict):
+                continue
+            if record.get("kind") == "convergence":
+                _v1_dtype(record)
+            if record.get("kind") == "conformance" and record.get("expected") in _V1_EXPECTED:
+                record["expected"] = _V1_EXPECTED[record["expected"]]
+        data["schema_version"] = 2
     return data
 
 

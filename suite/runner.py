@@ -10,11 +10,14 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from suite.errors import one_line
 from suite.progress import Progress
 from suite.results import ResultsStore
+
+if TYPE_CHECKING:
+    from suite.conformance.sources import VerdictSource
 
 PEAK_MODEL_DTYPE = "float32"
 
@@ -48,7 +51,7 @@ def default_timing_api() -> TimingApi:
 
 
 @dataclass(frozen=True)
-class Step:
+class PlanStep:
     kind: str  # "calibration", "conformance", "timing" or "skip": the progress estimate groups by it
     label: str
     produce: Callable[[], Iterable[dict]]
@@ -64,27 +67,30 @@ class Step:
         return self.pool_key is not None
 
 
-# --dry-run estimates: a conformance source may declare `estimated_s = (quick, full)`.
-DEFAULT_CONFORMANCE_ESTIMATE_S = (10.0, 30.0)
+# --dry-run estimates
 TIMING_OVERHEAD_S = 1.5  # building the model, warm-up, canaries, counting FLOPs
 POOL_START_S = 2.0
-COMPILE_S = 20.0  # the compile setups' cold and warm compiles (5 to 50 s a model on 2 cores)
+# A compile setup's figure compiles twice in each process (docs/compile.md, 2 cores): cold, 2.3 to
+# 12 s an article model (6 s on average in the committed run), and warm, about 0.1 s.
+COMPILE_S = 6.0
+# A process's first inductor compile takes 10 to 17 s, most of it inductor's own imports and
+# set-up (docs/compile.md): about 8 s beyond a cold compile, once per timing process.
+INDUCTOR_START_S = 8.0
 
 
-def _conformance_step(check: Callable, device: str, quick: bool) -> Step:
+def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanStep:
     def produce():
         from suite.timing.settings import preserved_settings
 
         # A check may switch TF32 off or make kernels deterministic: none of it may reach a timing.
         with preserved_settings():
-            for verdict in check(device, quick):
+            for verdict in source.verdicts(device, quick):
                 yield {"kind": "conformance", "device": device, **verdict}
 
-    name = f"{check.__module__}:{check.__qualname__}"
-    estimate = getattr(check, "estimated_s", DEFAULT_CONFORMANCE_ESTIMATE_S)[0 if quick else 1]
-    return Step("conformance", f"conformance {name} on {device}", produce,
-                {"stage": "conformance", "source": name, "device": device}, estimate,
-                pool_key=("conformance", device) if getattr(check, "uses_worker_pool", False) else None)
+    return PlanStep("conformance", f"conformance {source.name} on {device}", produce,
+                {"stage": "conformance", "source": source.name, "device": device},
+                source.estimated_s[0 if quick else 1],
+                pool_key=("conformance", device) if source.uses_worker_pool else None)
 
 
 class _Figures:
@@ -118,7 +124,7 @@ class _Round:
                 self.worker.close()
 
 
-def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[Step]:
+def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
     """Skips for absent hardware, then every figure once a round in fresh processes
     (suite.timing.processes), then one step that gives each figure its final interval."""
     from suite.timing.processes import INTERPRETER_START_S, WorkerError, round_order
@@ -128,7 +134,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[Step]:
     for case in cases:
         if case.skip_reason:
             context = {"stage": "timing", "model": case.model, "mode": case.mode, **case.kwargs}
-            steps.append(Step("skip", f"timing {case.id}", lambda c=context, r=case.skip_reason: iter(
+            steps.append(PlanStep("skip", f"timing {case.id}", lambda c=context, r=case.skip_reason: iter(
                 [{"kind": "skipped", **c, "reason": r}]), context, 0.0))
     requests = [{"figure": c.id, "model": c.model, "mode": c.mode, "kwargs": c.kwargs}
                 for c in cases if not c.skip_reason]
@@ -149,17 +155,20 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[Step]:
     for round_index in range(count):
         ordered = round_order(requests, round_index)
         this_round = _Round(api.open_worker, ordered)
+        compiled_before = False  # a round is one process: its first compile pays inductor's set-up
         for index, request in enumerate(ordered):
             kwargs = request["kwargs"]
+            compiles = kwargs.get("setup") in COMPILE_SETUPS
             estimate = (sampling_estimate_s(quick) + (INTERPRETER_START_S if index == 0 else 0.0)
                         + (POOL_START_S if kwargs.get("setup") in pool_setups else 0.0)
-                        + (COMPILE_S if kwargs.get("setup") in COMPILE_SETUPS else 0.0))
+                        + (COMPILE_S + (0.0 if compiled_before else INDUCTOR_START_S) if compiles else 0.0))
+            compiled_before = compiled_before or compiles
             context = {"stage": "timing", "figure": request["figure"], "model": request["model"],
                        "mode": request["mode"], **kwargs}
-            steps.append(Step("timing", f"timing {request['figure']} (process {round_index + 1} of {count})",
+            steps.append(PlanStep("timing", f"timing {request['figure']} (process {round_index + 1} of {count})",
                               lambda r=this_round, i=index, f=request["figure"]: produce(r, i, f),
                               context, estimate))
-    steps.append(Step("timing", f"timing: each figure's interval from its {count} processes",
+    steps.append(PlanStep("timing", f"timing: each figure's interval from its {count} processes",
                       lambda: iter(figures.merged()), {"stage": "timing"}, 0.0))
     return steps
 
@@ -178,7 +187,7 @@ def sampling_estimate_s(quick: bool) -> float:
     return rules["min_run_time"] + rules["warmup_s"] + TIMING_OVERHEAD_S
 
 
-def _convergence_step(device: str, spec, quick: bool) -> Step:
+def _convergence_step(device: str, spec, quick: bool) -> PlanStep:
     """One model's seeded runs to its synthetic target (real data is `torchsuite converge`'s: hours, not minutes)."""
     from suite.convergence.runs import DEFAULT_RUNS, QUICK_RUNS, plan_runs, run_job
     from suite.devices import require_device
@@ -190,22 +199,22 @@ def _convergence_step(device: str, spec, quick: bool) -> Step:
             yield run_job(job, device=require_device(device), quick=quick)
 
     task = spec.convergence.synthetic
-    return Step("convergence", f"convergence {spec.name} on {device}: {len(jobs)} seeded runs to "
+    return PlanStep("convergence", f"convergence {spec.name} on {device}: {len(jobs)} seeded runs to "
                 f"{task.accuracy:g} held-out accuracy (synthetic)", produce,
                 {"stage": "convergence", "model": spec.name, "device": device},
                 sum(job.estimate_s() for job in jobs))
 
 
-def _calibration_step(api: TimingApi, device: str, quick: bool) -> Step:
+def _calibration_step(api: TimingApi, device: str, quick: bool) -> PlanStep:
     def produce():
         yield {"kind": "peak", "device": device, **api.calibrate(device, quick)}
 
-    return Step("calibration", f"peak FLOP/s on {device}", produce,
+    return PlanStep("calibration", f"peak FLOP/s on {device}", produce,
                 {"stage": "calibration", "device": device}, 1.0 if quick else 3.0)
 
 
-def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Callable],
-         timing: TimingApi, convergence: bool = False) -> list[Step]:
+def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[VerdictSource],
+         timing: TimingApi, convergence: bool = False) -> list[PlanStep]:
     steps = [_calibration_step(timing, device, quick) for device in devices]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
     steps += _timing_steps(timing, list(timing.iter_setups(devices, quick, [spec.name for spec in models])), quick)
@@ -215,7 +224,7 @@ def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Ca
     return steps
 
 
-def _error_record(step: Step, err: BaseException) -> dict:
+def _error_record(step: PlanStep, err: BaseException) -> dict:
     last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
     where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
     return {"kind": "error", **step.context, "step": step.label,
@@ -229,7 +238,7 @@ def _close_pools() -> None:
     close_shared_pools()
 
 
-def execute(steps: list[Step], store: ResultsStore, progress: Progress,
+def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             release_pools: Callable[[], None] = _close_pools,
             before_first_timing: Callable[[], None] | None = None) -> None:
     """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
@@ -254,7 +263,7 @@ def execute(steps: list[Step], store: ResultsStore, progress: Progress,
         progress.finish()
 
 
-def describe_plan(steps: list[Step]) -> list[dict]:
+def describe_plan(steps: list[PlanStep]) -> list[dict]:
     """The plan as --dry-run shows it: one row per step, with its estimated seconds."""
     return [{"step": i, "kind": s.kind, "label": s.label, "estimate_s": s.estimate_s,
              "uses_worker_pool": s.uses_worker_pool} for i, s in enumerate(steps, 1)]
@@ -273,7 +282,7 @@ def _summary(records: list[dict]) -> str:
 
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
-              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None,
+              verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
               convergence: bool = False):
     """(devices, models, steps) of a run; a bad model name or absent device raises here.
 
@@ -292,7 +301,7 @@ def make_plan(*, device_request: str = "all", model_names: list[str] | None = No
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               out_dir="results", report_dir="reports", machine_name: str | None = None,
-              verdict_sources: list[Callable] | None = None, timing: TimingApi | None = None,
+              verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
               stream=None, convergence: bool = False) -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
     from suite.environment import capture

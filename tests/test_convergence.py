@@ -49,8 +49,10 @@ def test_with_fewer_than_three_runs_nothing_is_dropped_and_none_may_fail():
 
 
 def test_steps_tolerance_is_a_fraction_but_never_under_two_intervals():
-    assert scoring.steps_tolerance(1000, 25) == pytest.approx(scoring.STEPS_TOLERANCE_FRACTION * 1000)
-    assert scoring.steps_tolerance(100, 25) == 2 * 25
+    # By hand from docs/convergence.md's rule, a quarter of the baseline's steps, at least two
+    # evaluation intervals: 1000 steps allow 250 (over 2 x 25 = 50); 100 steps allow 50 (over 25).
+    assert scoring.steps_tolerance(1000, 25) == pytest.approx(250)
+    assert scoring.steps_tolerance(100, 25) == pytest.approx(50)
     assert scoring.steps_disagree(1300, 1000, 25) and not scoring.steps_disagree(1200, 1000, 25)
 
 
@@ -92,10 +94,10 @@ def test_a_run_capped_before_its_target_is_not_converged_and_has_no_time():
     assert record["final_accuracy"] < record["target"]
 
 
-def test_bf16_autocast_runs_and_is_recorded():
-    record = train_to_target(MODELS.get("speech_cnn"), device=CPU, precision="bf16", seed=5,
+def test_bfloat16_autocast_runs_and_is_recorded():
+    record = train_to_target(MODELS.get("speech_cnn"), device=CPU, dtype="bfloat16", seed=5,
                              task=speech_task(max_steps=25))
-    assert record["precision"] == "bf16" and record["seed"] == 5
+    assert record["dtype"] == "bfloat16" and record["seed"] == 5
     assert all(math.isfinite(c["loss"]) for c in record["loss_curve"])
 
 
@@ -158,7 +160,7 @@ def test_converge_writes_one_convergence_record_per_seeded_run(speech_results):
     (record,) = data["records"]
     assert data["status"] == "complete" and data["run"]["command"] == "converge"
     assert record["kind"] == "convergence" and record["converged"] and record["data"] == "synthetic"
-    for field in ("model", "device", "precision", "seed", "time_to_target_s", "steps_to_target",
+    for field in ("model", "device", "dtype", "seed", "time_to_target_s", "steps_to_target",
                   "final_accuracy", "target", "loss_curve"):
         assert field in record
     task = MODELS.get("speech_cnn").convergence.synthetic
@@ -171,16 +173,35 @@ def test_converge_writes_one_convergence_record_per_seeded_run(speech_results):
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "speech_cnn", "--runs", "0"], "--runs must be a whole number of at least 1"),
-    (["--models", "speech_cnn", "--precision", "fp16"], "unknown precision 'fp16'"),
     (["--models", "resnet"], "unknown model 'resnet'"),
     (["--models", "speech_cnn", "--data", "real"], "Speech Commands not found under"),
-    (["--models", "speech_cnn", "--data", "some"], "unknown data 'some'"),
     (["--models", "speech_cnn", "--seed", "-1"], "leave the run seeds' range"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(argv, message, capsys, tmp_path):
     assert main(["converge", *argv, "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--device", "tpu"), ("--dtype", "float16"), ("--data", "some")])
+def test_an_unknown_choice_is_argparses_error_with_exit_2(option, value, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        main(["converge", "--models", "speech_cnn", option, value, "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: invalid choice: '{value}' (choose from " in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_converge_called_directly_refuses_an_unknown_dtype_or_data(tmp_path):
+    from suite.convergence.command import converge
+    from suite.errors import SuiteError
+
+    with pytest.raises(SuiteError, match="unknown dtype 'float16'"):
+        converge(model_names=["speech_cnn"], dtype="float16", out_dir=tmp_path / "out")
+    with pytest.raises(SuiteError, match="unknown data 'some'"):
+        converge(model_names=["speech_cnn"], data="some", out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -107,3 +107,17 @@ def test_an_unusable_results_directory_is_a_results_file_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ResultsFileError, match="cannot create a results file"):
         ResultsStore(blocker / "results", _machine())
+
+
+def test_a_version_1_file_is_read_in_this_schema_s_names(tmp_path):
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({
+        "format": results.FORMAT, "schema_version": 1, "status": "complete", "machine": {"name": "old"},
+        "run": {"command": "converge", "precision": "bf16"},
+        "records": [{"kind": "convergence", "model": "speech_cnn", "precision": "fp32"},
+                    {"kind": "conformance", "suite": "compile", "expected": "divergent"},
+                    {"kind": "conformance", "suite": "compile", "expected": "equivalent"}]}))
+    data = results.load(path)
+    assert data["schema_version"] == 2 and data["run"]["dtype"] == "bfloat16"
+    assert "precision" not in data["records"][0] and data["records"][0]["dtype"] == "float32"
+    assert [r["expected"] for r in data["records"][1:]] == ["fails", "passes"]

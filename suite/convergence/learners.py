@@ -11,24 +11,24 @@ import torch
 
 from suite.cases.models import ModelSpec
 from suite.errors import SuiteError
+from suite.timing.steps import DTYPES
 
-# The precisions a run can train in. bf16 is autocast, as mixed precision is used in practice:
-# parameters and optimizer state stay float32.
-PRECISIONS = ("fp32", "bf16")
+# The dtypes a run can train in (the timings' own). bfloat16 is autocast, as mixed precision is
+# used in practice: parameters and optimizer state stay float32.
 
 
-class PrecisionError(SuiteError):
+class UnknownDtypeError(SuiteError):
     pass
 
 
-def require_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    return precision
+def require_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise UnknownDtypeError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    return dtype
 
 
-def autocast(device: torch.device, precision: str):
-    if require_precision(precision) == "fp32":
+def autocast(device: torch.device, dtype: str):
+    if require_dtype(dtype) == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -38,8 +38,8 @@ class CorrectedLoop:
 
     name = "corrected"
 
-    def __init__(self, spec: ModelSpec, device: torch.device, precision: str, seed: int):
-        self.spec, self.device, self.precision = spec, device, precision
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: str, seed: int):
+        self.spec, self.device, self.dtype = spec, device, dtype
         # Built on the CPU from the seed, then moved: the same initial weights on every device.
         self.model = spec.build(seed=seed).to(device)
         self.optimizer = spec.make_optimizer(self.model.parameters())
@@ -47,7 +47,7 @@ class CorrectedLoop:
     def step(self, inputs, labels) -> torch.Tensor:
         self.model.train()
         self.optimizer.zero_grad()
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.dtype):
             loss = self.spec.loss_fn(self.model(inputs), labels)
         loss.backward()
         self.optimizer.step()
@@ -56,7 +56,7 @@ class CorrectedLoop:
     @torch.no_grad()
     def predict(self, inputs) -> torch.Tensor:
         self.model.eval()
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.dtype):
             return self.model(inputs)
 
 
@@ -72,7 +72,7 @@ class ArticleLiteralLoop(CorrectedLoop):
 
     def step(self, inputs, labels) -> torch.Tensor:
         self.optimizer.zero_grad()
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.dtype):
             loss = self.spec.loss_fn(self.spec.build().to(self.device)(inputs), labels)
         loss.backward()
         self.optimizer.step()

@@ -1,6 +1,6 @@
 """Convergence runs of registered models: their data, their loop, one record per seeded run.
 
-Record (kind "convergence"): model, device, precision, seed, data ("real" or "synthetic"),
+Record (kind "convergence"): model, device, dtype, seed, data ("real" or "synthetic"),
 loop, target, converged, time_to_target_s, steps_to_target, epochs_to_target, final_accuracy,
 the cap, the loss curve and the settings the run used; docs/results-format.md lists them all.
 """
@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from suite.cases.models import ModelSpec, RealTarget, SyntheticTask
-from suite.convergence.learners import LOOPS, require_precision
+from suite.convergence.learners import LOOPS, require_dtype
 from suite.convergence.loop import run_to_target
 from suite.errors import SuiteError
 
@@ -93,7 +93,7 @@ def choose_data(spec: ModelSpec, data: str, data_root) -> str:
     return data
 
 
-def train_to_target(spec: ModelSpec, *, device: torch.device, precision: str = "fp32", seed: int = 0,
+def train_to_target(spec: ModelSpec, *, device: torch.device, dtype: str = "float32", seed: int = 0,
                     data: str = "synthetic", data_root=None, loop: str = "corrected",
                     task: SyntheticTask | None = None, real_target: RealTarget | None = None,
                     batch_size: int | None = None) -> dict:
@@ -101,7 +101,7 @@ def train_to_target(spec: ModelSpec, *, device: torch.device, precision: str = "
 
     `task`, `real_target` and `batch_size` replace the registry's (tests use them for short runs).
     """
-    require_precision(precision)
+    require_dtype(dtype)
     if loop not in LOOPS:
         raise ConvergenceInputError(f"unknown loop {loop!r}; valid: {', '.join(LOOPS)}")
     targets = require_targets(spec)
@@ -114,9 +114,9 @@ def train_to_target(spec: ModelSpec, *, device: torch.device, precision: str = "
                                                            data_root)
     else:
         raise ConvergenceInputError(f"data must be 'real' or 'synthetic', not {data!r}")
-    learner = LOOPS[loop](spec, device, precision, seed)
+    learner = LOOPS[loop](spec, device, dtype, seed)
     outcome = run_to_target(learner, epochs, heldout, device=device, **loop_args)
-    return {"kind": "convergence", "model": spec.name, "device": device.type, "precision": precision,
+    return {"kind": "convergence", "model": spec.name, "device": device.type, "dtype": dtype,
             "seed": seed, "data": data, "loop": loop, "batch_size": batch_size,
             "optimizer": {"name": spec.optimizer.__name__, **spec.optimizer_kwargs},
             "threads": torch.get_num_threads(), **settings, **outcome}
@@ -150,7 +150,7 @@ def plan_runs(specs, *, runs: int, data: str = "auto", data_root=None, first_see
     return [Job(spec, chosen[spec.name], seed) for spec in specs for seed in run_seeds]
 
 
-def run_job(job: Job, *, device: torch.device, precision: str = "fp32", data_root=None,
+def run_job(job: Job, *, device: torch.device, dtype: str = "float32", data_root=None,
             quick: bool = False) -> dict:
-    return {**train_to_target(job.spec, device=device, precision=precision, seed=job.seed, data=job.data,
+    return {**train_to_target(job.spec, device=device, dtype=dtype, seed=job.seed, data=job.data,
                               data_root=data_root), "quick": quick}

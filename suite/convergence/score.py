@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-GROUP_KEY = ("model", "device", "precision", "data")
+GROUP_KEY = ("model", "device", "dtype", "data")
 
 # Steps to target of two machines given the same seeds, on the synthetic task, must agree within
 # this fraction of the baseline's score, and never less than two evaluation intervals (steps are
 # only known to the nearest interval). Measured on the 2-core machine (docs/convergence.md): the
 # same seeds on one machine with 1 and 2 threads (the same numerics up to summation order) and
-# fp32 against bf16 autocast.
+# float32 against bfloat16 autocast.
 STEPS_TOLERANCE_FRACTION = 0.25
 STEPS_TOLERANCE_INTERVALS = 2
 
@@ -46,7 +46,7 @@ def _trimmed_mean(values: list[float]) -> tuple[float, int]:
 
 
 def score(records: list[dict]) -> Score:
-    """The score of one group of runs (one model, device, precision and data)."""
+    """The score of one group of runs (one model, device, dtype and data)."""
     runs = len(records)
     converged = [r for r in records if r.get("converged")]
     failed = runs - len(converged)

@@ -48,7 +48,7 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
                      & (long["threads_setting"] == row["threads_setting"])]
         backend = row.get("compile_backend") or DEFAULT_COMPILE_BACKEND
         # The verdicts of the run the timing came from: another file's may be older or newer.
-        verdicts = [v for m in loaded if (m.machine, m.source) == (row["machine"], row["source"]) for v in m.verdicts]
+        verdicts = [v for m in loaded if (m.machine_name, m.source) == (row["machine"], row["source"]) for v in m.verdicts]
         verdict = _verdict(verdicts, row["model"], backend, row["mode"], row["device"])
         eager_row = eager.iloc[-1] if len(eager) else None
         if verdict is None:

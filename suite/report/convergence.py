@@ -1,7 +1,7 @@
 """The report's time-to-accuracy part: scores per model and machine, each run, speedups, loss curves.
 
 Scores come from suite.convergence.score (the same rule as the CLI's summary). Two runs of one
-machine: the later file's runs of a (model, device, precision, data) group stand, as for timings.
+machine: the later file's runs of a (model, device, dtype, data) group stand, as for timings.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from suite.convergence.score import (GROUP_KEY, STEPS_TOLERANCE_FRACTION, STEPS_
 # A machine's speedup in time to target and its speedup in throughput (train, same device and
 # dtype) "disagree" when one is more than this factor of the other, either way.
 DISAGREE_FACTOR = 1.25
-_DTYPE_OF_PRECISION = {"fp32": "float32", "bf16": "bfloat16"}
 
 HOW_TO_READ = (
     "Time to target is MLPerf's measure: train from scratch with the article's loop (corrected), batch "
@@ -27,8 +26,8 @@ HOW_TO_READ = (
     "With the same seeds, two machines train on the same batches from the same initial weights, so on "
     "the synthetic task their steps to target differ only by numerics: a score further than "
     f"{STEPS_TOLERANCE_FRACTION:.0%} of the reference's (and more than {STEPS_TOLERANCE_INTERVALS} "
-    "evaluation intervals) from the reference machine's is flagged as a numerics difference. bf16 is "
-    "compared with bf16 runs of the reference, and beside its own machine's fp32 runs (expected to "
+    "evaluation intervals) from the reference machine's is flagged as a numerics difference. bfloat16 is "
+    "compared with bfloat16 runs of the reference, and beside its own machine's float32 runs (expected to "
     "differ: docs/convergence.md says by how much).")
 
 
@@ -38,7 +37,7 @@ def _groups(loaded) -> dict[tuple, list[dict]]:
     for m in loaded:
         mine: dict[tuple, list[dict]] = {}
         for record in m.convergence:
-            mine.setdefault((m.machine, *(record.get(k) for k in GROUP_KEY)), []).append(record)
+            mine.setdefault((m.machine_name, *(record.get(k) for k in GROUP_KEY)), []).append(record)
         out.update(mine)
     return out
 
@@ -55,9 +54,9 @@ def reached_summary(loaded, machine: str) -> str:
 
 def runs_table(loaded) -> pd.DataFrame:
     rows = []
-    for (machine, model, device, precision, data), records in _groups(loaded).items():
+    for (machine, model, device, dtype, data), records in _groups(loaded).items():
         for r in records:
-            rows.append({"machine": machine, "model": model, "device": device, "precision": precision,
+            rows.append({"machine": machine, "model": model, "device": device, "dtype": dtype,
                          "data": data, "seed": r.get("seed"), "loop": r.get("loop", "corrected"),
                          "converged": bool(r.get("converged")),
                          "time to target (s)": _rounded(r.get("time_to_target_s"), 3),
@@ -73,11 +72,11 @@ def _rounded(value, digits: int):
     return round(value, digits) if isinstance(value, (int, float)) else None
 
 
-def _reference_candidates(scores: dict, model: str, precision: str, data: str, baseline: str) -> list:
+def _reference_candidates(scores: dict, model: str, dtype: str, data: str, baseline: str) -> list:
     """The groups a machine's steps may be compared with: the baseline machine's of the same model,
-    precision and data (the caller prefers the one on the same device)."""
+    dtype and data (the caller prefers the one on the same device)."""
     return [(key, s) for key, s in scores.items()
-            if key[0] == baseline and key[1] == model and key[3] == precision and key[4] == data]
+            if key[0] == baseline and key[1] == model and key[3] == dtype and key[4] == data]
 
 
 def scores_table(loaded, baseline: str) -> pd.DataFrame:
@@ -85,24 +84,24 @@ def scores_table(loaded, baseline: str) -> pd.DataFrame:
     scores = {key: (score(records), records) for key, records in groups.items()}
     rows = []
     for key, (result, records) in scores.items():
-        machine, model, device, precision, data = key
-        refs = _reference_candidates(scores, model, precision, data, baseline)
+        machine, model, device, dtype, data = key
+        refs = _reference_candidates(scores, model, dtype, data, baseline)
         same_device = [r for r in refs if r[0][2] == device]
         ref = (same_device or refs or [None])[0]
         eval_every = records[0].get("eval_every")
         rows.append({
-            "machine": machine, "model": model, "device": device, "precision": precision, "data": data,
+            "machine": machine, "model": model, "device": device, "dtype": dtype, "data": data,
             "target": records[0].get("target"),
             "converged": f"{result.converged}/{result.runs}",
             "time to target (s)": _rounded(result.time_to_target_s, 3),
             "steps to target": _rounded(result.steps_to_target, 1),
             "score": result.note,
             "steps vs reference": _steps_verdict(key, result, ref, eval_every, data, records),
-            "steps vs fp32": _against_fp32(scores, key, result),
+            "steps vs float32": _against_float32(scores, key, result),
         })
     frame = pd.DataFrame(rows)
-    if len(frame) and (frame["precision"] != "bf16").all():
-        frame = frame.drop(columns=["steps vs fp32"])
+    if len(frame) and (frame["dtype"] != "bfloat16").all():
+        frame = frame.drop(columns=["steps vs float32"])
     return frame
 
 
@@ -129,40 +128,40 @@ def _steps_verdict(key, result, ref, eval_every, data, records) -> str:
     return f"agrees: {change:+.0%} (tolerance ±{tolerance:.0f} steps)"
 
 
-def _against_fp32(scores, key, result) -> str:
-    machine, model, device, precision, data = key
-    if precision != "bf16":
+def _against_float32(scores, key, result) -> str:
+    machine, model, device, dtype, data = key
+    if dtype != "bfloat16":
         return ""
-    fp32 = scores.get((machine, model, device, "fp32", data))
-    if fp32 is None or not (fp32[0].valid and result.valid):
+    float32 = scores.get((machine, model, device, "float32", data))
+    if float32 is None or not (float32[0].valid and result.valid):
         return "n/a"
-    return f"{(result.steps_to_target - fp32[0].steps_to_target) / fp32[0].steps_to_target:+.0%} steps"
+    return f"{(result.steps_to_target - float32[0].steps_to_target) / float32[0].steps_to_target:+.0%} steps"
 
 
 def speedups_table(loaded, comp: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per group and machine: speedup in time to target beside speedup in training throughput."""
     scores = {key: score(records) for key, records in _groups(loaded).items()}
     rows = []
-    for (machine, model, device, precision, data), result in scores.items():
-        base = scores.get((baseline, model, device, precision, data))
+    for (machine, model, device, dtype, data), result in scores.items():
+        base = scores.get((baseline, model, device, dtype, data))
         tta = (base.time_to_target_s / result.time_to_target_s
                if base and base.valid and result.valid and result.time_to_target_s else None)
-        throughput = _throughput_speedup(comp, machine, model, device, precision)
+        throughput = _throughput_speedup(comp, machine, model, device, dtype)
         verdict = ""
         if tta and throughput:
             ratio = tta / throughput
             verdict = "DISAGREE" if not (1 / DISAGREE_FACTOR <= ratio <= DISAGREE_FACTOR) else "agree"
-        rows.append({"machine": machine, "model": model, "device": device, "precision": precision, "data": data,
+        rows.append({"machine": machine, "model": model, "device": device, "dtype": dtype, "data": data,
                      "time-to-target speedup": _rounded(tta, 3), "throughput speedup": _rounded(throughput, 3),
                      "the two": verdict or "n/a"})
     return pd.DataFrame(rows)
 
 
-def _throughput_speedup(comp: pd.DataFrame, machine, model, device, precision):
+def _throughput_speedup(comp: pd.DataFrame, machine, model, device, dtype):
     if comp is None or not len(comp):
         return None
     rows = comp[(comp["machine"] == machine) & (comp["model"] == model) & (comp["mode"] == "train")
-                & (comp["setup"] == device) & (comp["dtype"] == _DTYPE_OF_PRECISION.get(precision))
+                & (comp["setup"] == device) & (comp["dtype"] == dtype)
                 & ~comp["channels_last"].astype(bool) & (comp["threads_setting"] == "all") & ~comp["missing"]]
     values = pd.to_numeric(rows["speedup"], errors="coerce").dropna()
     return float(values.iloc[0]) if len(values) else None
@@ -172,13 +171,13 @@ def sections(loaded, comp: pd.DataFrame, baseline: str) -> list[dict]:
     """The report's sections (title, text, table, image) for the time-to-accuracy records, if any."""
     if not has_convergence(loaded):
         return []
-    machines = list(dict.fromkeys(m.machine for m in loaded))
+    machines = list(dict.fromkeys(m.machine_name for m in loaded))
     out = [{"title": "Time to accuracy", "text": HOW_TO_READ, "table": scores_table(loaded, baseline),
             "image": "convergence.png"}]
     if len(machines) > 1:
         out.append({"title": f"Speedup in time to target beside speedup in throughput (against {baseline})",
                     "text": "Throughput speedup: the same model's training timing (mode train, one device, "
-                            "all cores, the precision's dtype) from the timing tables above; n/a when the "
+                            "all cores, the run's dtype) from the timing tables above; n/a when the "
                             "run has no such timing. The timings use the device's batch size and the "
                             "convergence runs the article's 100, so on GPUs the two measure different work. "
                             f"\"DISAGREE\": one is more than {DISAGREE_FACTOR}x the other, either way: the "
@@ -191,7 +190,7 @@ def sections(loaded, comp: pd.DataFrame, baseline: str) -> list[dict]:
 
 def write_plot(loaded, directory: Path) -> Path | None:
     """Training loss and held-out accuracy against steps, one column per model; one colour per
-    machine, device, precision and data; one line per seed."""
+    machine, device, dtype and data; one line per seed."""
     groups = _groups(loaded)
     if not groups:
         return None
@@ -205,11 +204,11 @@ def write_plot(loaded, directory: Path) -> Path | None:
     try:
         for column, model in enumerate(models):
             loss_ax, acc_ax = axes[0][column], axes[1][column]
-            for (machine, m, device, precision, data), records in groups.items():
+            for (machine, m, device, dtype, data), records in groups.items():
                 if m != model:
                     continue
-                colour = colours[series.index((machine, device, precision, data)) % len(colours)]
-                label = f"{machine} {device} {precision} {data}"
+                colour = colours[series.index((machine, device, dtype, data)) % len(colours)]
+                label = f"{machine} {device} {dtype} {data}"
                 for i, r in enumerate(records):
                     curve = [c for c in r.get("loss_curve") or [] if c.get("step") is not None]
                     steps = [c["step"] for c in curve]

@@ -12,7 +12,7 @@ def environments(loaded) -> pd.DataFrame:
         _flatten(m.environment, "", flat)
         flat["results file"] = m.source
         flat["run status"] = m.status
-        columns.setdefault(m.machine, {}).update(flat)
+        columns.setdefault(m.machine_name, {}).update(flat)
     table = pd.DataFrame(columns)
     return table.fillna("n/a")
 
@@ -40,8 +40,8 @@ def _flat_text(value) -> str:
 
 def conformance(loaded, machines: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary per machine, every check with its verdict per machine, 'missing' where not run)."""
-    rows = [{"machine": m.machine, **v} for m in loaded for v in m.verdicts]
-    rows += [{"machine": m.machine, "suite": e.get("stage", "run"), "case": e.get("step", "?"),
+    rows = [{"machine": m.machine_name, **v} for m in loaded for v in m.verdicts]
+    rows += [{"machine": m.machine_name, "suite": e.get("stage", "run"), "case": e.get("step", "?"),
               "check": "completed without error", "device": e.get("device", ""), "passed": False,
               "detail": e.get("detail", "")} for m in loaded for e in m.errors]
     if not rows:
@@ -73,6 +73,6 @@ def peaks(loaded) -> pd.DataFrame:
     for m in loaded:
         for p in m.peaks:
             flops = p.get("flops_per_s")
-            rows.append({"machine": m.machine, **p,
+            rows.append({"machine": m.machine_name, **p,
                          "GFLOP/s": round(flops / 1e9, 1) if isinstance(flops, (int, float)) else None})
     return pd.DataFrame(rows).reindex(columns=PEAK_COLUMNS) if rows else pd.DataFrame(columns=PEAK_COLUMNS)

@@ -54,7 +54,7 @@ def summary(loaded, comp: pd.DataFrame, conformance: pd.DataFrame, machines: lis
     """The first screen: per machine, its checks, its timings and their flags, and its speed."""
     rows = []
     for machine in machines:
-        mine = [m for m in loaded if m.machine == machine]
+        mine = [m for m in loaded if m.machine_name == machine]
         checks = conformance[conformance["machine"] == machine] if len(conformance) else conformance
         figures = comp[(comp["machine"] == machine) & ~comp["missing"]] if len(comp) else comp
         speedups = figures["speedup"].dropna() if len(figures) else pd.Series(dtype=float)
@@ -94,7 +94,7 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
     comp = tables.comparison(long, machines, baseline)
     scaling = tables.scaling(long)
     checks, verdicts = machine_facts.conformance(loaded, machines)
-    incomplete = [f"{m.machine} ({m.source}: {m.status})" for m in loaded if m.status != "complete"]
+    incomplete = [f"{m.machine_name} ({m.source}: {m.status})" for m in loaded if m.status != "complete"]
     out = [Section("Summary", f"Baseline: {baseline}. Speedups are against it; flagged timings carry a "
                    "flag in the tables below." + (
                        "\n\nIncomplete runs (interrupted or still running; their finished records are shown): "
@@ -143,11 +143,11 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
     flagged = comp[comp["flags"] != ""][["machine", *tables.KEY, "flags"]] if len(comp) else comp
     out.append(Section("Flags", "" if len(flagged) else "No flagged, missing or incomparable rows.",
                        flagged if len(flagged) else None, index=False))
-    errors = [{"machine": m.machine, "step": e.get("step", ""), "detail": e.get("detail", "")}
+    errors = [{"machine": m.machine_name, "step": e.get("step", ""), "detail": e.get("detail", "")}
               for m in loaded for e in m.errors]
     if errors:
         out.append(Section("Errors during the runs", "", pd.DataFrame(errors), index=False))
-    skipped = [{"machine": m.machine, "model": k.get("model", ""), "mode": k.get("mode", ""),
+    skipped = [{"machine": m.machine_name, "model": k.get("model", ""), "mode": k.get("mode", ""),
                 "setup": k.get("setup", ""), "world_size": k.get("world_size", 1), "reason": k.get("reason", "")}
                for m in loaded for k in m.skipped]
     if skipped:

@@ -20,7 +20,7 @@ from suite.results import ResultsFileError
 
 @dataclass
 class MachineResults:
-    machine: str
+    machine_name: str
     environment: dict
     source: str
     format: str

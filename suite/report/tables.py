@@ -55,7 +55,7 @@ class EmptyResultsError(SuiteError):
 
 def long_table(loaded) -> pd.DataFrame:
     """One row per timing of every machine; later files win over earlier ones for the same machine and key."""
-    rows = [{"machine": m.machine, "source": m.source, **{k: v for k, v in t.items() if k != "flags"},
+    rows = [{"machine": m.machine_name, "source": m.source, **{k: v for k, v in t.items() if k != "flags"},
              "figure_flags": t.get("flags"), "threads_setting": _threads_setting(t.get("threads"), m.environment)}
             for m in loaded for t in m.timings]
     extra = ["samples", "figure_flags", *COMPARABILITY]
@@ -106,7 +106,7 @@ def _threads_setting(threads, environment: dict) -> str:
 
 
 def machine_order(loaded) -> list[str]:
-    return list(dict.fromkeys(m.machine for m in loaded))
+    return list(dict.fromkeys(m.machine_name for m in loaded))
 
 
 def choose_baseline(loaded, baseline: str | None) -> str:
