@@ -47,18 +47,18 @@ def mnist_transform():
     return _image_transform(_MNIST_MEAN_STD)
 
 
-def mnist(root, train: bool = True, download: bool = False) -> Dataset:
+def mnist(root, split: str = "train", download: bool = False) -> Dataset:
     from torchvision.datasets import MNIST
 
-    return _open(MNIST, "MNIST", root, train=train, download=download, transform=mnist_transform())
+    return _open(MNIST, "MNIST", root, train=_is_train(split), download=download, transform=mnist_transform())
 
 
-def cifar10(root, train: bool = True, download: bool = False) -> Dataset:
+def cifar10(root, split: str = "train", download: bool = False) -> Dataset:
     # CIFAR-10's "python" batches are pickles. torchvision checks each file's MD5 against the
     # official archive before unpickling it, so only the published files are ever loaded.
     from torchvision.datasets import CIFAR10
 
-    return _open(CIFAR10, "CIFAR-10", root, train=train, download=download,
+    return _open(CIFAR10, "CIFAR-10", root, train=_is_train(split), download=download,
                  transform=_image_transform(_CIFAR_MEAN_STD))
 
 
@@ -96,9 +96,19 @@ def fix_length(waveform: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(waveform, (0, samples - have))
 
 
-def speech_commands(root, train: bool = True, download: bool = False, frontend=None) -> Dataset:
-    return SpeechCommandsFeatures(root, subset="training" if train else "testing",
+def speech_commands(root, split: str = "train", download: bool = False, frontend=None) -> Dataset:
+    return SpeechCommandsFeatures(root, subset="training" if _is_train(split) else "testing",
                                   download=download, frontend=frontend)
+
+
+SPLITS = ("train", "test")
+
+
+def _is_train(split: str) -> bool:
+    """A split as the datasets' own `train` flag (which is not the model's train/eval mode)."""
+    if split not in SPLITS:
+        raise ValueError(f"split is one of {SPLITS}, not {split!r}")
+    return split == "train"
 
 
 def _open(dataset_class, title: str, root, download: bool, **kwargs):
@@ -113,15 +123,15 @@ def _open(dataset_class, title: str, root, download: bool, **kwargs):
 _REAL_LOADERS = {"mnist": mnist, "cifar10": cifar10, "speech_commands": speech_commands}
 
 
-def real_dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = False) -> Dataset:
+def real_dataset(spec: ModelSpec, root=None, split: str = "train", download: bool = False) -> Dataset:
     root = default_root() if root is None else Path(root)
     loader = _REAL_LOADERS[spec.dataset]
     if spec.frontend is not None:
-        return loader(root, train=train, download=download, frontend=spec.frontend())
-    return loader(root, train=train, download=download)
+        return loader(root, split=split, download=download, frontend=spec.frontend())
+    return loader(root, split=split, download=download)
 
 
-def synthetic_dataset(spec: ModelSpec, size: int = 512, seed: int = 0, train: bool = True,
+def synthetic_dataset(spec: ModelSpec, size: int = 512, seed: int = 0, split: str = "train",
                       signal: float = 2.0) -> TensorDataset:
     """Balanced labels; sample = N(0, 1) noise + `signal` x its class's fixed random pattern.
 
@@ -130,24 +140,24 @@ def synthetic_dataset(spec: ModelSpec, size: int = 512, seed: int = 0, train: bo
     """
     patterns = torch.randn((spec.num_classes, *spec.input_shape), dtype=spec.input_dtype,
                            generator=torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(2 * seed + (0 if train else 1) + 1)
+    g = torch.Generator().manual_seed(2 * seed + (0 if _is_train(split) else 1) + 1)
     labels = (torch.arange(size) % spec.num_classes)[torch.randperm(size, generator=g)]
     noise = torch.randn((size, *spec.input_shape), generator=g, dtype=spec.input_dtype)
     return TensorDataset(noise + signal * patterns[labels], labels)
 
 
-def dataset(spec: ModelSpec, root=None, train: bool = True, download: bool = False,
+def dataset(spec: ModelSpec, root=None, split: str = "train", download: bool = False,
             synthetic_size: int = 512, seed: int = 0) -> tuple[Dataset, str]:
     """The real dataset when it is under `root` (or downloaded), else the synthetic stand-in.
 
     Returns the dataset and where it came from: "real" or "synthetic".
     """
     try:
-        return real_dataset(spec, root, train=train, download=download), "real"
+        return real_dataset(spec, root, split=split, download=download), "real"
     except DataUnavailableError:
         if download:
             raise
-        return synthetic_dataset(spec, synthetic_size, seed=seed, train=train), "synthetic"
+        return synthetic_dataset(spec, synthetic_size, seed=seed, split=split), "synthetic"
 
 
 # The generator streams of a convergence task (suite.cases.models.SyntheticTask). The class

@@ -10,7 +10,7 @@ from suite.fakedata import write_cifar10, write_mnist, write_speech_commands
 def test_mnist_idx_files_load_as_normalised_tensors(tmp_path):
     write_mnist(tmp_path, n_train=12, n_test=5)
     train = data.real_dataset(MODELS.get("mnist_cnn"), tmp_path)
-    test = data.real_dataset(MODELS.get("mnist_cnn"), tmp_path, train=False)
+    test = data.real_dataset(MODELS.get("mnist_cnn"), tmp_path, split="test")
     x, y = train[3]
     assert (len(train), len(test)) == (12, 5)
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == 3
@@ -40,7 +40,7 @@ def test_speech_commands_wav_files_become_10x10_features(tmp_path):
     write_speech_commands(tmp_path, labels=("yes", "no"), clips_per_label=3, seconds=0.7)
     spec = MODELS.get("speech_cnn")
     train = data.real_dataset(spec, tmp_path)
-    test = data.real_dataset(spec, tmp_path, train=False)
+    test = data.real_dataset(spec, tmp_path, split="test")
     assert (len(train), len(test)) == (4, 2)
     labels = sorted(train[i][1] for i in range(len(train)))
     index = data.SPEECH_COMMANDS_V001_LABELS.index
@@ -78,7 +78,7 @@ def test_without_real_data_the_synthetic_stand_in_is_used(model_spec, tmp_path):
 def test_synthetic_classes_are_separable_by_their_means(model_spec):
     """A nearest-class-mean classifier fitted on the train split beats chance on the test split."""
     train = data.synthetic_dataset(model_spec, size=20 * model_spec.num_classes)
-    test = data.synthetic_dataset(model_spec, size=200, train=False)
+    test = data.synthetic_dataset(model_spec, size=200, split="test")
     (xs, ys), (xt, yt) = train.tensors, test.tensors
     means = torch.stack([xs[ys == c].mean(0) for c in range(model_spec.num_classes)]).flatten(1)
     predicted = torch.cdist(xt.flatten(1), means).argmin(1)

@@ -58,8 +58,8 @@ def _real_setup(spec: ModelSpec, target: RealTarget, batch_size: int, seed: int,
 
     from suite.data import real_dataset
 
-    train = real_dataset(spec, data_root, train=True)
-    test = real_dataset(spec, data_root, train=False)
+    train = real_dataset(spec, data_root, split="train")
+    test = real_dataset(spec, data_root, split="test")
     loader = DataLoader(train, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     epochs = (loader for _ in range(target.max_epochs))  # each pass reshuffles from the seeded generator
@@ -74,7 +74,7 @@ def has_real_data(spec: ModelSpec, data_root) -> bool:
     from suite.data import DataUnavailableError, real_dataset
 
     try:
-        real_dataset(spec, data_root, train=False)
+        real_dataset(spec, data_root, split="test")
         return True
     except DataUnavailableError:
         return False
@@ -89,7 +89,7 @@ def choose_data(spec: ModelSpec, data: str, data_root) -> str:
     if data == "real" and not has_real_data(spec, data_root):
         from suite.data import real_dataset
 
-        real_dataset(spec, data_root, train=False)  # raises DataUnavailableError naming what is missing
+        real_dataset(spec, data_root, split="test")  # raises DataUnavailableError naming what is missing
     return data
 
 
