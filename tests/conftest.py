@@ -1,5 +1,4 @@
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -43,13 +42,17 @@ class Launch:
         return self.proc.pid
 
     def wait(self, timeout: float) -> tuple[int, str]:
-        """(exit status, stdout and stderr together); fails the test when it runs past `timeout`."""
+        """(exit status, stdout and stderr together). Past `timeout` the command is stopped and
+        the test fails; so is it when the wait itself is stopped (pytest-timeout, Ctrl-C)."""
         try:
             returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            pytest.fail(f"{shlex.join(self.command)[:120]} did not finish in {timeout:g} s:\n"
-                        f"{self.log.read_text()}")
+            pytest.fail(f"{shlex.join(self.command)[:120]} did not finish in {timeout:g} s, several "
+                        f"times what it needs: it hung. Its output:\n{self.log.read_text()}")
+        except BaseException:
+            self.stop()
+            raise
         return returncode, self.log.read_text()
 
     def stop(self) -> None:
@@ -74,10 +77,11 @@ def pytest_configure(config):
 
 
 # The `distributed` tests run on suite.distributed's pools, whose fork server spends seconds
-# importing torch. A run of whole directories whose -m admits those tests starts it here,
-# before collection, while pytest imports torch on the other core; any other run starts it
-# once collection has selected a distributed test (pytest_collection_finish: session.items is
-# then what -m and -k left, and only public pytest API is used either way).
+# importing torch. The default run (`python -m pytest`: whole directories, the -m of pyproject's
+# addopts, which admits those tests) starts it here, before collection, while pytest imports
+# torch on the other core. Any other run starts it once collection has selected a distributed
+# test (pytest_collection_finish: session.items is then exactly what -m and -k left), so no -m
+# expression is ever evaluated here.
 
 def _start_fork_server() -> None:
     from suite.distributed.pool import start_fork_server
@@ -90,31 +94,20 @@ def _whole_suite_with_distributed_tests(config) -> bool:
         return False
     if not all(os.path.isdir(arg) for arg in config.args):  # files or node ids: wait for collection
         return False
-    try:
-        return _admits_distributed(config.getoption("markexpr") or "")
-    except ValueError:  # beyond the grammar below (marker arguments): wait for collection
-        return False
+    addopts = config.getini("addopts")  # pyproject's, split into arguments: [..., "-m", "not slow", ...]
+    default_markexpr = addopts[addopts.index("-m") + 1] if "-m" in addopts else ""
+    return config.getoption("markexpr") == default_markexpr
 
 
-_MARK_WORDS = ("and", "or", "not", "(", ")")
+# `slow` tests are long work by definition (a whole quick run, asv over two commits): they get
+# this limit instead of pyproject's `timeout`, unless they carry a timeout marker of their own.
+SLOW_TIMEOUT_S = 1200
 
 
-def _admits_distributed(markexpr: str) -> bool:
-    """Whether `-m markexpr` selects a test whose one marker is `distributed` (an empty
-    expression selects everything). -m's grammar as pytest documents it is Python's boolean
-    grammar over marker names: each name becomes True or False and the expression, made of
-    nothing else, is evaluated. ValueError for anything else (marker arguments)."""
-    tokens = re.findall(r"\(|\)|[^\s()]+", markexpr)
-    if not tokens:
-        return True
-    names = [i for i, t in enumerate(tokens) if t not in _MARK_WORDS]
-    if any(not re.fullmatch(r"[\w:+\-.\[\]\\/]+", tokens[i]) or tokens[i + 1:i + 2] == ["("] for i in names):
-        raise ValueError(f"cannot read -m {markexpr!r}")  # marker(arguments), or not a marker name
-    source = " ".join(t if t in _MARK_WORDS else str(t == "distributed") for t in tokens)
-    try:
-        return bool(eval(source, {"__builtins__": {}}))  # only True, False, and, or, not, ( and )
-    except SyntaxError:
-        raise ValueError(f"cannot read -m {markexpr!r}") from None
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 def pytest_collection_finish(session):
@@ -138,11 +131,12 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture
-def launched(request) -> Launch:
+def launched(request):
     launch = request.session.stash.get(_LAUNCHES, {}).get(request.node.nodeid)
     if launch is None:
         pytest.fail("the launched fixture needs the test to be marked launch(command)")
-    return launch
+    yield launch
+    launch.stop()  # whatever the command left running, whether the test passed or not
 
 
 def _processes_left(session_id: int, timeout: float) -> list[str]:

@@ -59,8 +59,11 @@ def test_env_json_names_the_stack(capsys):
 def test_a_reader_that_stops_early_gets_no_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "suite", "list"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    proc.stdout.readline()
-    proc.stdout.close()  # like `torchsuite list | head -1`
-    err = proc.stderr.read().decode()
-    proc.wait(timeout=120)
-    assert "Traceback" not in err and "BrokenPipeError" not in err
+    try:
+        proc.stdout.readline()
+        proc.stdout.close()  # like `torchsuite list | head -1`
+        _, err = proc.communicate(timeout=120)  # reads stderr to the end, or gives up in time
+    finally:
+        proc.kill()  # a no-op once it has exited
+        proc.wait()
+    assert "Traceback" not in err.decode() and "BrokenPipeError" not in err.decode()

@@ -36,4 +36,4 @@ def test_the_plugin_does_not_import_torch_for_tests_that_do_not_need_it(pytester
     # Every pytest run of a project with torchsuite installed loads the plugin: it must cost
     # milliseconds, not torch's seconds, unless a test asks about hardware.
     pytester.makepyfile("import sys\n\ndef test_x():\n    assert 'torch' not in sys.modules\n")
-    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120).assert_outcomes(passed=1)
