@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             node = os.environ.get("GROUP_RANK", "0")
             for _, line in shared[0]:
                 print(f"{line} [node {node}]", flush=True)
+        # Every rank is done with the group before any tears it down: a destroy racing a peer
+        # still in its last collective is a known cause of torchrun jobs that hang at exit
+        # (pytorch/pytorch#75097), as one was seen to here after printing every verdict.
+        dist.barrier()
         return 1 if any(not ok for ok, _ in shared[0]) else 0
     finally:
         dist.destroy_process_group()
