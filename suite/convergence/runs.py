@@ -1,6 +1,7 @@
 """Convergence runs of registered models: their data, their loop, one record per seeded run.
 
-Record (kind "convergence"): model, device, dtype, seed, data ("real" or "synthetic"),
+Record (kind "convergence"): model, device, dtype, seed, data ("real", "synthetic" or a
+subset a package ships, "mnist5k"),
 loop, target, converged, time_to_target_s, steps_to_target, epochs_to_target, final_accuracy,
 the cap, the loss curve and the settings the run used; docs/results-format.md lists them all.
 """
@@ -12,12 +13,15 @@ from typing import Iterator
 
 import torch
 
-from suite.cases.models import ModelSpec, RealTarget, SyntheticTask
+from suite.cases.models import CASES, ModelSpec, RealTarget, SyntheticTask
 from suite.convergence.learners import LOOPS, require_dtype
 from suite.convergence.loop import run_to_target
+from suite.data import SUBSETS
 from suite.errors import SuiteError
 
-DATA_CHOICES = ("auto", "real", "synthetic")
+# auto, the model's whole dataset under the data root, the synthetic task, or a subset of real
+# data a package ships (suite.data.SUBSETS; the models that declare a target for it).
+DATA_CHOICES = ("auto", "real", "synthetic", *SUBSETS)
 DEFAULT_RUNS, QUICK_RUNS = 5, 3
 HELDOUT_BATCH = 1000  # held-out samples per forward pass: bounds the evaluation's memory
 
@@ -53,19 +57,33 @@ def _synthetic_setup(spec: ModelSpec, task: SyntheticTask, batch_size: int, seed
                                                   "max_steps": task.max_steps}
 
 
-def _real_setup(spec: ModelSpec, target: RealTarget, batch_size: int, seed: int, data_root):
+def require_subset_target(spec: ModelSpec, data: str) -> RealTarget:
+    target = require_targets(spec).subsets.get(data)
+    if target is None:
+        having = [s.name for s in CASES if s.convergence and data in s.convergence.subsets]
+        raise ConvergenceInputError(f"model {spec.name!r} has no {data} data; {data} is for "
+                                    f"{', '.join(having) or 'no model'} (pass --models)")
+    return target
+
+
+def _real_setup(spec: ModelSpec, target: RealTarget, batch_size: int, seed: int, data_root,
+                data: str = "real"):
     from torch.utils.data import DataLoader
 
-    from suite.data import real_dataset
+    from suite.data import real_dataset, subset_dataset
 
-    train = real_dataset(spec, data_root, split="train")
-    test = real_dataset(spec, data_root, split="test")
+    if data == "real":
+        train = real_dataset(spec, data_root, split="train")
+        test = real_dataset(spec, data_root, split="test")
+    else:
+        train, test = subset_dataset(data, split="train"), subset_dataset(data, split="test")
     loader = DataLoader(train, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     epochs = (loader for _ in range(target.max_epochs))  # each pass reshuffles from the seeded generator
     test_loader = DataLoader(test, batch_size=HELDOUT_BATCH)
     settings = {"target": target.accuracy, "eval_every": "epoch", "cap": {"max_epochs": target.max_epochs},
-                "dataset": spec.dataset, "train_samples": len(train), "test_samples": len(test),
+                "dataset": spec.dataset if data == "real" else data,
+                "train_samples": len(train), "test_samples": len(test),
                 "target_source": target.source, "target_measured_here": target.measured_here}
     return epochs, (lambda: test_loader), settings, {"target": target.accuracy}
 
@@ -86,6 +104,12 @@ def choose_data(spec: ModelSpec, data: str, data_root) -> str:
         raise ConvergenceInputError(f"unknown data {data!r}; valid: {', '.join(DATA_CHOICES)}")
     if data == "auto":
         return "real" if has_real_data(spec, data_root) else "synthetic"
+    if data in SUBSETS:
+        from suite.data import subset_dataset
+
+        require_subset_target(spec, data)
+        subset_dataset(data, split="test")  # raises DataUnavailableError naming what is missing
+        return data
     if data == "real" and not has_real_data(spec, data_root):
         from suite.data import real_dataset
 
@@ -112,8 +136,12 @@ def train_to_target(spec: ModelSpec, *, device: torch.device, dtype: str = "floa
     elif data == "real":
         epochs, heldout, settings, loop_args = _real_setup(spec, real_target or targets.real, batch_size, seed,
                                                            data_root)
+    elif data in SUBSETS:
+        epochs, heldout, settings, loop_args = _real_setup(
+            spec, real_target or require_subset_target(spec, data), batch_size, seed, data_root, data=data)
     else:
-        raise ConvergenceInputError(f"data must be 'real' or 'synthetic', not {data!r}")
+        raise ConvergenceInputError(f"data must be 'real', 'synthetic' or one of {', '.join(SUBSETS)}, "
+                                    f"not {data!r}")
     learner = LOOPS[loop](spec, device, dtype, seed)
     outcome = run_to_target(learner, epochs, heldout, device=device, **loop_args)
     return {"kind": "convergence", "model": spec.name, "device": device.type, "dtype": dtype,
@@ -133,7 +161,7 @@ class Job:
     """One planned run: which model, on which data, with which seed."""
 
     spec: ModelSpec
-    data: str  # "real" or "synthetic"
+    data: str  # "real", "synthetic" or a subset's name
     seed: int
 
     def estimate_s(self) -> float:

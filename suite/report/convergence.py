@@ -61,7 +61,7 @@ def runs_table(loaded) -> pd.DataFrame:
                          "converged": bool(r.get("converged")),
                          "time to target (s)": _rounded(r.get("time_to_target_s"), 3),
                          "steps to target": r.get("steps_to_target"),
-                         "epochs to target": r.get("epochs_to_target") if data == "real" else None,
+                         "epochs to target": r.get("epochs_to_target") if data != "synthetic" else None,
                          "final accuracy": _rounded(r.get("final_accuracy"), 4), "target": r.get("target"),
                          "steps run": r.get("steps_run")})
     frame = pd.DataFrame(rows)
