@@ -8,6 +8,9 @@ builds side by side) timing this checkout's code. Rounds alternate fresh process
 ..., each timing every figure (suite.timing.processes), so that the machine's slow minutes fall
 on both sides alike. Each side's figures are merged across its processes and written as a
 results file; the verdicts are `torchsuite compare`'s (suite.report.compare) on those two files.
+`torchsuite bisect` (suite.bisect) runs its sessions with the same pieces: Checkouts (worktrees
+made as needed), time_interleaved (rounds that can go on where an earlier session stopped) and
+write_sides.
 """
 from __future__ import annotations
 
@@ -23,33 +26,68 @@ from suite.timing.processes import Interpreter, WorkerError, WorkerProcess, code
 DEFAULT_ROUNDS = 4
 
 
-@contextlib.contextmanager
-def builds_from_refs(base: str, new: str, repo: str | None = None):
-    """(base, new) Interpreters running this Python on worktrees of two git refs; removed after."""
-    repo_path = Path(repo or code_root()).resolve()
-    if not (repo_path / ".git").exists():
-        raise SuiteError(f"{repo_path} is not a git checkout (--repo)")
-    scratch = Path(tempfile.mkdtemp(prefix="torchsuite-ab-"))
-    trees = []
-    try:
-        for side, ref in (("base", base), ("new", new)):
-            tree = scratch / side
-            done = subprocess.run(["git", "-C", str(repo_path), "worktree", "add", "--detach", str(tree), ref],
+class Checkouts:
+    """Worktrees of one git repository's commits, each made when first asked for, all removed on
+    close (`with Checkouts(repo) as checkouts:`), whatever happened meanwhile."""
+
+    def __init__(self, repo: str | None = None):
+        self.repo = Path(repo or code_root()).resolve()
+        if not (self.repo / ".git").exists():
+            raise SuiteError(f"{self.repo} is not a git checkout (--repo)")
+        self.scratch: Path | None = None
+        self.trees: dict[str, Path] = {}
+
+    def commit(self, ref: str) -> str:
+        """The full commit hash `ref` names; SuiteError when it names none."""
+        done = subprocess.run(["git", "-C", str(self.repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True)
+        if done.returncode != 0 or not done.stdout.strip():
+            raise SuiteError(f"unknown git ref {ref!r} in {self.repo}")
+        return done.stdout.strip()
+
+    def tree(self, ref: str, name: str | None = None) -> Path:
+        """A detached worktree of `ref` (one per commit, made once)."""
+        commit = _git(self.repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") or ref
+        if commit not in self.trees:
+            if self.scratch is None:
+                self.scratch = Path(tempfile.mkdtemp(prefix="torchsuite-ab-"))
+            tree = self.scratch / (name or commit[:12])
+            done = subprocess.run(["git", "-C", str(self.repo), "worktree", "add", "--detach", str(tree), commit],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["git worktree failed"])[-1]
-                raise SuiteError(f"cannot check out {ref!r} of {repo_path}: {last}")
-            trees.append(tree)
-            if not (tree / "suite" / "timing" / "worker.py").exists():
+                raise SuiteError(f"cannot check out {ref!r} of {self.repo}: {last}")
+            self.trees[commit] = tree
+        return self.trees[commit]
+
+    def close(self) -> None:
+        for tree in self.trees.values():
+            subprocess.run(["git", "-C", str(self.repo), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True)
+        self.trees.clear()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def __enter__(self) -> "Checkouts":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def builds_from_refs(base: str, new: str, repo: str | None = None):
+    """(base, new) Interpreters running this Python on worktrees of two git refs; removed after."""
+    with Checkouts(repo) as checkouts:
+        trees = []
+        for side, ref in (("base", base), ("new", new)):
+            trees.append(checkouts.tree(ref, side))
+            if not (trees[-1] / "suite" / "timing" / "worker.py").exists():
                 raise SuiteError(f"{ref!r} has no suite/timing/worker.py: it predates torchsuite ab")
-        commits = [_git(repo_path, "rev-parse", ref) for ref in (base, new)]
+        commits = [_git(checkouts.repo, "rev-parse", ref) for ref in (base, new)]
         yield tuple(Interpreter(cwd=str(tree), label=f"{ref} ({commit[:10]})")
                     for tree, ref, commit in zip(trees, (base, new), commits))
-    finally:
-        for tree in trees:
-            subprocess.run(["git", "-C", str(repo_path), "worktree", "remove", "--force", str(tree)],
-                           capture_output=True)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -85,14 +123,21 @@ def figure_requests(models: list[str] | None, device: str, setups: list[str], th
 def run_ab(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int, out_dir,
            say=lambda line: None) -> tuple[Path, Path]:
     """Time both builds in alternating fresh processes; the two results files (base, new)."""
-    from suite.environment import capture
-    from suite.results import ResultsStore
+    collected = time_interleaved(base, new, requests, rounds, say)
+    return write_sides(collected, {"base": base, "new": new}, out_dir)
 
+
+def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int,
+                     say=lambda line: None, collected: dict | None = None) -> dict:
+    """{"base"|"new": {figure: [one record per process]}, "rounds": n} after `rounds` rounds of one
+    fresh process per build, A B then B A. With `collected` (an earlier call's, same builds), the
+    rounds go on where those stopped and their processes are added to it."""
     if rounds < 2:
         raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {rounds}")
     sides = {"base": base, "new": new}
-    collected = {side: {r["figure"]: [] for r in requests} for side in sides}
-    for round_index in range(rounds):
+    collected = collected or {"rounds": 0, **{side: {r["figure"]: [] for r in requests} for side in sides}}
+    done = collected["rounds"]
+    for round_index in range(done, done + rounds):
         order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
         for side in order:
             worker = WorkerProcess(round_order(requests, round_index), sides[side])
@@ -104,7 +149,16 @@ def run_ab(base: Interpreter, new: Interpreter, requests: list[dict], rounds: in
                         say(f"{side} round {round_index + 1}: {request['figure']}: {err}")
             finally:
                 worker.close()
-        say(f"round {round_index + 1} of {rounds} done ({' then '.join(order)})")
+        collected["rounds"] = round_index + 1
+        say(f"round {round_index + 1} of {done + rounds} done ({' then '.join(order)})")
+    return collected
+
+
+def write_sides(collected: dict, sides: dict[str, Interpreter], out_dir) -> tuple[Path, Path]:
+    """Each side's figures merged across its processes, as a results file under out_dir/<side>/."""
+    from suite.environment import capture
+    from suite.results import ResultsStore
+
     paths = []
     for side, interpreter in sides.items():
         merged = merge_figures(collected[side])
@@ -114,7 +168,8 @@ def run_ab(base: Interpreter, new: Interpreter, requests: list[dict], rounds: in
         first = next(iter(merged.values()))
         machine.update(torch=first.get("torch"), suite_commit=interpreter.label)
         store = ResultsStore(Path(out_dir) / side, machine, run={"ab": side, "build": interpreter.label,
-                                                                  "python": interpreter.python, "rounds": rounds})
+                                                                  "python": interpreter.python,
+                                                                  "rounds": collected["rounds"]})
         for figure, record in merged.items():
             store.add({**record, "figure": figure})
         store.finish("complete")

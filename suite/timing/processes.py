@@ -202,9 +202,9 @@ def merge_processes(records: list[dict], log_sd: float | None) -> dict:
         "canary_before_s": statistics.median(r["canary_before_s"] for r in records),
         "canary_after_s": statistics.median(r["canary_after_s"] for r in records),
         "peak_mem_bytes": max(r["peak_mem_bytes"] for r in records),
-        "throughput": first["throughput"] * scale,
-        "achieved_flops_per_s": first["achieved_flops_per_s"] * scale,
-        "peak_fraction": first["peak_fraction"] * scale,
+        # rates follow the median; a figure without FLOPs (a user's function) has None
+        **{rate: first[rate] * scale if first.get(rate) is not None else None
+           for rate in ("throughput", "achieved_flops_per_s", "peak_fraction")},
     }
     for key in ("compile_cold_s", "compile_warm_s"):
         values = [r[key] for r in records if r.get(key) is not None]

@@ -97,14 +97,15 @@ class ProcessMeasurement:
     compile_times: CompileTimes | None = None  # the compile setups only
 
 
-def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasurement, flops: int,
-                 calibration: dict) -> dict:
+def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasurement, flops: int | None,
+                 calibration: dict | None) -> dict:
+    """flops and calibration None: a figure without them (a user's function, suite.timing.function)."""
     sampling, trust = measured.sampling, measured.trust
     summary = summarize(sampling.samples)
     flags = figure_flags(noisy=summary["noisy"], sampling=sampling, trust=trust, options=options)
     global_batch = options.batch_size * options.world_size
-    achieved = flops / summary["median_s"]
-    peak_total = calibration["flops_per_s"] * options.peak_devices
+    achieved = flops / summary["median_s"] if flops is not None else None
+    peak_total = calibration["flops_per_s"] * options.peak_devices if calibration else None
     return {
         "kind": KIND,
         "model": model,
@@ -142,7 +143,7 @@ def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasure
         "flops": flops,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak_total,
-        "peak_fraction": achieved / peak_total,
+        "peak_fraction": achieved / peak_total if achieved is not None and peak_total else None,
         "peak_calibration": calibration,
         "scaling_efficiency": None,
         "compile_backend": options.compile_backend,

@@ -1,7 +1,8 @@
 """`python -m suite.timing.worker`: time figures in this fresh interpreter and print their records.
 
-Reads one JSON object on stdin, {"requests": [{"model", "mode", "kwargs"}, ...]}, times them
-in order with time_model and writes one JSON line per request to stdout as soon as it is done:
+Reads one JSON object on stdin, {"requests": [{"model", "mode", "kwargs"}, ...]} (or, for a
+user's benchmark function, {"function": "module:function", "kwargs"}), times them in order with
+time_model (time_function) and writes one JSON line per request to stdout as soon as it is done:
 {"index": i, "record": {...}} or {"index": i, "error": "one line", "traceback": "..."}. Nothing
 else goes to stdout (Python's own prints are sent to stderr), so that the parent can read it
 line by line. A DDP figure's pool lives until the next request needs another one.
@@ -19,19 +20,30 @@ def pool_key(request: dict) -> tuple | None:
     return (kwargs["setup"], kwargs.get("world_size")) if str(kwargs.get("setup", "")).endswith("-ddp") else None
 
 
+def time_request(request: dict) -> dict:
+    """A registered model's figure ({"model", "mode", "kwargs"}) or a user's function's
+    ({"function": "module:function", "kwargs"}: suite.timing.function)."""
+    if "function" in request:
+        from suite.timing.function import time_function
+
+        return time_function(request["function"], **request["kwargs"])
+    from suite.timing.core import time_model
+
+    return time_model(request["model"], mode=request["mode"], **request["kwargs"])
+
+
 def main() -> int:
     protocol = sys.stdout
     sys.stdout = sys.stderr
     from suite.distributed.pool import close_shared_pools
     from suite.errors import one_line
     from suite.results import json_ready
-    from suite.timing.core import time_model
 
     requests = json.load(sys.stdin)["requests"]
     try:
         for index, request in enumerate(requests):
             try:
-                answer = {"record": time_model(request["model"], mode=request["mode"], **request["kwargs"])}
+                answer = {"record": time_request(request)}
             except Exception as err:  # one broken figure is an answer, not the end of the round
                 answer = {"error": one_line(err), "traceback": traceback.format_exc()}
             following = requests[index + 1] if index + 1 < len(requests) else None
