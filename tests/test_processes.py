@@ -135,3 +135,11 @@ def test_a_worker_that_hangs_is_killed_with_its_children(tmp_path, monkeypatch):
 def test_an_interpreter_that_does_not_exist_is_a_one_line_error():
     with pytest.raises(WorkerError, match="cannot start"):
         WorkerProcess([], Interpreter(python=os.path.join(sys.prefix, "no-such-python")))
+
+
+def test_a_figure_faster_than_the_calibrated_peak_is_flagged_on_its_merged_fraction():
+    # peak_fraction 0.001 / median_s: 0.95 at 1.053 ms, 1.05 at 0.952 ms; the merge takes the median process
+    below = merge_processes([process_record(0.00108), process_record(0.00105), process_record(0.00090)], 0.05)
+    above = merge_processes([process_record(0.00098), process_record(0.00094), process_record(0.00120)], 0.05)
+    assert below["peak_fraction"] < 1 and "above_peak" not in below["flags"]
+    assert above["peak_fraction"] > 1 and "above_peak" in above["flags"]

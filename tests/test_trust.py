@@ -74,8 +74,11 @@ def test_each_flag_comes_from_its_own_evidence():
     assert few.stop_reason == "time_cap" and len(few.samples) < capped.min_samples
     assert figure_flags(noisy=False, sampling=few, trust=quiet, options=capped) == ["few_samples", "one_process"]
     disturbed = replace(trust, contended=True, drift=True, throttled=True)
-    every = figure_flags(noisy=True, sampling=few, trust=disturbed, options=replace(capped, quick=True))
+    every = figure_flags(noisy=True, sampling=few, trust=disturbed, options=replace(capped, quick=True),
+                         peak_fraction=1.02)
     assert every == list(FLAGS)
+    # a figure at most at the calibrated peak is no finding; beyond it, the peak was never the limit
+    assert "above_peak" not in figure_flags(noisy=False, sampling=sampling, trust=quiet, options=roomy, peak_fraction=1.0)
 
 
 def test_every_quick_record_has_five_samples_a_flags_list_and_its_settings():

@@ -29,7 +29,13 @@ from suite.timing.machine_state import throttle_counters, throttled_between
 from suite.timing.measure import Sampling, measure
 from suite.timing.options import DDP_SETUPS, TimingOptions
 
-FLAGS = ("noisy", "contended", "drift", "few_samples", "throttled", "quick", "one_process")
+FLAGS = ("noisy", "contended", "drift", "few_samples", "throttled", "above_peak", "quick", "one_process")
+
+
+def above_peak(peak_fraction: float | None) -> bool:
+    """A figure faster than the calibrated peak: that peak was never the hardware's limit (a
+    matmul of one size, one dtype), so the fraction is flagged rather than printed as a fact."""
+    return peak_fraction is not None and peak_fraction > 1.0
 
 
 @dataclass(frozen=True)
@@ -95,9 +101,10 @@ def measure_figure(step: Callable[[], None], *, options: TimingOptions, devices:
     return sampling, trust
 
 
-def figure_flags(*, noisy: bool, sampling: Sampling, trust: Trust, options: TimingOptions) -> list[str]:
+def figure_flags(*, noisy: bool, sampling: Sampling, trust: Trust, options: TimingOptions,
+                 peak_fraction: float | None = None) -> list[str]:
     """The flags of one process's figure, in FLAGS order (suite.timing.processes merges processes)."""
     present = {"noisy": noisy, "contended": trust.contended, "drift": trust.drift,
                "few_samples": len(sampling.samples) < options.min_samples, "throttled": trust.throttled,
-               "quick": options.quick, "one_process": True}
+               "above_peak": above_peak(peak_fraction), "quick": options.quick, "one_process": True}
     return [flag for flag in FLAGS if present[flag]]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.errors import SuiteError
-from suite.timing.figure import FLAGS
+from suite.timing.figure import FLAGS, above_peak
 from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, typical_log_variance
 
 PROCESSES, QUICK_PROCESSES = 4, 3
@@ -43,7 +43,7 @@ INTERPRETER_START_S = 3.0
 PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps", "warmup_s",
                "stop_reason", "attempts", "flags", "canary_before_s", "canary_after_s", "peak_mem_bytes")
 # A process's flags that its figure keeps; noisy, quick and one_process are the figure's own to say.
-PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "quick", "one_process"))
+PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "above_peak", "quick", "one_process"))
 DISTURBED = {"contended", "drift", "throttled"}
 
 
@@ -189,6 +189,7 @@ def merge_processes(records: list[dict], log_sd: float | None) -> dict:
     flags = {"noisy": noisy, **{f: f in seen for f in PROCESS_FLAGS},
              "quick": bool(first.get("quick")), "one_process": len(records) == 1}
     scale = first["median_s"] / median  # throughput and FLOP/s follow the figure's median
+    flags["above_peak"] = above_peak(first["peak_fraction"] * scale if first.get("peak_fraction") is not None else None)
     merged = {
         **first,
         "median_s": median, "iqr_s": iqr, "iqr_fraction": iqr / median, "noisy": noisy,

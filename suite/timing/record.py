@@ -102,10 +102,12 @@ def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasure
     """flops and calibration None: a figure without them (a user's function, suite.timing.function)."""
     sampling, trust = measured.sampling, measured.trust
     summary = summarize(sampling.samples)
-    flags = figure_flags(noisy=summary["noisy"], sampling=sampling, trust=trust, options=options)
     global_batch = options.batch_size * options.world_size
     achieved = flops / summary["median_s"] if flops is not None else None
     peak_total = calibration["flops_per_s"] * options.peak_devices if calibration else None
+    peak_fraction = achieved / peak_total if achieved is not None and peak_total else None
+    flags = figure_flags(noisy=summary["noisy"], sampling=sampling, trust=trust, options=options,
+                         peak_fraction=peak_fraction)
     return {
         "kind": KIND,
         "model": model,
@@ -143,7 +145,7 @@ def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasure
         "flops": flops,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak_total,
-        "peak_fraction": achieved / peak_total if achieved is not None and peak_total else None,
+        "peak_fraction": peak_fraction,
         "peak_calibration": calibration,
         "scaling_efficiency": None,
         "compile_backend": options.compile_backend,
