@@ -70,9 +70,15 @@ def _cmd_run(args) -> int:
         return _dry_run(args, models)
     path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
                      report_dir=args.report_dir, machine_name=args.machine_name,
-                     convergence=not args.no_convergence)
+                     convergence=not args.no_convergence, limit_names=_limit_names(args))
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
     return 0
+
+
+def _limit_names(args) -> list[str] | None:
+    if args.limits is None:
+        return None
+    return [] if args.limits == "none" else [n.strip() for n in args.limits.split(",") if n.strip()]
 
 
 def _dry_run(args, models) -> int:
@@ -80,7 +86,7 @@ def _dry_run(args, models) -> int:
     from suite.runner import describe_plan, make_plan
 
     devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick,
-                                  convergence=not args.no_convergence)
+                                  convergence=not args.no_convergence, limit_names=_limit_names(args))
     rows = describe_plan(steps)
     total = sum(r["estimate_s"] for r in rows)
     if args.json:
@@ -173,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
+    p.add_argument("--limits", default=None,
+                   help="comma-separated machine limits to measure, or none (default every one; `list --kind limit`)")
     p.add_argument("--no-convergence", action="store_true",
                    help="leave out the time-to-accuracy runs (synthetic data; see `torchsuite converge`)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated times; run and write nothing")

@@ -31,6 +31,8 @@ class TimingApi:
     iter_setups: Callable[..., Iterable]  # (devices, quick, models) -> cases with model, mode, kwargs, skip_reason
     attach_scaling_efficiency: Callable[[list[dict]], object] = lambda records: records
     processes: Callable[[bool], int] | None = None  # (quick) -> fresh processes a figure; None: the suite's
+    # (limit name, device, quick) -> `limit` records (suite.timing.limits); None: no limits step
+    measure_limit: Callable[[str, str, bool], Iterable[dict]] | None = None
 
 
 def _processes_for(api: TimingApi, quick: bool) -> int:
@@ -41,18 +43,20 @@ def _processes_for(api: TimingApi, quick: bool) -> int:
 
 def default_timing_api() -> TimingApi:
     from suite.timing import plan, processes
+    from suite.timing.limits import measure_limit
     from suite.timing.peak import calibrate_peak, peak_dtype_for
 
     def calibrate(device: str, quick: bool) -> dict:
         # The calibration time_model itself will use (same dtype rule, same cache key), measured up front.
         return calibrate_peak(device, peak_dtype_for(device, PEAK_MODEL_DTYPE), quick=quick)
 
-    return TimingApi(processes.WorkerProcess, calibrate, plan.iter_setups, plan.attach_scaling_efficiency)
+    return TimingApi(processes.WorkerProcess, calibrate, plan.iter_setups, plan.attach_scaling_efficiency,
+                     measure_limit=measure_limit)
 
 
 @dataclass(frozen=True)
 class PlanStep:
-    kind: str  # "calibration", "conformance", "timing" or "skip": the progress estimate groups by it
+    kind: str  # "calibration", "limits", "conformance", "timing" or "skip": the progress estimate groups by it
     label: str
     produce: Callable[[], Iterable[dict]]
     context: dict  # what an error record says the step was
@@ -213,9 +217,25 @@ def _calibration_step(api: TimingApi, device: str, quick: bool) -> PlanStep:
                 {"stage": "calibration", "device": device}, 1.0 if quick else 3.0)
 
 
+def _limit_steps(api: TimingApi, device: str, quick: bool, names: list[str] | None) -> list[PlanStep]:
+    """One step per limit of suite.cases.limits; one that does not apply to the device yields a skip."""
+    from suite.cases.limits import CASES as LIMITS
+
+    if api.measure_limit is None:
+        return []
+    return [PlanStep("limits", f"limit {spec.name} on {device}",
+                     lambda s=spec: api.measure_limit(s.name, device, quick),
+                     {"stage": "limits", "limit": spec.name, "device": device},
+                     spec.estimate_s[0 if quick else 1] if device in spec.devices else 0.0,
+                     pool_key=("limits", device) if spec.name == "collectives" else None)
+            for spec in LIMITS.select(names)]
+
+
 def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[VerdictSource],
-         timing: TimingApi, convergence: bool = False) -> list[PlanStep]:
+         timing: TimingApi, convergence: bool = False, limit_names: list[str] | None = None) -> list[PlanStep]:
     steps = [_calibration_step(timing, device, quick) for device in devices]
+    # Beside the calibrations, before anything of the suite's own runs: they use every core too.
+    steps += [step for device in devices for step in _limit_steps(timing, device, quick, limit_names)]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
     steps += _timing_steps(timing, list(timing.iter_setups(devices, quick, [spec.name for spec in models])), quick)
     if convergence:  # last: training runs use every core, like the timings, and take longest per step
@@ -276,15 +296,17 @@ def _summary(records: list[dict]) -> str:
     flagged = sum(bool(set(r.get("flags") or []) - {"quick"}) for r in records if r.get("kind") == "timing")
     converged = sum(bool(r.get("converged")) for r in records if r.get("kind") == "convergence")
     return (f"{len(verdicts) - failed} checks passed, {failed} failed, {count('error')} errors, "
-            f"{count('timing')} timings ({flagged} flagged), {count('skipped')} skipped"
+            f"{count('timing')} timings ({flagged} flagged), {count('limit')} limits, {count('skipped')} skipped"
             + (f", {converged}/{count('convergence')} convergence runs reached their target"
                if count("convergence") else ""))
 
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
-              convergence: bool = False):
-    """(devices, models, steps) of a run; a bad model name or absent device raises here.
+              convergence: bool = False, limit_names: list[str] | None = None):
+    """(devices, models, steps) of a run; a bad model or limit name or absent device raises here.
+
+    `limit_names`: the limits to measure (suite.cases.limits; None: every one, [] none).
 
     `convergence` adds the time-to-accuracy runs (the CLI's `run` does; off here by default, so that
     a caller after timings or checks alone does not pay for training runs)."""
@@ -295,28 +317,30 @@ def make_plan(*, device_request: str = "all", model_names: list[str] | None = No
     models = CASES.select(model_names)
     if verdict_sources is None:
         from suite.conformance.sources import VERDICT_SOURCES as verdict_sources
-    steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api(), convergence)
+    steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api(), convergence,
+                 limit_names)
     return devices, models, steps
 
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               out_dir="results", report_dir="reports", machine_name: str | None = None,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
-              stream=None, convergence: bool = False) -> Path:
+              stream=None, convergence: bool = False, limit_names: list[str] | None = None) -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
     from suite.environment import capture
     from suite.timing.machine_state import snapshot
 
     timing = timing or default_timing_api()
     devices, models, steps = make_plan(device_request=device_request, model_names=model_names, quick=quick,
-                                       verdict_sources=verdict_sources, timing=timing, convergence=convergence)
+                                       verdict_sources=verdict_sources, timing=timing, convergence=convergence,
+                                       limit_names=limit_names)
     stream = stream if stream is not None else sys.stderr
     store = ResultsStore(out_dir, capture(machine_name), run={
         "devices": devices, "models": [m.name for m in models], "quick": quick,
         "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance")),
         "convergence": convergence,
         "machine_state": {"start": snapshot(), "end": None}})
-    calibrations = [s for s in steps if s.kind == "calibration"]
+    calibrations = [s for s in steps if s.kind in ("calibration", "limits")]  # the plan's first steps
     rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
     progress.note(f"writing results to {store.path}")

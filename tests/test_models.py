@@ -61,7 +61,8 @@ def test_a_name_cannot_be_declared_twice():
 # One case of each kind, picked by hand from the declarations in suite/cases/.
 ONE_CASE_OF_EACH_KIND = {"model": "mnist_cnn", "defect": "mnist_fc1_input_size", "op": "conv2d",
                          "function": "saved_input", "torch_function": "checkpoint_reentrant",
-                         "parallel": "mnist_cnn_w2", "variant": "cpu-ddp", "compile": "mnist_cnn_aot_eager_train"}
+                         "parallel": "mnist_cnn_w2", "variant": "cpu-ddp", "compile": "mnist_cnn_aot_eager_train",
+                         "limit": "gemm"}
 
 
 def test_every_kind_reads_the_registry_that_declares_its_cases():

@@ -29,7 +29,7 @@ def two_verdicts(device, quick):
 
 
 # Two processes a figure (the run's quick plan takes three): an interval, at less cost.
-TWO_PROCESSES = replace(default_timing_api(), processes=lambda quick: 2)
+TWO_PROCESSES = replace(default_timing_api(), processes=lambda quick: 2, measure_limit=None)  # limits: test_limits.py
 
 
 @pytest.fixture(scope="module")

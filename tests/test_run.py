@@ -51,8 +51,10 @@ def only_file(directory):
 # above pyproject's, and its own wait ends first, failing with the run's output.
 @pytest.mark.timeout(600)
 def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
+    # One cheap limit, end to end; the rest are tests/test_limits.py's.
     proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--out", str(tmp_path / "results"),
-                   "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box", timeout=540)
+                   "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box", "--limits", "launch_latency",
+                   timeout=540)
     assert proc.returncode == 0, proc.stderr
     data = results.load(only_file(tmp_path / "results"))
     assert data["status"] == "complete" and data["machine"]["name"] == "ci box"
@@ -60,6 +62,9 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     timings = [r for r in data["records"] if r["kind"] == "timing"]
     assert {r["model"] for r in timings} == {"speech_cnn"}
     assert {"cpu", "cpu-ddp"} <= {r["setup"] for r in timings}
+    assert [(r["limit"], r["variant"], r["unit"]) for r in data["records"] if r["kind"] == "limit"] == [
+        ("launch_latency", "wall", "us")]
+    assert "## Machine limits" in (tmp_path / "report" / "report.md").read_text()
     assert all(r["samples"] and r["median_s"] > 0 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
     convergence = [r for r in data["records"] if r["kind"] == "convergence"]
@@ -88,8 +93,9 @@ def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
     from suite.runner import default_timing_api, plan
 
     steps = plan(["cpu"], CASES.select(["speech_cnn"]), True, VERDICT_SOURCES, default_timing_api())
-    on_pool = {(s.kind, s.context.get("source") or s.context.get("setup")) for s in steps if s.uses_worker_pool}
-    assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts")}
+    on_pool = {(s.kind, s.context.get("source") or s.context.get("setup") or s.context.get("limit"))
+               for s in steps if s.uses_worker_pool}
+    assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts"), ("limits", "collectives")}
     # DDP timings start their pools in the fresh worker processes that time them, not in the run's
     assert ("timing", "cpu-ddp") in {(s.kind, s.context.get("setup")) for s in steps}
 

@@ -20,6 +20,7 @@ _KIND_MODULES = {
     "parallel": "parallel",
     "variant": "variants",
     "compile": "compile",
+    "limit": "limits",  # the machine's limits: GEMM, memory bandwidth, launch latency, copies, collectives
 }
 
 

@@ -76,3 +76,40 @@ def peaks(loaded) -> pd.DataFrame:
             rows.append({"machine": m.machine_name, **p,
                          "GFLOP/s": round(flops / 1e9, 1) if isinstance(flops, (int, float)) else None})
     return pd.DataFrame(rows).reindex(columns=PEAK_COLUMNS) if rows else pd.DataFrame(columns=PEAK_COLUMNS)
+
+
+LIMIT_COLUMNS = ["machine", "device", "limit", "variant", "size", "value", "unit", "flags"]
+LIMITS_TEXT = ("Measured by the timing core on each machine (suite.timing.limits; docs/limits.md). gemm: the "
+               "best n x n matmul of the sweep; memory_bandwidth: STREAM copy and triad over buffers beyond the "
+               "last-level cache; launch_latency: one tiny op; collectives: nccl-tests' busbw over 2 ranks at the "
+               "largest size measured (algbw and every size are in the results file). A flag says to repeat the "
+               "figure before trusting it.")
+
+
+def _size(record: dict) -> str:
+    size = record.get("size")
+    if not isinstance(size, (int, float)) or record.get("limit") in ("gemm", "launch_latency"):
+        return "" if size is None else str(size)
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"
+
+
+def limits(loaded) -> pd.DataFrame:
+    """The machine-limits table: one row per machine, device, limit and variant (collectives at their
+    largest size); a later file's record of the same row stands."""
+    rows: dict[tuple, dict] = {}
+    for m in loaded:
+        for r in m.limits:
+            key = (m.machine_name, r.get("device"), r.get("limit"), r.get("variant"))
+            if r.get("limit") == "collectives" and key in rows and (r.get("size") or 0) < rows[key]["_size"]:
+                continue
+            value = r.get("value")
+            rows[key] = {"machine": m.machine_name, "device": r.get("device"), "limit": r.get("limit"),
+                         "variant": r.get("variant"), "size": _size(r),
+                         "value": f"{value:.4g}" if isinstance(value, (int, float)) else "n/a",
+                         "unit": r.get("unit", ""), "flags": ", ".join(r.get("flags") or []),
+                         "_size": r.get("size") or 0}
+    frame = pd.DataFrame(list(rows.values()), columns=[*LIMIT_COLUMNS, "_size"])
+    return frame.drop(columns=["_size"])

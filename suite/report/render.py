@@ -100,6 +100,9 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                        "\n\nIncomplete runs (interrupted or still running; their finished records are shown): "
                        + ", ".join(incomplete) if incomplete else ""),
                    summary(loaded, comp, checks, machines), index=False)]
+    machine_limits = machine_facts.limits(loaded)
+    if len(machine_limits):
+        out.append(Section("Machine limits", machine_facts.LIMITS_TEXT, machine_limits, index=False))
     if len(comp) and len(machines) > 1:
         out.append(Section("Geometric mean speedup across models", "", _flat(tables.geometric_means(comp, machines)),
                            index=False))
@@ -147,7 +150,7 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
               for m in loaded for e in m.errors]
     if errors:
         out.append(Section("Errors during the runs", "", pd.DataFrame(errors), index=False))
-    skipped = [{"machine": m.machine_name, "model": k.get("model", ""), "mode": k.get("mode", ""),
+    skipped = [{"machine": m.machine_name, "model": k.get("model", k.get("limit", "")), "mode": k.get("mode", ""),
                 "setup": k.get("setup", ""), "world_size": k.get("world_size", 1), "reason": k.get("reason", "")}
                for m in loaded for k in m.skipped]
     if skipped:

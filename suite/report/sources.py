@@ -31,6 +31,7 @@ class MachineResults:
     peaks: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     convergence: list[dict] = field(default_factory=list)  # time-to-accuracy runs (suite.convergence)
+    limits: list[dict] = field(default_factory=list)  # the machine's limits (suite.timing.limits)
 
 
 def _from_torchsuite(data: dict, source: str) -> MachineResults:
@@ -39,7 +40,7 @@ def _from_torchsuite(data: dict, source: str) -> MachineResults:
     loaded = MachineResults(machine["name"], machine, source, "torchsuite",
                             status=data.get("status", "complete"), peaks=list(data.get("peaks", [])))
     by_kind = {"timing": loaded.timings, "conformance": loaded.verdicts, "error": loaded.errors,
-               "skipped": loaded.skipped, "convergence": loaded.convergence}
+               "skipped": loaded.skipped, "convergence": loaded.convergence, "limit": loaded.limits}
     for record in data["records"]:
         if isinstance(record, dict) and record.get("kind") in by_kind:
             by_kind[record["kind"]].append(record)

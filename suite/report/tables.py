@@ -308,6 +308,6 @@ def _plain(row: dict) -> dict:
 
 
 def require_records(loaded) -> None:
-    if not any(m.timings or m.verdicts or m.errors for m in loaded):
+    if not any(m.timings or m.verdicts or m.errors or m.limits for m in loaded):
         sources = ", ".join(m.source for m in loaded)
         raise EmptyResultsError(f"no timing or conformance records in {sources}")
