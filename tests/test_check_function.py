@@ -194,3 +194,26 @@ def test_the_pytest_fixture_fails_a_test_with_the_table(pytester):
 @pytest.mark.gpu
 def test_function_verdicts_pass_on_cuda():
     assert [r for r in verdicts("cuda", quick=False) if not r["passed"]] == []
+
+
+class _Opaque(Function):
+    """x**2 whose forward dynamo must not trace (as for a kernel of a C++ extension)."""
+
+    @staticmethod
+    @torch.compiler.disable
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def test_a_function_that_runs_eagerly_under_compile_is_not_compiled_not_a_pass():
+    report = check_function(_Opaque, (torch.randn(3, dtype=torch.float64, requires_grad=True),))
+    compiled = report.check("compile")
+    assert compiled.verdict == "not_compiled" and "the backend received no graph" in compiled.detail
+    assert not report.passed and report.failures() == [] and report.not_compiled() == ["compile"]
+    assert "NOT COMPILED compile" in str(report) and "FAILS" not in str(report)

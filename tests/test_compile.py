@@ -27,18 +27,30 @@ NO_CXX = shutil.which("g++") is None and shutil.which("c++") is None
 
 
 def _marks(case):
-    if case.backend != "inductor":
-        return []
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
-    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")]
-    # Its first compile in a process takes 10 to 17 s here: the cases declare which are `slow`
-    # (the default run keeps the dropout cases, inductor's random-number divergence both ways).
+    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")] \
+        if case.backend == "inductor" else []
+    # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds
+    # under any backend: the cases declare which are `slow` (the default run keeps the dropout
+    # cases, inductor's random-number divergence both ways).
     return marks + ([pytest.mark.slow] if case.slow else [])
+
+
+_REPORTS = {}
+
+
+def _checked(case, device="cpu"):
+    """check_case, once per case and test run: the records test below reuses the reports of the
+    declared cases' tests (each check compiles twice, for two batch sizes) instead of checking
+    every quick case again."""
+    if (case.name, device) not in _REPORTS:
+        _REPORTS[case.name, device] = check_case(case, device)
+    return _REPORTS[case.name, device]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
 def test_declared_case_reaches_its_verdict(case):
-    report = check_case(case)
+    report = _checked(case)
     passed, detail = judge(case, report)
     assert passed, f"{detail}\n{report}"
 
@@ -106,7 +118,37 @@ def raises_while_compiling(gm, example_inputs):
     raise NotImplementedError("no kernel for aten::addmm on this device")
 
 
-def _lenet(backend, steps=2, **kwargs):
+def _gelu_as_tanh(graph):
+    for node in graph.nodes:
+        if node.target is torch.ops.aten.gelu.default:
+            node.kwargs = {**node.kwargs, "approximate": "tanh"}
+
+
+_eager_graphs = aot_autograd(fw_compiler=lambda gm, example_inputs: gm, bw_compiler=lambda gm, example_inputs: gm)
+_gelu_lowered_as_tanh = _rewrite_forward(_gelu_as_tanh)
+
+
+def gelu_as_tanh_when_dynamic(gm, example_inputs):
+    """GELU lowered to its tanh approximation only in a graph with a symbolic shape (a SymInt
+    among its inputs): right for every static shape, wrong once dynamo goes dynamic."""
+    dynamic = any(isinstance(value, torch.SymInt) for value in example_inputs)
+    return (_gelu_lowered_as_tanh if dynamic else _eager_graphs)(gm, example_inputs)
+
+
+def gelu_as_tanh_from_the_second_compile():
+    compiles = []
+
+    def backend(gm, example_inputs):
+        compiles.append(gm)
+        return (_gelu_lowered_as_tanh if len(compiles) > 1 else _eager_graphs)(gm, example_inputs)
+    return backend
+
+
+def gelu_mlp():
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+
+
+def _lenet(backend, steps=3, **kwargs):
     spec = MODELS.get("cifar10_lenet")
     batches = [spec.example_batch(8, seed=s) for s in range(steps)]
     return check_compile(spec.factory, [x for x, _ in batches], [y for _, y in batches], loss_fn=spec.loss_fn,
@@ -121,7 +163,7 @@ def test_an_op_lowered_wrongly_is_caught_in_the_outputs():
 
 
 def test_gradients_wrong_by_a_fraction_of_a_percent_in_backward_only_are_caught():
-    report = _lenet(backward_off_by_0_2_percent, steps=1)
+    report = _lenet(backward_off_by_0_2_percent, steps=1, static_shapes=True)
     assert report.failures() == ["gradients"]  # parameters move by lr x 0.2%: below their floor
     assert report.check("outputs").passed and report.check("loss").passed
     worst = report.check("gradients").worst
@@ -131,7 +173,7 @@ def test_gradients_wrong_by_a_fraction_of_a_percent_in_backward_only_are_caught(
 
 
 def test_a_backend_that_replays_its_first_results_is_caught_at_the_second_step():
-    report = _lenet(replays_first_results)
+    report = _lenet(replays_first_results)  # the first two steps share a shape, so a graph runs twice
     outputs = report.check("outputs")
     assert outputs.verdict == "fail" and outputs.worst.step == 2
 
@@ -152,6 +194,42 @@ def test_a_backend_that_raises_is_a_failing_report_not_a_crash():
         report.assert_passed()
 
 
+@pytest.mark.parametrize("backend", [gelu_as_tanh_when_dynamic, gelu_as_tanh_from_the_second_compile()],
+                         ids=["symbolic_shapes_only", "second_compile_only"])
+def test_a_backend_wrong_only_after_a_recompile_is_caught_from_one_batch(backend):
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    report = check_compile(gelu_mlp, x, y, loss_fn=F.cross_entropy, backend=backend)
+    assert report.batch_sizes == [8, 8, 4] and report.graphs_compiled == 2
+    assert report.verdict == "fail" and report.check("outputs").worst.step == 3, f"\n{report}"
+    (guard,) = report.recompiles  # dynamo's own words for the guard that failed
+    assert "size mismatch at index 0. expected 8, actual 4" in guard and guard in str(report)
+
+
+def test_static_shapes_keep_one_batch_size_and_miss_what_only_a_recompile_shows():
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    report = check_compile(gelu_mlp, x, y, loss_fn=F.cross_entropy, backend=gelu_as_tanh_when_dynamic,
+                           static_shapes=True)
+    assert report.passed and report.batch_sizes == [8, 8, 8]
+    assert (report.graphs_compiled, report.recompiles) == (1, [])
+    with pytest.raises(ValueError, match="dynamic shapes need steps >= 2, or pass static_shapes=True"):
+        check_compile(gelu_mlp, x, y, loss_fn=F.cross_entropy, backend="aot_eager", steps=1)
+    sizes = check_compile(gelu_mlp, [x, x[:6]], [y, y[:6]], loss_fn=F.cross_entropy, backend="aot_eager", steps=2)
+    assert sizes.batch_sizes == [8, 6] and sizes.passed  # batches of two sizes are kept as given
+
+
+def test_a_model_dynamo_runs_eagerly_is_not_compiled_never_equivalent():
+    from suite.cases.compile import lstm_classifier
+
+    x, y = torch.randn(8, 5, 8), torch.randint(0, 4, (8,))
+    report = check_compile(lstm_classifier, x, y, loss_fn=F.cross_entropy, backend="aot_eager")
+    assert report.verdict == "not_compiled" and not report.passed and report.failures() == []
+    assert report.graphs_compiled == 0 and report.graph_breaks == 0  # explain's count said -1
+    assert report.summary().startswith("not compiled: the backend received no graph: Attempted to wrap RNN")
+    assert "equivalent" not in report.summary() and "equivalent" not in str(report)
+    with pytest.raises(AssertionError, match="NOT COMPILED"):
+        report.assert_passed()
+
+
 def test_fullgraph_on_a_data_dependent_branch_fails_and_without_it_the_break_is_counted():
     case = CASES.get("data_dependent_branch_aot_eager_train")
     inputs, targets = case.data()
@@ -169,7 +247,8 @@ def test_eval_mode_compares_outputs_and_buffers_only():
 
 def test_one_batch_is_rolled_so_that_each_step_sees_another():
     x, y = torch.randn(6, 8), torch.randint(0, 4, (6,))
-    report = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend=replays_first_results, steps=2)
+    report = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend=replays_first_results, steps=2,
+                           static_shapes=True)
     assert report.check("outputs").worst.step == 2 and not report.passed
 
 
@@ -190,7 +269,8 @@ def test_bad_input_is_a_clear_error():
             check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, device="cuda")
 
 
-def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_on():
+def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_on(monkeypatch):
+    monkeypatch.setattr("suite.conformance.compile.declared.check_case", _checked)
     records = list(verdicts("cpu", quick=True))
     # By hand from suite/cases/compile.py: quick runs take every aot_eager case (inductor's
     # compiles cost seconds each), in declaration order: the article's three models train and
@@ -202,11 +282,15 @@ def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_
         "dropout_mlp_aot_eager_train",
         "batchnorm_mlp_aot_eager_train", "batchnorm_mlp_aot_eager_eval",
         "data_dependent_branch_aot_eager_train",
+        "gru_aot_eager_train", "lstm_aot_eager_train",
     ]
     assert all(r["passed"] for r in records), [r["detail"] for r in records if not r["passed"]]
     lenet = next(r for r in records if r["case"] == "cifar10_lenet_aot_eager_train")
-    assert (lenet["model"], lenet["backend"], lenet["mode"], lenet["compile_passed"]) == \
-        ("cifar10_lenet", "aot_eager", "train", True)
+    assert (lenet["model"], lenet["backend"], lenet["mode"], lenet["compile_passed"], lenet["compile_verdict"]) == \
+        ("cifar10_lenet", "aot_eager", "train", True, "pass")
+    assert (lenet["batch_sizes"], lenet["graphs_compiled"], lenet["recompiles"]) == ([8, 8, 4], 2, 1)
+    lstm = next(r for r in records if r["case"] == "lstm_aot_eager_train")
+    assert (lstm["compile_passed"], lstm["compile_verdict"], lstm["graphs_compiled"]) == (False, "not_compiled", 0)
 
 
 # -- timing and the report -----------------------------------------------------------------------
@@ -255,6 +339,27 @@ def test_the_report_shows_a_compiled_speedup_only_behind_a_passing_check(tmp_pat
     hidden = _compiled_report(tmp_path / "fail", verdict_passed=False)
     assert "not shown" in hidden and "FAILED: NOT as expected: outputs differ" in hidden
     assert not re.search(r"\| 2x", hidden)
+
+
+def test_the_report_shows_no_speedup_for_a_model_whose_check_compiled_nothing():
+    import types
+
+    import pandas as pd
+
+    from suite.report.compiled import table
+
+    row = dict(machine="box", source="run.json", model="speech_cnn", mode="eval", device="cpu", batch_size=8,
+               dtype="float32", threads_setting="all", compile_backend="inductor", figure_flags=[],
+               compile_cold_s=3.0, compile_warm_s=0.1)
+    long = pd.DataFrame([{**row, "setup": "cpu", "median_s": 2.0, "throughput": 4.0},
+                         {**row, "setup": "cpu-compile", "median_s": 2.0, "throughput": 4.0}])
+    verdict = {"suite": "compile", "model": "speech_cnn", "backend": "inductor", "mode": "eval", "device": "cpu",
+               "passed": True, "compile_passed": False, "compile_verdict": "not_compiled",
+               "detail": "as expected not compiled"}
+    loaded = [types.SimpleNamespace(machine_name="box", source="run.json", verdicts=[verdict])]
+    (shown,) = table(loaded, long).to_dict("records")
+    assert shown["compiled speedup"] == "not shown"
+    assert shown["compile check"] == "NOT COMPILED: as expected not compiled"
 
 
 def test_the_runs_plan_has_the_compile_source_and_full_runs_time_the_compile_setup():

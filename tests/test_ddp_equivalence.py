@@ -248,3 +248,73 @@ def test_full_verdicts_run_one_world_size_at_a_time_and_close_its_pools_before_t
     closes = [i for i, e in enumerate(events) if e == "close"]
     assert len(closes) == len(set(sizes)) - 1  # once per change of size, and only there
     assert all(0 < i < len(events) - 1 and events[i - 1] < events[i + 1] for i in closes)
+
+
+# -- what the report says: tolerances used, causes named, nothing compiled ----------------------
+
+def _token_job_record():
+    """One rank's comparison, in process, of a model fed token ids (integers): what a worker sends."""
+    import copy
+
+    from suite.conformance.parallel.ddp_training import TrainingJob, compare, local_tensors
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    reference = copy.deepcopy(model)
+    tokens = torch.randint(0, 10, (2, 3))
+    for m in (model, reference):
+        m(tokens).sum().backward()
+    job = TrainingJob(model_fn=None, loss_fn=None, optimizer_fn=None, inputs=(tokens,), targets=(tokens,), steps=1)
+    return {"step": 1, "what": "every tensor", **compare(local_tensors(model), reference, 1, True, job)}
+
+
+def _outcomes(record, traits=None, **extra):
+    return [{"rank": 0, "traits": traits or {}, "records": [record], **extra}]
+
+
+def test_the_tolerance_printed_is_the_one_used_for_the_tensors_compared_not_the_inputs_dtype():
+    from suite.conformance.parallel.equivalence import build_report
+
+    record = _token_job_record()  # the inputs are int64; the parameters compared are float32
+    assert record["dtypes"] == ["float32"]
+    report = build_report(_outcomes(record), world_size=1, steps=1, backend="gloo", device="cpu")
+    assert report.passed and (report.rtol, report.atol) == (1.3e-6, 1e-5)
+    assert "(float32 rtol 1.3e-06, atol 1e-05)" in report.detail and "rtol 0," not in report.detail
+    declared = build_report(_outcomes(record), world_size=1, steps=1, backend="gloo", device="cpu",
+                            tolerance=(1e-3, 1e-4))
+    assert "(rtol 0.001, atol 0.0001, declared)" in declared.detail
+    both = build_report(_outcomes({**record, "dtypes": ["float32", "float64"]}), world_size=1, steps=1,
+                        backend="gloo", device="cpu")
+    assert "float32 rtol 1.3e-06, atol 1e-05; float64 rtol 1e-07, atol 1e-07" in both.detail
+    assert (both.rtol, both.atol) == (1.3e-6, 1e-5)  # the loosest
+
+
+@pytest.mark.parametrize("field", ["param_dtype", "reduce_dtype", "output_dtype"])
+def test_mixed_precision_is_recognised_from_any_field_of_the_policy(field):
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from suite.conformance.parallel.ddp_training import TrainingJob, job_traits
+    from suite.conformance.parallel.equivalence import MIXED_PRECISION, build_report
+
+    def traits(**job_fields):
+        job = TrainingJob(model_fn=None, loss_fn=None, optimizer_fn=None, inputs=(), targets=(), steps=1,
+                          fsdp_kwargs={"mp_policy": MixedPrecisionPolicy(**{field: torch.bfloat16})}, **job_fields)
+        return job_traits(job)
+
+    assert traits()["mixed_precision"] == f"{field}=bfloat16"
+    # a reference run in bf16 matches bf16 parameters, not a bf16 reduction or output
+    assert bool(traits(reference_dtype=torch.bfloat16)["mixed_precision"]) == (field != "param_dtype")
+    diverged = {"step": 1, "max": {"gradient": 0.1}, "first": ("gradient", "0.weight", 0.1), "dtypes": ["float32"]}
+    report = build_report(_outcomes(diverged, traits()), world_size=2, steps=1, backend="gloo", device="cpu")
+    assert report.reason == MIXED_PRECISION and f"policy ({field}=bfloat16)" in report.detail
+
+
+def test_a_compiled_run_whose_backend_got_no_graph_is_not_compiled_not_equivalent():
+    from suite.conformance.parallel.equivalence import build_report
+
+    outcomes = _outcomes(_token_job_record(), compiled_graphs=0, not_compiled="the backend received no graph: x")
+    report = build_report(outcomes, world_size=1, steps=1, backend="gloo", device="cpu")
+    assert report.verdict == "not_compiled" and not report.passed and report.divergence is None
+    assert report.detail.startswith("not compiled: the backend received no graph: x; the ranks ran DDP eagerly")
+    case = CASES.get("sequential_compiled_ddp_w2")
+    assert judge(case, report)[0] and not judge(CASES.get("mlp_compiled_ddp_w2"), report)[0]

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from suite.cases.expect import Expect, approximate, describe, expectation, fails, not_applicable, outcome, validate
+from suite.cases.expect import (Expect, approximate, describe, expectation, fails, not_applicable, not_compiled,
+                                outcome, validate)
 from suite.cases.parallel import CASES as PARALLEL
 from suite.conformance.parallel.equivalence import judge
 from suite.conformance.result import meets
@@ -24,12 +25,28 @@ def test_an_outcome_meets_its_declaration_or_not(expected, failed, cause, as_dec
     assert meets(expected, failed, cause) is as_declared
 
 
+RUNS_EAGERLY = not_compiled("equivalence", why="dynamo runs an LSTM eagerly")
+
+
+@pytest.mark.parametrize(("expected", "failed", "compiled_nothing", "as_declared"), [
+    (None, False, True, False),  # undeclared, a check that compiled nothing is not a pass
+    (RUNS_EAGERLY, False, True, True),
+    (RUNS_EAGERLY, False, False, False),  # declared not compiled, and it compiled
+    (RUNS_EAGERLY, True, False, False),  # nor may it fail instead
+    (SUM_LOSS, False, True, False),  # an expected failure is not met by compiling nothing
+])
+def test_not_compiled_is_met_only_where_declared(expected, failed, compiled_nothing, as_declared):
+    assert meets(expected, failed, not_compiled=compiled_nothing) is as_declared
+    assert outcome((RUNS_EAGERLY,), "equivalence") == "not_compiled"
+    assert str(RUNS_EAGERLY) == "not compiled equivalence: dynamo runs an LSTM eagerly"
+
+
 def test_a_parallel_case_diverging_for_another_cause_is_not_as_expected():
     case = PARALLEL.get("mlp_sum_loss_w2")
-    report = SimpleNamespace(passed=False, reason="batchnorm", detail="diverges at step 1", max_abs_diff={})
+    report = SimpleNamespace(verdict="fail", reason="batchnorm", detail="diverges at step 1", max_abs_diff={})
     ok, detail = judge(case, report)
     assert not ok and detail.startswith("NOT as expected to diverge from sum_loss")
-    assert judge(case, SimpleNamespace(passed=False, reason="sum_loss", detail="", max_abs_diff={}))[0]
+    assert judge(case, SimpleNamespace(verdict="fail", reason="sum_loss", detail="", max_abs_diff={}))[0]
 
 
 def test_an_expectation_is_scoped_to_its_checks_and_says_why():

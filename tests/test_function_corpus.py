@@ -5,7 +5,7 @@ surrogates it must accept once declared, and every other Function conforming.
 """
 import pytest
 
-from suite.cases.expect import FAILS, checks_with, describe
+from suite.cases.expect import FAILS, NOT_COMPILED, checks_with, describe
 from suite.cases.function_corpus import CORPUS_MODULE, EXPECTED, corpus, import_corpus
 from suite.conformance.functions.check import check_function
 
@@ -34,6 +34,7 @@ def test_the_corpus_gets_its_declared_verdict(sample):
     report = check_function(fn, args)
     failing = checks_with(expected.expect, FAILS)
     assert sorted(report.failures()) == sorted(failing), f"{describe(expected.expect)}\n{report}"
+    assert report.not_compiled() == list(checks_with(expected.expect, NOT_COMPILED)), f"\n{report}"
     for name in failing:  # a gradient error says by how much, not only that it raised
         assert "raised" not in report.check(name).detail and any(ch.isdigit() for ch in report.check(name).detail)
 
@@ -42,7 +43,7 @@ def test_the_corpus_gets_its_declared_verdict(sample):
 def test_a_surrogate_passes_once_its_gradient_is_declared(sample):
     fn, args = sample
     report = check_function(fn, args, backward_reference=EXPECTED[fn.__name__].backward_reference)
-    assert report.passed, f"\n{report}"
+    assert report.failures() == [] and report.not_compiled() == ["compile"], f"\n{report}"
     assert report.check("backward_reference").verdict == "pass"
     assert report.check("gradcheck").verdict == "skip"
     # the other checks still run: the jvp against the declaration, vmap, reentrancy, double backward

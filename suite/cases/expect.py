@@ -14,13 +14,16 @@ Outcomes:
 - NOT_APPLICABLE: the check does not apply to the case (a first-order-only op has no second
   derivative); it is skipped, with `why` as the reason.
 - APPROXIMATE: the check measures an error that is the finding; it is reported, not judged.
+- NOT_COMPILED: the check compiles, and its backend must receive no graph (an `nn.LSTM` under
+  dynamo's defaults runs eagerly): the check's verdict must be "not_compiled", neither pass nor
+  fail, and a case that compiles after all is not as declared.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAILS, NOT_APPLICABLE, APPROXIMATE = "fails", "not_applicable", "approximate"
-OUTCOMES = (FAILS, NOT_APPLICABLE, APPROXIMATE)
+FAILS, NOT_APPLICABLE, APPROXIMATE, NOT_COMPILED = "fails", "not_applicable", "approximate", "not_compiled"
+OUTCOMES = (FAILS, NOT_APPLICABLE, APPROXIMATE, NOT_COMPILED)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ def not_applicable(*checks: str, why: str) -> Expect:
 
 def approximate(*checks: str, why: str) -> Expect:
     return Expect(APPROXIMATE, why, checks)
+
+
+def not_compiled(*checks: str, why: str) -> Expect:
+    return Expect(NOT_COMPILED, why, checks)
 
 
 def expectation(expect: tuple[Expect, ...], check: str) -> Expect | None:

@@ -6,6 +6,10 @@ an OpInfo with sample inputs): torch's private test module, which needs `expectt
 samples; `EXPECTED` declares every Function's verdict, so a Function torch adds must be
 declared before its test passes. tests/test_function_corpus.py checks these verdicts and
 docs/found.md reproduces the defects.
+
+Under torch.compile all but one of them run eagerly: dynamo cannot trace a Function with a
+custom jvp ("Unsupported custom jvp") and then traces nothing of its forward either, so the
+compile check's backend receives no graph and its verdict is not_compiled (declared, `EAGER`).
 """
 from __future__ import annotations
 
@@ -16,14 +20,15 @@ from typing import Callable, Iterator
 import torch
 from torch.autograd import Function
 
-from suite.cases.expect import Expect, fails
+from suite.cases.expect import Expect, fails, not_compiled
 
 CORPUS_MODULE = "torch.testing._internal.autograd_function_db"
 
 
 @dataclass(frozen=True)
 class CorpusVerdict:
-    expect: tuple[Expect, ...] = ()  # exactly the checks that must fail, and why; every other passes or skips
+    # exactly the checks that must fail or compile nothing, and why; every other passes or skips
+    expect: tuple[Expect, ...] = ()
     backward_reference: Callable | None = None  # a surrogate's intended gradient: with it, nothing fails
     wrong_backward_reference: Callable | None = None  # a declaration check_function must refuse
 
@@ -40,19 +45,25 @@ def scaled_gradient(factor: float) -> Callable:
     return gradient
 
 
-def must_fail(checks: tuple[str, ...], why: str, *references: Callable) -> CorpusVerdict:
-    """The verdict of a Function whose `checks` fail, for the reason `why` (a defect or a surrogate)."""
-    return CorpusVerdict((fails(*checks, why=why),), *references)
+EAGER = not_compiled("compile", why="dynamo cannot trace a Function with a custom jvp ('Unsupported custom jvp') "
+                                    "nor its forward: under torch.compile it runs eagerly")
 
 
-CONFORMS = CorpusVerdict()
+def must_fail(checks: tuple[str, ...], why: str, *references: Callable, eager: bool = True) -> CorpusVerdict:
+    """The verdict of a Function whose `checks` fail, for the reason `why` (a defect or a
+    surrogate); eager: its compile check is not_compiled (EAGER)."""
+    return CorpusVerdict((fails(*checks, why=why),) + ((EAGER,) if eager else ()), *references)
+
+
+CONFORMS = CorpusVerdict((EAGER,))  # conforms, and runs eagerly under torch.compile
 EXPECTED: dict[str, CorpusVerdict] = {
     "NumpyCube": CONFORMS,
     "NumpyExp_": CONFORMS,
     "NumpyMul": CONFORMS,
     "NumpyCubeNotComposable": must_fail(
         ("gradcheck",), "backward returns 3 x**2 whatever grad_output is: it never multiplies by it "
-                        "(hidden in the corpus by a one-element sample, whose gradcheck cotangent is 1)"),
+                        "(hidden in the corpus by a one-element sample, whose gradcheck cotangent is 1)",
+        eager=False),  # no jvp: dynamo compiles it
     "NumpySort": must_fail(
         ("gradcheck", "forward_ad"), "forward returns x unsorted, while backward and jvp permute as if it had "
                                      "sorted"),

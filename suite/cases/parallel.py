@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from suite.cases.models import CASES as MODELS, article_models
-from suite.cases.expect import FAILS, Expect, approximate, describe, fails, validate
+from suite.cases.expect import FAILS, Expect, approximate, describe, fails, not_compiled, validate
 from suite.cases.registry import Registry
 
 FEATURES, CLASSES = 8, 4  # the small MLPs' input width and number of classes
@@ -26,7 +26,7 @@ DIVERGENCE_CAUSES = {
     "batchnorm": "BatchNorm normalises each rank's shard with that shard's statistics",
     "dropout": "each rank draws its own dropout masks",
     "compression": "the communication hook compresses the gradients before averaging",
-    "mixed_precision": "forward and backward run with 16-bit parameters",
+    "mixed_precision": "a mixed-precision policy computes or reduces in 16 bits",
 }
 
 
@@ -277,6 +277,11 @@ _mlp("mlp_dropout", title="MLP with dropout 0.5", model=dropout_mlp, expect=_div
 _mlp("mlp_compiled_ddp", world_sizes=(2,), model=small_mlp, compile_backend="aot_eager", quick=True)
 _mlp("mlp_compiled_ddp_buckets", world_sizes=(2,), title="MLP 8-512x3-4", model=wide_mlp,
      ddp_kwargs={"bucket_cap_mb": 1}, compile_backend="aot_eager")
+# The same MLP as an nn.Sequential: torch.compile(DDP(model)) compiles nothing (dynamo skips DDP's
+# forward and starts graphs in user code only), so the ranks train eagerly: not_compiled.
+_mlp("sequential_compiled_ddp", world_sizes=(2,), title="MLP 8-16-4 as an nn.Sequential", compile_backend="aot_eager",
+     expect=(not_compiled("equivalence", why="dynamo skips DDP's forward and an nn.Sequential's, torch's own "
+                                             "code: it starts no graph, and the ranks train eagerly"),))
 _mlp("mlp_uneven_inputs_join", scheme="uneven")
 _mlp("mlp_distributed_sampler_padding", scheme="sampler")
 
@@ -311,6 +316,12 @@ def _bf16_params():
     return {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16)}
 
 
+def _bf16_reduce():
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return {"mp_policy": MixedPrecisionPolicy(reduce_dtype=torch.bfloat16)}
+
+
 # FSDP2 (fully_shard): the same promise as DDP's, with the parameters sharded.
 _fsdp("mlp", quick=True)
 _fsdp("mlp_no_reshard", world_sizes=(2, 3), fsdp_kwargs={"reshard_after_forward": False})
@@ -327,6 +338,9 @@ _fsdp("mlp_batchnorm", world_sizes=(2,), title="MLP with BatchNorm1d", model=bat
 _fsdp("mlp_bf16_params", world_sizes=(2,), fsdp_kwargs=_bf16_params(), expect=_diverges("mixed_precision"))
 _fsdp("mlp_bf16_params_bf16_reference", world_sizes=(2,), fsdp_kwargs=_bf16_params(),
       reference_dtype=torch.bfloat16, rtol=4 * BF16_U, atol=4 * BF16_U)
+# float32 parameters, gradients reduced in bf16: the reduction's rounding alone diverges, and the
+# cause is named from reduce_dtype.
+_fsdp("mlp_bf16_reduce", world_sizes=(2,), fsdp_kwargs=_bf16_reduce(), expect=_diverges("mixed_precision"))
 for _model in article_models():
     _spec = MODELS.get(_model)
     CASES.add(ParallelCase(name=f"fsdp_{_model}_w2", title=_spec.title, model=_spec.factory, loss=_spec.loss_fn,

@@ -2,6 +2,15 @@
 
 Checks return a CheckResult instead of raising, so one code path serves an assertion in a
 test, a row in a report table and a verdict record in a results file.
+
+Verdicts: "pass"; "fail"; "skip", a check that does not apply (what the case declares, absent
+hardware); "not_compiled", a check of compiled code whose backend received no graph, so that
+it compared eager with eager and found nothing either way. `passed` means "nothing failed and
+nothing was left unchecked that applies": true for pass and skip, false for fail and
+not_compiled. A not_compiled check is not a failure (`failures()` leaves it out, the tables
+print it as its own verdict), but it is never a pass: a model dynamo ran eagerly must not be
+reported equivalent, nor turn a test green. A case that is known not to compile declares it
+(Expect NOT_COMPILED, suite/cases/expect.py).
 """
 from __future__ import annotations
 
@@ -9,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from suite.cases.expect import FAILS, Expect
+from suite.cases.expect import FAILS, NOT_COMPILED, Expect
 from suite.errors import one_line
 from suite.threads import torch_threads
 
-CHECK_VERDICTS = ("pass", "fail", "skip")
+CHECK_VERDICTS = ("pass", "fail", "skip", NOT_COMPILED)
 
 
 @dataclass(frozen=True)
@@ -29,8 +38,9 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        """False only for a failure: a skip (a check that does not apply) is not a failure."""
-        return self.verdict != "fail"
+        """False for a failure and for not_compiled (nothing compiled, so nothing was checked);
+        a skip, a check that does not apply, is not a failure."""
+        return self.verdict in ("pass", "skip")
 
     def __str__(self) -> str:
         return f"{self.name}: {self.verdict}" + (f" ({self.detail})" if self.detail else "")
@@ -48,7 +58,10 @@ class NamedChecks:
         raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
 
     def failures(self) -> list[str]:
-        return [c.name for c in self.checks if not c.passed]
+        return [c.name for c in self.checks if c.verdict == "fail"]
+
+    def not_compiled(self) -> list[str]:
+        return [c.name for c in self.checks if c.verdict == NOT_COMPILED]
 
 
 def one_thread():
@@ -69,15 +82,19 @@ def run_check(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
     return CheckResult(name, verdict, detail, time.perf_counter() - start)
 
 
-def meets(expected: Expect | None, failed: bool, cause: str | None = None) -> bool:
-    """Whether a check's outcome is what its case declares (None: the check must not fail).
+def meets(expected: Expect | None, failed: bool, cause: str | None = None, not_compiled: bool = False) -> bool:
+    """Whether a check's outcome is what its case declares (None: the check must pass, which a
+    check that compiled nothing did not).
 
     An expected failure must be a failure, and for the declared cause when one is declared; an
-    approximate check is reported, not judged; a check that does not apply was skipped."""
+    expected not_compiled must have compiled nothing; an approximate check is reported, not
+    judged; a check that does not apply was skipped."""
     if expected is None:
-        return not failed
+        return not failed and not not_compiled
     if expected.outcome == FAILS:
         return failed and (not expected.cause or cause == expected.cause)
+    if expected.outcome == NOT_COMPILED:
+        return not_compiled and not failed
     return True  # APPROXIMATE, NOT_APPLICABLE
 
 
@@ -91,5 +108,6 @@ def verdict_record(suite: str, case: str, check: str, *, device: str, passed: bo
 def result_record(suite: str, case: str, result: CheckResult, device: str, expected: Expect | None = None) -> dict:
     """A CheckResult as a verdict record, judged against what its case declares."""
     detail = f"{result.verdict}: {result.detail}" if result.detail else result.verdict
-    return verdict_record(suite, case, result.name, device=device, passed=meets(expected, not result.passed),
+    return verdict_record(suite, case, result.name, device=device,
+                          passed=meets(expected, result.verdict == "fail", not_compiled=result.verdict == NOT_COMPILED),
                           detail=detail, seconds=result.seconds)

@@ -53,6 +53,8 @@ def table(loaded, long: pd.DataFrame) -> pd.DataFrame:
         eager_row = eager.iloc[-1] if len(eager) else None
         if verdict is None:
             speedup, check = "not shown", f"no {backend} compile check of this model in the run"
+        elif verdict.get("compile_verdict") == "not_compiled":  # the "compiled" figure timed eager code
+            speedup, check = "not shown", f"NOT COMPILED: {verdict.get('detail', '')}"
         elif not verdict.get("compile_passed", verdict.get("passed")):
             speedup, check = "not shown", f"FAILED: {verdict.get('detail', '')}"
         else:

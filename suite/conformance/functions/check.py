@@ -29,7 +29,9 @@ It checks what applies, from what the Function declares:
   outputs, are left out of every derivative check);
 - needs_input_grad: with one input frozen, the others' gradients do not change;
 - under torch.compile (aot_eager, fullgraph), the outputs and gradients of eager; a Function
-  dynamo cannot trace whole is reported as a graph break, not a failure;
+  dynamo cannot trace whole is reported as a graph break, not a failure, and one of which the
+  backend receives no graph at all (it runs eagerly) gets the verdict not_compiled, which is
+  not a failure but not a pass either (suite/conformance/result.py);
 - with a reference (and no backward_reference), equal first- and second-order gradients.
 
 Everything runs in float64 (floating inputs are converted; finite differences need double
@@ -64,9 +66,14 @@ class FunctionReport(NamedChecks):
 
     def __str__(self) -> str:
         width = max(len(c.name) for c in self.checks)
-        status = "conforms" if self.passed else f"FAILS {', '.join(self.failures())}"
-        lines = [f"check_function({self.function}): {status}", f"  {'check':<{width}}  verdict  detail"]
-        lines += [f"  {c.name:<{width}}  {c.verdict:<7}  {c.detail}" for c in self.checks]
+        verdict_width = max([len(c.verdict) for c in self.checks] + [len("verdict")])
+        problems = ([f"FAILS {', '.join(self.failures())}"] if self.failures() else []) + (
+            [f"NOT COMPILED {', '.join(self.not_compiled())} (ran eagerly: nothing compiled was checked)"]
+            if self.not_compiled() else [])
+        status = "conforms" if self.passed else "; ".join(problems)
+        lines = [f"check_function({self.function}): {status}",
+                 f"  {'check':<{width}}  {'verdict':<{verdict_width}}  detail"]
+        lines += [f"  {c.name:<{width}}  {c.verdict:<{verdict_width}}  {c.detail}" for c in self.checks]
         return "\n".join(lines)
 
 

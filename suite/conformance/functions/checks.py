@@ -363,15 +363,23 @@ class FunctionChecks:
 
     def compile(self):
         """Under torch.compile(backend="aot_eager", fullgraph=True), the outputs and gradients of
-        eager. aot_eager runs eager's own kernels, so float64 results must agree to rounding; a
-        Function dynamo cannot trace whole is a graph break (noted), not a failure, and is then
-        compared as compiled with breaks."""
+        eager. aot_eager runs eager's own kernels, so float64 results must agree to rounding. A
+        Function dynamo cannot trace whole is tried again with graph breaks allowed; if its backend
+        then receives no graph, the Function ran eagerly and the verdict is not_compiled: nothing
+        compiled was compared. Only `apply` is compiled (the inputs are cloned outside), so a
+        graph holds the Function's own work or nothing."""
         import torch._dynamo
+
+        from suite.cases.expect import NOT_COMPILED
+        from suite.conformance.compile.dynamo_log import watch_dynamo
 
         def outputs_and_grads(call):
             outs = self.differentiable_outputs(call)
             inputs = [self.args[i] for i in self.diff]
             return outs, torch.autograd.grad(outs, inputs, self.cotangents(outs), allow_unused=True)
+
+        def cloned_into(compiled_apply):
+            return lambda *args: compiled_apply(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
 
         try:
             eager_outs, eager_grads = outputs_and_grads(self.call)
@@ -381,9 +389,10 @@ class FunctionChecks:
         try:
             for fullgraph in (True, False):
                 torch._dynamo.reset()  # a fresh trace: dynamo's cache would otherwise give up after 8 Functions
-                compiled = torch.compile(self.call, backend="aot_eager", fullgraph=fullgraph)
+                compiled = torch.compile(lambda *args: self.fn.apply(*args), backend="aot_eager", fullgraph=fullgraph)
                 try:
-                    outs, grads = outputs_and_grads(compiled)
+                    with watch_dynamo() as seen:
+                        outs, grads = outputs_and_grads(cloned_into(compiled))
                     break
                 except torch._dynamo.exc.Unsupported as error:  # what dynamo cannot trace: a break
                     if not fullgraph:
@@ -397,6 +406,8 @@ class FunctionChecks:
             verdict, detail = _close(expected, list(actual), f"compiled {what}")
             if verdict == "fail":
                 return "fail", f"{broke}under torch.compile, {detail}"
+        if seen.graphs == 0:
+            return NOT_COMPILED, f"{broke}{seen.not_compiled_reason()}; the Function ran eagerly"
         return "pass", f"{broke}compiled (aot_eager) outputs and gradients equal eager's"
 
     def reference_grad(self):

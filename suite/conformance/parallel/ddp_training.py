@@ -88,12 +88,19 @@ def rank_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+MIXED_PRECISION_FIELDS = ("param_dtype", "reduce_dtype", "output_dtype")
+
+
 def job_traits(job: TrainingJob) -> dict:
-    """Features of the job itself that make it differ from the float32 reference by design."""
+    """Features of the job itself that make it differ from the float32 reference by design.
+    mixed_precision: the mp_policy's fields that leave float32, as "reduce_dtype=bfloat16"
+    ("" when none); a param_dtype the reference also runs in (reference_dtype) is matched."""
     policy = (job.fsdp_kwargs or {}).get("mp_policy")
-    low_params = getattr(policy, "param_dtype", None) not in (None, torch.float32)
+    lowered = [f"{name}={str(dtype).removeprefix('torch.')}" for name in MIXED_PRECISION_FIELDS
+               if (dtype := getattr(policy, name, None)) not in (None, torch.float32)
+               and not (name == "param_dtype" and dtype == job.reference_dtype)]
     return {"compression": job.comm_hook in ("fp16_compress", "bf16_compress", "powersgd"),
-            "mixed_precision": low_params and job.reference_dtype is None}
+            "mixed_precision": ", ".join(lowered)}
 
 
 def local_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
@@ -113,7 +120,7 @@ def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int
     def close(a, b):
         return mismatch(a, b, rtol=job.rtol, atol=job.atol) is None
 
-    found = {"max": {}, "first": None, "grads_scaled_by_world_size": False}
+    found = {"max": {}, "first": None, "grads_scaled_by_world_size": False, "dtypes": []}
     named, our_grads, buffers = ours
     pairs = []
     if with_grads:
@@ -131,6 +138,7 @@ def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int
               if buf.is_floating_point()]
     pairs += [("parameter", name, named[name].detach(), p.detach())
               for name, p in reference.named_parameters()]
+    found["dtypes"] = sorted({str(theirs.dtype).removeprefix("torch.") for _, _, _, theirs in pairs})
     for category, name, ours, theirs in pairs:
         diff = max_abs_diff(ours, theirs)
         found["max"][category] = max(found["max"].get(category, 0.0), diff)
@@ -246,21 +254,27 @@ def train_beside_reference(rank: int, world_size: int, job: TrainingJob,
 
 
 def _compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
-    """ddp under torch.compile, and a finish hook that reports how many graphs the backend got."""
+    """ddp under torch.compile, and a finish hook that reports how many graphs the backend got
+    and, when it got none, why (suite.conformance.compile.dynamo_log)."""
     from torch import _dynamo
+
+    from suite.conformance.compile.dynamo_log import watch_dynamo
 
     _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
     backend = _dynamo.lookup_backend(backend_name)
     graphs = []
+    watching = contextlib.ExitStack()
+    seen = watching.enter_context(watch_dynamo())
 
     def counting_backend(graph, example_inputs):  # DDPOptimizer calls it once per bucket's graph
         graphs.append(graph)
         return backend(graph, example_inputs)
 
     def finish() -> dict:
+        watching.close()
         count = len(graphs)
         _dynamo.reset()
-        return {"compiled_graphs": count}
+        return {"compiled_graphs": count, **({"not_compiled": seen.not_compiled_reason()} if not count else {})}
 
     return torch.compile(ddp, backend=counting_backend), finish
 

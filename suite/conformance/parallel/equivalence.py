@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from suite.cases.expect import APPROXIMATE, expectation
+from suite.cases.expect import APPROXIMATE, NOT_COMPILED, expectation
 from suite.conformance.parallel.sharding import Sharding
 from suite.conformance.result import meets, verdict_record
 from suite.conformance.closeness import tolerances
@@ -36,8 +36,9 @@ _CAUSES = {
              "whole-batch reference does; compare with dropout off",
     COMPRESSION: "the communication hook compresses every gradient (16-bit rounding, or a low-rank "
                  "approximation) before it is averaged; judge it at a tolerance derived from that",
-    MIXED_PRECISION: "the mixed-precision policy computes forward and backward with 16-bit parameters; "
-                     "compare with a reference run at the same precision",
+    MIXED_PRECISION: "the mixed-precision policy ({policy}) computes or reduces below float32; compare "
+                     "with a reference run at the same precision (reference_dtype, for param_dtype), or at a "
+                     "tolerance derived from it",
     UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout, compression, mixed precision) explains it",
 }
 
@@ -68,10 +69,19 @@ class EquivalenceReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, all steps and ranks
     detail: str = ""
     compiled_graphs: int | None = None  # with compile_backend: the graphs dynamo compiled on rank 0
+    tolerance: str = ""  # the tolerances the comparisons used, as the detail prints them
+
+    @property
+    def verdict(self) -> str:
+        """"fail" (a divergence), "not_compiled" (compile_backend's backend received no graph, so
+        the ranks trained eagerly: equal, but the compiled run was not checked) or "pass"."""
+        if self.divergence is not None:
+            return "fail"
+        return NOT_COMPILED if self.compiled_graphs == 0 else "pass"
 
     @property
     def passed(self) -> bool:
-        return self.divergence is None
+        return self.verdict == "pass"
 
     def __str__(self) -> str:
         return self.detail
@@ -180,7 +190,7 @@ def run_job(job: TrainingJob, world_size: int, backend: str, timeout: float | No
 
     outcomes = get_pool(world_size, backend, job.device).run(rank_loop(job), job, timeout=timeout)
     return build_report(outcomes, world_size=world_size, steps=job.steps, backend=backend,
-                        device=job.device, dtype=job.inputs[0].dtype, tolerance=(job.rtol, job.atol))
+                        device=job.device, tolerance=(job.rtol, job.atol))
 
 
 def rank_loop(job: TrainingJob):
@@ -188,13 +198,25 @@ def rank_loop(job: TrainingJob):
     return fsdp_train_and_compare if job.fsdp_kwargs is not None else train_and_compare
 
 
-def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backend: str,
-                 device: str, dtype: torch.dtype = torch.float32,
+def _tolerances_used(outcomes: Sequence[dict], declared: tuple[float | None, float | None]
+                     ) -> tuple[float, float, str]:
+    """(rtol, atol, text) of the comparisons: the declared pair, else assert_close's for the dtypes
+    of the tensors compared (the parameters', not the inputs': token ids are integers). Several
+    dtypes: each is named, and rtol/atol are the loosest."""
+    if None not in declared:
+        return *declared, f"rtol {declared[0]:g}, atol {declared[1]:g}, declared"
+    dtypes = sorted({d for outcome in outcomes for record in outcome["records"] for d in record.get("dtypes", ())})
+    used = {d: tolerances(getattr(torch, d)) for d in dtypes} or {"float32": tolerances(torch.float32)}
+    rtol, atol = max(used.values())
+    return rtol, atol, "; ".join(f"{d} rtol {r:g}, atol {a:g}" for d, (r, a) in used.items())
+
+
+def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backend: str, device: str,
                  tolerance: tuple[float | None, float | None] = (None, None)) -> EquivalenceReport:
     """Merge the ranks' comparisons: the earliest divergence (by step, then rank) and its cause."""
-    rtol, atol = tolerance if None not in tolerance else tolerances(dtype)
-    report = EquivalenceReport(world_size=world_size, steps=steps, backend=backend,
-                       device=device, rtol=rtol, atol=atol, compiled_graphs=outcomes[0].get("compiled_graphs"))
+    rtol, atol, tolerance = _tolerances_used(outcomes, tolerance)
+    report = EquivalenceReport(world_size=world_size, steps=steps, backend=backend, device=device, rtol=rtol,
+                               atol=atol, compiled_graphs=outcomes[0].get("compiled_graphs"), tolerance=tolerance)
     first = None
     for outcome in outcomes:
         for record in outcome["records"]:
@@ -203,18 +225,21 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
             if record["first"] and (first is None or record["step"] < first[0].step):
                 first = (Divergence(record["step"], outcome["rank"], *record["first"]), record,
                          outcome["traits"])
-    tolerance = f"rtol {rtol:g}, atol {atol:g}"
     if first is None:
         maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
-        compiled = f"; compiled into {report.compiled_graphs} graph(s)" if report.compiled_graphs is not None else ""
-        report.detail = (f"equivalent: {steps} steps on {world_size} ranks ({backend}, {device}); "
-                         f"max abs diff {maxima or 'none'} ({tolerance}){compiled}")
+        trained = f"{steps} steps on {world_size} ranks ({backend}, {device}); max abs diff {maxima or 'none'} ({tolerance})"
+        if report.verdict == NOT_COMPILED:
+            report.detail = (f"not compiled: {outcomes[0].get('not_compiled', 'the backend received no graph')}; "
+                             f"the ranks ran DDP eagerly, equal to one process: {trained}")
+        else:
+            compiled = f"; compiled into {report.compiled_graphs} graph(s)" if report.compiled_graphs is not None else ""
+            report.detail = f"equivalent: {trained}{compiled}"
         return report
     divergence, record, traits = first
     report.divergence = divergence
     report.reason = _cause(record, traits)
     report.detail = (f"diverges at {divergence} ({tolerance}); {report.reason}: "
-                     + _CAUSES[report.reason].format(n=world_size))
+                     + _CAUSES[report.reason].format(n=world_size, policy=traits.get("mixed_precision")))
     return report
 
 
@@ -259,8 +284,10 @@ def judge(case, report: EquivalenceReport) -> tuple[bool, str]:
     if expected is not None and expected.outcome == APPROXIMATE:  # the error is the finding, not a verdict
         maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
         return True, f"approximate by design, max abs diff from the reference: {maxima}"
-    ok = meets(expected, failed=not report.passed, cause=report.reason)
-    expectation_ = f"expected to diverge from {expected.cause}" if expected else "expected equivalent"
+    ok = meets(expected, failed=report.verdict == "fail", cause=report.reason,
+               not_compiled=report.verdict == NOT_COMPILED)
+    expectation_ = ("expected equivalent" if expected is None else f"expected not compiled ({expected.why})"
+                    if expected.outcome == NOT_COMPILED else f"expected to diverge from {expected.cause}")
     return ok, f"{'as' if ok else 'NOT as'} {expectation_}: {report.detail}"
 
 
