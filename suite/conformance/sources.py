@@ -29,5 +29,5 @@ VERDICT_SOURCES = [
     VerdictSource(ddp_verdicts, (4.0, 8.0), uses_worker_pool=True),
     VerdictSource(autograd_verdicts, (4.0, 12.0)),
     VerdictSource(function_verdicts, (1.0, 1.0)),  # fast either way: quick changes nothing
-    VerdictSource(compile_verdicts, (5.0, 60.0)),  # inductor compiles dominate the full run
+    VerdictSource(compile_verdicts, (8.0, 60.0)),  # two batch sizes a case; inductor compiles dominate the full run
 ]
