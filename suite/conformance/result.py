@@ -64,18 +64,13 @@ class NamedChecks:
         return [c.name for c in self.checks if c.verdict == NOT_COMPILED]
 
 
-def one_thread():
-    """The checks work on tiny tensors, where intra-op threads only add overhead; on a shared
-    machine whose cores are busy they cost far more (a 3 s gradcheck took 38 s with 2 threads)."""
-    return torch_threads(1)
-
-
 def run_check(name: str, body: Callable[[], tuple[str, str]]) -> CheckResult:
     """Time `body` (returning (verdict, detail)) on one thread; an exception it lets out is a
-    failure, reported."""
+    failure, reported. One thread: the checks work on tiny tensors, where intra-op threads only
+    add overhead, and on a busy machine far more (a 3 s gradcheck took 38 s with 2 threads)."""
     start = time.perf_counter()
     try:
-        with one_thread():
+        with torch_threads(1):
             verdict, detail = body()
     except Exception as error:  # a failing check is reported, never raised
         verdict, detail = "fail", f"raised {one_line(error)}"
