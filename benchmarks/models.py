@@ -14,15 +14,18 @@ asv must not time anything itself (the project has one timing core), so:
   (memory, not time).
 
 Absent hardware raises NotImplementedError in setup, which asv records as skipped.
-Set TORCHSUITE_QUICK=1 for the core's quick settings (with `asv run --quick`).
+Set TORCHSUITE_QUICK=1 for the core's quick settings (with `asv run --quick`), and
+TORCHSUITE_WORKLOADS to a workload set (suite.cases.models.models_for: default, article,
+standard, all) to time other models than a default `torchsuite run` times on each device.
 """
 import os
 
-from suite.cases.models import CASES as MODELS
-from suite.timing.plan import VARIANTS, VARIANT_BY_ID, variant_skip_reason
+from suite.cases.models import CASES as MODELS, models_for
+from suite.timing.plan import VARIANTS, VARIANT_BY_ID, variant_applies, variant_skip_reason
 from suite.timing.steps import MODES
 
 QUICK = os.environ.get("TORCHSUITE_QUICK", "") not in ("", "0")
+WORKLOADS = os.environ.get("TORCHSUITE_WORKLOADS", "default")
 IN_PROCESS_PEAKMEM_STEPS = 3
 MAX_ASV_SAMPLES = 100  # keeps result files small; the core's median needs no more
 _DEFAULT_OPTIONS = {"batch_size": None, "threads": None, "world_size": None, "setup": None,
@@ -33,7 +36,11 @@ def _key(model, mode, variant_id):
     return f"{model}/{mode}/{variant_id}"
 
 
-def _skip_reason(mode, variant):
+def _skip_reason(model, mode, variant):
+    if model not in models_for(variant.device, WORKLOADS):
+        return f"{model} is not in the {WORKLOADS!r} workloads on {variant.device} (TORCHSUITE_WORKLOADS)"
+    if not variant_applies(variant, MODELS.get(model)):
+        return f"{variant.id} does not apply to {model}"
     if mode not in variant.modes:
         return f"{variant.id} times {', '.join(variant.modes)} only"
     if QUICK and not variant.quick:
@@ -50,7 +57,7 @@ def records_for_every_case():
     for model in MODELS.names():
         for variant in VARIANTS:
             for mode in variant.modes:
-                if _skip_reason(mode, variant):
+                if _skip_reason(model, mode, variant):
                     continue
                 try:
                     records[_key(model, mode, variant.id)] = time_model(
@@ -92,7 +99,7 @@ class Models:
 
     def setup(self, records, model, mode, variant_id):
         variant = VARIANT_BY_ID[variant_id]
-        reason = _skip_reason(mode, variant)
+        reason = _skip_reason(model, mode, variant)
         if reason:
             raise NotImplementedError(reason)
         record = records[_key(model, mode, variant_id)]
@@ -139,7 +146,7 @@ class ModelMemory:
         from suite.timing.options import resolve_options
 
         variant = VARIANT_BY_ID[variant_id]
-        reason = _skip_reason(mode, variant)
+        reason = _skip_reason(model, mode, variant)
         if reason:
             raise NotImplementedError(reason)
         if variant.distributed:

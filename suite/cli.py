@@ -70,7 +70,8 @@ def _cmd_run(args) -> int:
         return _dry_run(args, models)
     path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
                      report_dir=args.report_dir, machine_name=args.machine_name,
-                     convergence=not args.no_convergence, limit_names=_limit_names(args))
+                     convergence=not args.no_convergence, limit_names=_limit_names(args),
+                     workloads=args.workloads)
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
     return 0
 
@@ -86,7 +87,8 @@ def _dry_run(args, models) -> int:
     from suite.runner import describe_plan, make_plan
 
     devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick,
-                                  convergence=not args.no_convergence, limit_names=_limit_names(args))
+                                  convergence=not args.no_convergence, limit_names=_limit_names(args),
+                                  workloads=args.workloads)
     rows = describe_plan(steps)
     total = sum(r["estimate_s"] for r in rows)
     if args.json:
@@ -174,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: conformance checks and timings into a results file and a report")
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
                    help="devices to run on (default all: the CPU and the GPUs when present)")
-    p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names, timed on every device (default: the --workloads set)")
+    p.add_argument("--workloads", default="default",
+                   help="models to time when --models names none: article (the source's three), standard (the "
+                        "standard workloads: full size on GPUs, mini configs on CPUs), all, or default (the "
+                        "article's, and on GPUs the standard workloads too)")
     p.add_argument("--quick", action="store_true", help="short timings, smaller checks and 3 seeds of convergence runs (on a 2-core CPU about a minute, and another for the convergence runs)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")

@@ -232,12 +232,16 @@ def _limit_steps(api: TimingApi, device: str, quick: bool, names: list[str] | No
 
 
 def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[VerdictSource],
-         timing: TimingApi, convergence: bool = False, limit_names: list[str] | None = None) -> list[PlanStep]:
+         timing: TimingApi, convergence: bool = False, limit_names: list[str] | None = None,
+         timed: dict[str, list[str]] | None = None) -> list[PlanStep]:
+    """The run's steps; `timed`: the model names to time per device (default `models` on each)."""
+    timed = timed or {device: [spec.name for spec in models] for device in devices}
     steps = [_calibration_step(timing, device, quick) for device in devices]
     # Beside the calibrations, before anything of the suite's own runs: they use every core too.
     steps += [step for device in devices for step in _limit_steps(timing, device, quick, limit_names)]
     steps += [_conformance_step(source, device, quick) for device in devices for source in verdict_sources]
-    steps += _timing_steps(timing, list(timing.iter_setups(devices, quick, [spec.name for spec in models])), quick)
+    steps += _timing_steps(timing, [case for device in devices
+                                    for case in timing.iter_setups([device], quick, timed[device])], quick)
     if convergence:  # last: training runs use every core, like the timings, and take longest per step
         steps += [_convergence_step(device, spec, quick) for device in devices for spec in models
                   if spec.convergence is not None]
@@ -303,29 +307,35 @@ def _summary(records: list[dict]) -> str:
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
-              convergence: bool = False, limit_names: list[str] | None = None):
-    """(devices, models, steps) of a run; a bad model or limit name or absent device raises here.
+              convergence: bool = False, limit_names: list[str] | None = None, workloads: str = "default"):
+    """(devices, models, steps) of a run; a bad model, workload set or limit name, or an absent
+    device, raises here.
 
-    `limit_names`: the limits to measure (suite.cases.limits; None: every one, [] none).
+    `model_names`: the models to time on every device; None: each device's share of the
+    `workloads` set (suite.cases.models.models_for). `limit_names`: the limits to measure
+    (suite.cases.limits; None: every one, [] none).
 
     `convergence` adds the time-to-accuracy runs (the CLI's `run` does; off here by default, so that
     a caller after timings or checks alone does not pay for training runs)."""
-    from suite.cases.models import CASES
+    from suite.cases.models import CASES, models_for
     from suite.devices import resolve_devices
 
     devices = resolve_devices(device_request)
-    models = CASES.select(model_names)
+    timed = {device: CASES.select(model_names) if model_names is not None else CASES.select(models_for(device, workloads))
+             for device in devices}
+    models = list({spec.name: spec for device in devices for spec in timed[device]}.values())
     if verdict_sources is None:
         from suite.conformance.sources import VERDICT_SOURCES as verdict_sources
     steps = plan(devices, models, quick, list(verdict_sources), timing or default_timing_api(), convergence,
-                 limit_names)
+                 limit_names, {device: [spec.name for spec in specs] for device, specs in timed.items()})
     return devices, models, steps
 
 
 def run_suite(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               out_dir="results", report_dir="reports", machine_name: str | None = None,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
-              stream=None, convergence: bool = False, limit_names: list[str] | None = None) -> Path:
+              stream=None, convergence: bool = False, limit_names: list[str] | None = None,
+              workloads: str = "default") -> Path:
     """Run everything, write the results file and this machine's report; the results file's path."""
     from suite.environment import capture
     from suite.timing.machine_state import snapshot
@@ -333,7 +343,7 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     timing = timing or default_timing_api()
     devices, models, steps = make_plan(device_request=device_request, model_names=model_names, quick=quick,
                                        verdict_sources=verdict_sources, timing=timing, convergence=convergence,
-                                       limit_names=limit_names)
+                                       limit_names=limit_names, workloads=workloads)
     stream = stream if stream is not None else sys.stderr
     store = ResultsStore(out_dir, capture(machine_name), run={
         "devices": devices, "models": [m.name for m in models], "quick": quick,

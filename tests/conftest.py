@@ -11,13 +11,17 @@ import pytest
 
 
 def pytest_generate_tests(metafunc):
-    """`model_spec`: each registered model, in turn. Imported here, at collection, so that this
-    file loads without torch and pytest_configure below runs while torch is still loading."""
-    if "model_spec" in metafunc.fixturenames:
-        from suite.cases.models import CASES as MODELS
+    """`model_spec`: each of the article's models, in turn; `workload_spec`: each standard
+    workload's mini config. Imported here, at collection, so that this file loads without torch
+    and pytest_configure below runs while torch is still loading."""
+    selections = {"model_spec": lambda models: models.article_models(),
+                  "workload_spec": lambda models: models.standard_models("mini")}
+    for fixture, select in selections.items():
+        if fixture in metafunc.fixturenames:
+            from suite.cases import models
 
-        metafunc.parametrize("model_spec", [MODELS.get(name) for name in MODELS.names()],
-                             ids=MODELS.names())
+            names = select(models)
+            metafunc.parametrize(fixture, [models.CASES.get(name) for name in names], ids=names)
 
 
 # -- tests that launch their own interpreters, started early -------------------------------------

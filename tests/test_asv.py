@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.cases.models import CASES as MODELS
+from suite.cases.models import models_for
 from suite.devices import cuda_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_quick_asv_run_records_every_model_on_cpu(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     values = _results(tmp_path / "results")
-    for model in MODELS.names():
+    for model in models_for("cpu"):
         for mode in ("train", "eval"):
             seconds = values[("models.Models.time_iteration", model, mode, "cpu")]
             throughput = values[("models.Models.track_throughput", model, mode, "cpu")]

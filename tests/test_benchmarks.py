@@ -13,9 +13,9 @@ import statistics
 import pytest
 import torch
 
-from suite.cases.models import CASES as MODELS
+from suite.cases.models import CASES as MODELS, models_for
 from suite.timing.benchmark_bridge import benchmark_time_model, benchmarks_requested
-from suite.timing.plan import VARIANTS
+from suite.timing.plan import VARIANTS, variant_applies
 from suite.timing.setups import COMPILE_SETUPS
 
 
@@ -36,7 +36,8 @@ def _marks(variant):
 
 CASES = [
     pytest.param(model, variant, mode, id=f"{model}-{variant.id}-{mode}", marks=_marks(variant))
-    for model in MODELS.names() for variant in VARIANTS for mode in variant.modes
+    for variant in VARIANTS for model in models_for(variant.device)
+    if variant_applies(variant, MODELS.get(model)) for mode in variant.modes
 ]
 
 

@@ -7,14 +7,15 @@ the corrections listed in `corrections` (ids in suite.cases.defects).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from suite.cases.model_spec import (ConvergenceTargets, ModelSpec, RealTarget,  # noqa: F401 (re-exported)
+                                    SyntheticTask)
 from suite.cases.registry import Registry
+from suite.cases.workloads import standard_workloads
+from suite.errors import SuiteError
 
 SAMPLE_RATE = 16_000  # Speech Commands clips: 1 s at 16 kHz
 
@@ -91,92 +92,6 @@ def speech_frontend() -> nn.Module:
         n_mfcc=10,
         melkwargs={"n_fft": 1600, "hop_length": 1600, "n_mels": 40, "center": False},
     )
-
-
-@dataclass(frozen=True)
-class RealTarget:
-    """A quality target on the model's real dataset, evaluated on its test split every epoch."""
-
-    accuracy: float  # test-split top-1 accuracy to reach
-    max_epochs: int  # the cap: a run that has not reached `accuracy` by then did not converge
-    source: str  # where the figure comes from, and whether it was measured by this project
-    measured_here: bool = False
-
-
-@dataclass(frozen=True)
-class SyntheticTask:
-    """A stand-in task hard enough that reaching `accuracy` takes hundreds of steps.
-
-    Sample of class y: signal * (P[y] + overlap * P[z]) + N(0, 1) noise, where P holds one fixed
-    N(0, 1) pattern per class (drawn from `data_seed` only) and z is a random *other* class: each
-    sample looks partly like a second class, so the classes overlap. Every batch is drawn on the
-    CPU from a generator seeded by the run's seed, so a seed gives the same batches on every
-    machine; the held-out split comes from its own stream of `data_seed`.
-    """
-
-    signal: float
-    overlap: float
-    accuracy: float  # held-out top-1 accuracy to reach
-    eval_every: int  # steps between evaluations (the clock keeps running through them)
-    eval_samples: int  # size of the held-out split
-    max_steps: int  # the cap: not reached by then = not converged
-    expected_s: float  # one run's time on the 2-core machine the suite was written on (for --dry-run)
-    data_seed: int = 0
-
-
-@dataclass(frozen=True)
-class ConvergenceTargets:
-    """What `torchsuite converge` trains a model to: the article's loop, batch size and optimizer."""
-
-    real: RealTarget
-    synthetic: SyntheticTask
-    batch_size: int = 100  # the article's, for all three models, on every device: steps compare across devices
-    # Targets on real data that a package ships (suite.data.SUBSETS), by data name (`--data NAME`):
-    # unlike the whole datasets', these can be measured on machines without the dataset.
-    subsets: dict[str, RealTarget] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    title: str
-    dataset: str
-    factory: Callable[[], nn.Module]
-    input_shape: tuple[int, ...]  # one sample, without the batch dimension
-    num_classes: int
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    optimizer: type[torch.optim.Optimizer]
-    optimizer_kwargs: dict
-    batch_sizes: dict[str, int]  # per device kind
-    source: str  # where in the article it is
-    input_dtype: torch.dtype = torch.float32
-    frontend: Callable[[], nn.Module] | None = None  # raw data -> input_shape, when not identity
-    frontend_note: str = ""
-    corrections: tuple[str, ...] = field(default=())
-    convergence: ConvergenceTargets | None = None
-    kind: str = "model"
-
-    def build(self, seed: int | None = None) -> nn.Module:
-        if seed is not None:
-            torch.manual_seed(seed)
-        return self.factory()
-
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
-        return self.optimizer(params, **self.optimizer_kwargs)
-
-    def batch_size(self, device_kind: str) -> int:
-        return self.batch_sizes.get(device_kind, self.batch_sizes["cpu"])
-
-    def example_batch(self, batch_size: int, seed: int = 0, device="cpu"):
-        """Random inputs and labels of the right shape, dtype and range (no learnable signal)."""
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn((batch_size, *self.input_shape), generator=g, dtype=self.input_dtype)
-        y = torch.randint(0, self.num_classes, (batch_size,), generator=g)
-        return x.to(device), y.to(device)
-
-    def describe(self) -> str:
-        shape = "x".join(map(str, self.input_shape))
-        return f"{self.title}; input {shape}, {self.num_classes} classes, {self.loss_fn.__name__}"
 
 
 _SGD = torch.optim.SGD
@@ -278,6 +193,32 @@ CASES.add(ModelSpec(
 ))
 
 
+for _workload in standard_workloads():
+    CASES.add(_workload)
+
+WORKLOAD_SETS = ("default", "article", "standard", "all")
+
+
 def article_models() -> list[str]:
-    """The source article's models (those that say where in it they are), in declaration order."""
-    return [spec.name for spec in CASES if spec.source]
+    """The source article's models, in declaration order."""
+    return [spec.name for spec in CASES if spec.family == "article"]
+
+
+def standard_models(size: str | None = None) -> list[str]:
+    """The standard workloads (suite.cases.workloads) of one size ("full", "mini"; None: both)."""
+    return [spec.name for spec in CASES if spec.family == "standard" and size in (None, spec.size)]
+
+
+def models_for(device_kind: str, workloads: str = "default") -> list[str]:
+    """The models a run times on a device kind when it names none (README: what a run includes).
+
+    "article": the article's three. "standard": the standard workloads, at full size on GPUs and
+    as their mini configs on CPUs (full size there takes minutes a figure). "all": both.
+    "default": the article's everywhere, and on GPUs the standard workloads at full size too.
+    """
+    if workloads not in WORKLOAD_SETS:
+        raise SuiteError(f"unknown workload set {workloads!r}; valid: {', '.join(WORKLOAD_SETS)}")
+    standard = standard_models("full" if device_kind == "cuda" else "mini")
+    if workloads == "default":
+        return article_models() + (standard if device_kind == "cuda" else [])
+    return {"article": article_models(), "standard": standard, "all": article_models() + standard}[workloads]

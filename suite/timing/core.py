@@ -56,7 +56,7 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
     with torch_threads(options.threads):
         flops = count_flops(spec, options.mode, options.batch_size) * options.world_size
     return build_record(model=spec.name, options=options, measured=measured, flops=flops,
-                        calibration=calibration)
+                        calibration=calibration, tokens_per_sample=spec.tokens_per_sample)
 
 
 def devices_for(options: TimingOptions) -> list[torch.device]:

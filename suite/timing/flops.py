@@ -6,9 +6,23 @@ the count is the same whatever device, AMP dtype or memory format is timed.
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from suite.cases.models import ModelSpec
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None) -> int:
+    """A convolution's backward: each gradient asked for (input, weight) costs one forward.
+
+    FlopCounterMode's own formula (torch 2.11) ignores `groups` in the backward, so a depthwise
+    convolution's backward counts as `groups` times its real work (65x its forward for 64
+    channels, not 2x: docs/found.md) and MobileNet's train FLOP/s came out above the peak."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+CUSTOM_FORMULAS = {torch.ops.aten.convolution_backward: conv_backward_flops}
 
 
 def count_flops(spec: ModelSpec, mode: str, batch_size: int) -> int:
@@ -25,7 +39,7 @@ def _count_on(device: str, spec: ModelSpec, mode: str, batch_size: int) -> int:
         model = spec.build(seed=0)
     inputs, labels = spec.example_batch(batch_size)
     inputs, labels = inputs.to(device), labels.to(device)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CUSTOM_FORMULAS) as counter:
         if mode == "train":
             optimizer = spec.make_optimizer(model.parameters())
             optimizer.zero_grad(set_to_none=True)
@@ -33,6 +47,8 @@ def _count_on(device: str, spec: ModelSpec, mode: str, batch_size: int) -> int:
             optimizer.step()
         else:
             model.eval()
-            with torch.inference_mode():
+            # no_grad, not inference_mode: the same FLOPs, and FlopCounterMode under inference_mode
+            # fails on a weight-norm parametrization (wav2vec2's; docs/found.md).
+            with torch.no_grad():
                 model(inputs)
     return int(counter.get_total_flops())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Iterator, NamedTuple
 
-from suite.cases.models import CASES as MODELS
+from suite.cases.models import CASES as MODELS, models_for
 from suite.cases.variants import CASES as VARIANT_CASES, TimingVariant
 from suite.devices import missing_reason, require_device
 from suite.threads import usable_cores
@@ -53,12 +53,18 @@ def thread_counts(cores: int) -> list[int]:
     return counts + [cores]
 
 
+def variant_applies(variant: TimingVariant, spec) -> bool:
+    """Whether `variant` means anything for the model: channels_last needs image inputs."""
+    return not variant.kwargs.get("channels_last") or spec.image_input
+
+
 def iter_setups(devices: list[str], quick: bool = False,
                 models: list[str] | None = None) -> Iterator[TimingCase]:
     """Every (model, mode, time_model kwargs) a run over `devices` ("cpu", "cuda") should time.
 
-    The VARIANTS of each requested device, for every registered model and each variant's
-    modes. Full runs also sweep CPU threads (1, 2, 4, ... all cores) and CPU DDP world sizes
+    The VARIANTS of each requested device that apply to the model, for each of `models` (by
+    default the models a run times on that device: suite.cases.models.models_for) and each
+    variant's modes. Full runs also sweep CPU threads (1, 2, 4, ... all cores) and CPU DDP world sizes
     (2, 4, ... all cores): 8 of each, not 128, on a 128-core server; quick runs take all cores, world size 2 and fp32 on GPUs. Cases whose
     hardware is absent (several GPUs, say) come with a skip_reason; a requested device kind
     that is absent raises DeviceUnavailableError.
@@ -66,9 +72,12 @@ def iter_setups(devices: list[str], quick: bool = False,
     for kind in devices:
         require_device(kind)
     cores = usable_cores()
-    for spec in MODELS.select(models):
+    names = models if models is not None else list(dict.fromkeys(n for kind in devices for n in models_for(kind)))
+    for spec in MODELS.select(names):
         for variant in VARIANTS:
-            if variant.device not in devices or (quick and not variant.quick):
+            if variant.device not in devices or (quick and not variant.quick) or not variant_applies(variant, spec):
+                continue
+            if models is None and spec.name not in models_for(variant.device):
                 continue
             reason = variant_skip_reason(variant)
             for kwargs in _expand(variant, cores, quick):

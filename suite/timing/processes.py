@@ -205,7 +205,7 @@ def merge_processes(records: list[dict], log_sd: float | None) -> dict:
         "peak_mem_bytes": max(r["peak_mem_bytes"] for r in records),
         # rates follow the median; a figure without FLOPs (a user's function) has None
         **{rate: first[rate] * scale if first.get(rate) is not None else None
-           for rate in ("throughput", "achieved_flops_per_s", "peak_fraction")},
+           for rate in ("throughput", "tokens_per_s", "achieved_flops_per_s", "peak_fraction")},
     }
     for key in ("compile_cold_s", "compile_warm_s"):
         values = [r[key] for r in records if r.get(key) is not None]

@@ -52,6 +52,8 @@ Fields:
     sample_others_cores   others' cores during each block (coarse: the kernel counts in 10 ms ticks)
     settings              TF32, cuDNN and determinism flags and threads the timing process had
     throughput            samples per second: global_batch_size / median_s
+    tokens_per_s          a language model's throughput in tokens (throughput x tokens per
+                          sample, ModelSpec.tokens_per_sample); None for other models
     peak_mem_bytes        CUDA allocator peak (largest over the GPUs used) on GPU; the process's
                           peak RSS since it started on CPU (rank 0's for DDP)
     peak_mem_kind         "cuda_allocator_peak" or "process_peak_rss"
@@ -98,7 +100,7 @@ class ProcessMeasurement:
 
 
 def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasurement, flops: int | None,
-                 calibration: dict | None) -> dict:
+                 calibration: dict | None, tokens_per_sample: int = 0) -> dict:
     """flops and calibration None: a figure without them (a user's function, suite.timing.function)."""
     sampling, trust = measured.sampling, measured.trust
     summary = summarize(sampling.samples)
@@ -140,6 +142,7 @@ def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasure
         "sample_others_cores": list(trust.sample_others_cores),
         "settings": measured.settings,
         "throughput": global_batch / summary["median_s"],
+        "tokens_per_s": global_batch * tokens_per_sample / summary["median_s"] if tokens_per_sample else None,
         "peak_mem_bytes": measured.peak_mem_bytes,
         "peak_mem_kind": measured.peak_mem_kind,
         "flops": flops,
