@@ -468,3 +468,37 @@ def test_plots_draw_a_whisker_for_every_interval_and_none_without(interval_repor
     # only beta's speedups, against alpha: the within-noise one crosses 1.0
     assert whiskers("speedup.png") == [(round(0.0198 / 0.0203, 4), round(0.0202 / 0.0195, 4)),
                                        (round(0.0099 / 0.00505, 4), round(0.0101 / 0.00495, 4))]
+
+
+def with_gemm_limit(data: dict, fraction: float) -> tuple[dict, dict]:
+    """The run with a measured float32 GEMM limit at which its first CPU figure runs at `fraction`,
+    and that figure."""
+    out = copy.deepcopy(data)
+    first = next(r for r in out["records"] if r["kind"] == "timing" and r["setup"] == "cpu")
+    out["records"].append({"kind": "limit", "limit": "gemm", "device": "cpu", "variant": "float32",
+                           "unit": "GFLOP/s", "value": first["achieved_flops_per_s"] / fraction / 1e9,
+                           "threads": first["threads"], "median_s": 1e-3, "flags": [], "samples": [1e-3] * 5})
+    return out, first
+
+
+@pytest.mark.parametrize("fraction", [0.5, 2.0])
+def test_mfu_is_the_figure_over_the_gemm_limit_and_above_it_is_flagged(real_results, tmp_path, fraction):
+    data, figure = with_gemm_limit(results.load(real_results), fraction)
+    build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
+    rows = read_comparison(tmp_path / "out")
+    same = rows[(rows["setup"] == "cpu") & (rows["mode"] == figure["mode"]) & (rows["threads"] == figure["threads"])]
+    (first,) = [row for _, row in same.iterrows()]
+    assert first["mfu"] == pytest.approx(fraction)
+    assert ("above_gemm_limit" in str(first["flags"])) == (fraction > 1)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Model FLOP/s utilisation (MFU)" in markdown
+
+
+def test_a_language_models_tokens_per_second_get_their_own_table(real_results, tmp_path):
+    data = results.load(real_results)
+    for record in data["records"]:
+        if record["kind"] == "timing":
+            record["tokens_per_s"] = record["throughput"] * 7
+    build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
+    assert "## Language models (tokens/s)" in (tmp_path / "out" / "report.md").read_text()
+    assert "## Language models" not in (real_results.parent.parent / "report" / "report.md").read_text()

@@ -115,15 +115,25 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
             Section("Median time per iteration (s)", "", _flat(tables.pivot_shown(comp, "median_s", machines)),
                     index=False),
         ]
+        language = tables.rows_with(comp, "tokens_per_s")
+        if len(language):
+            out.append(Section("Language models (tokens/s)", "Throughput x tokens per sample.",
+                               _flat(tables.pivot_shown(language, "tokens_per_s", machines)), index=False))
         if len(machines) > 1:  # one machine against itself: every speedup is 1
             out.append(Section(f"Speedup against {baseline}", "", _flat(tables.speedup_table(comp, machines)),
                                index=False, image="speedup.png"))
-        out += [
-            Section("Fraction of each machine's measured peak FLOP/s",
-                    "Achieved FLOP/s (FlopCounterMode's count / median time) over the machine's own calibrated peak.",
-                    _flat(tables.pivot_shown(comp, "peak_fraction", machines, digits=3)), index=False,
-                    image="peak_fraction.png"),
-        ]
+        out.append(Section("Fraction of each machine's measured peak FLOP/s",
+                           "Achieved FLOP/s (FlopCounterMode's count / median time) over the machine's own calibrated "
+                           "peak (one matmul size; a figure above it is flagged above_peak).",
+                           _flat(tables.pivot_shown(comp, "peak_fraction", machines, digits=3)), index=False,
+                           image="peak_fraction.png"))
+        utilisation = tables.rows_with(comp, "mfu")
+        if len(utilisation):
+            out.append(Section("Model FLOP/s utilisation (MFU): fraction of the GEMM limit",
+                               "Achieved FLOP/s over the machine-limits table's GEMM figure of the same dtype, times "
+                               "the GPUs used; n/a where the limit was not measured, or on a CPU at another core "
+                               f"count than the figure's. A figure above the limit is flagged {tables.ABOVE_LIMIT}.",
+                               _flat(tables.pivot_shown(utilisation, "mfu", machines, digits=3)), index=False))
     compiled_rows = compiled.table(loaded, long)
     if len(compiled_rows):
         out.append(Section("Compiled vs eager (torch.compile)", compiled.TEXT, compiled_rows, index=False))

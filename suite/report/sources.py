@@ -67,7 +67,7 @@ def _benchmark_identity(name: str, params: dict, extra: dict) -> dict:
     identity["setup"] = merged.get("setup", identity["device"])
     identity["dtype"] = "float32"  # time_model's default, which a variant without a dtype ran in
     for key in ("world_size", "batch_size", "threads", "dtype", "channels_last", "throughput", "peak_mem_bytes",
-                "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"):
+                "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction", "tokens_per_s"):
         if key in merged:
             identity[key] = merged[key]
     return identity

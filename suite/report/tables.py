@@ -36,13 +36,14 @@ from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
 from suite.timing.stats import is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
-TIMING_COLUMNS = ["threads", "median_s", "ci95_low_s", "ci95_high_s", "iqr_s", "noisy", "throughput",
-                  "peak_mem_bytes", "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction"]
+TIMING_COLUMNS = ["threads", "median_s", "ci95_low_s", "ci95_high_s", "iqr_s", "noisy", "throughput", "tokens_per_s",
+                  "peak_mem_bytes", "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction", "mfu"]
 # What must match for two figures to be compared as like for like, and how a difference reads.
 COMPARABILITY = {"quick": "quick vs full", "torch": "torch", "cuda": "CUDA", "settings_key": "settings"}
 # Each shown figure's 95% interval: the record's own for the time, derived in comparison() for the rest.
-INTERVAL_OF = {"median_s": ("ci95_low_s", "ci95_high_s"), "throughput": ("throughput_ci_low", "throughput_ci_high"),
-               "peak_fraction": ("peak_fraction_ci_low", "peak_fraction_ci_high"),
+RATES = ("throughput", "tokens_per_s", "peak_fraction", "mfu")  # per second: they follow the time's interval
+INTERVAL_OF = {"median_s": ("ci95_low_s", "ci95_high_s"),
+               **{rate: (f"{rate}_ci_low", f"{rate}_ci_high") for rate in RATES},
                "speedup": ("speedup_ci_low", "speedup_ci_high")}
 WITHIN_NOISE = "within noise"  # the speedup table's word for an interval that contains 1.0
 BOOTSTRAP_RESAMPLES = 2000
@@ -83,7 +84,38 @@ def long_table(loaded) -> pd.DataFrame:
     if table["throughput"].isna().any():
         derived = table["batch_size"].astype("Float64") * table["world_size"].astype("Float64") / table["median_s"]
         table["throughput"] = table["throughput"].fillna(derived.astype(float))
+    table["mfu"] = model_flops_utilisation(table, gemm_limits(loaded))
+    table["figure_flags"] = [flags + (ABOVE_LIMIT,) if mfu > 1 else flags
+                             for flags, mfu in zip(table["figure_flags"], table["mfu"].fillna(0))]
     return table.drop_duplicates(subset=["machine", *KEY], keep="last").reset_index(drop=True)
+
+
+ABOVE_LIMIT = "above_gemm_limit"  # the report's flag: a figure's FLOP/s above the machine's GEMM limit
+
+
+def gemm_limits(loaded) -> dict[tuple, tuple[float, int]]:
+    """{(machine, device, dtype): (FLOP/s, threads)}: each machine's measured GEMM limit
+    (suite.cases.limits "gemm"; one device's, per dtype)."""
+    return {(m.machine_name, r.get("device"), r.get("variant")): (r["value"] * 1e9, r.get("threads"))
+            for m in loaded for r in m.limits if r.get("limit") == "gemm" and isinstance(r.get("value"), (int, float))}
+
+
+def model_flops_utilisation(table: pd.DataFrame, limits: dict) -> list:
+    """Achieved FLOP/s over the GEMM limit of the figure's dtype, summed over the devices it used
+    (MFU). None where the machine measured no such limit, or, on a CPU, measured it at another
+    number of cores than the figure used: the limit at 2 cores is not the 1-thread one's."""
+    out = []
+    for row in table.itertuples():
+        limit = limits.get((row.machine, row.device, row.dtype or "float32"))
+        world = int(row.world_size) if pd.notna(row.world_size) else 1
+        if limit is None or pd.isna(row.achieved_flops_per_s):
+            out.append(None)
+        elif row.device == "cuda":
+            out.append(row.achieved_flops_per_s / (limit[0] * world))
+        else:
+            cores = row.threads * (world if row.setup == "cpu-ddp" else 1) if pd.notna(row.threads) else None
+            out.append(row.achieved_flops_per_s / limit[0] if cores == limit[1] else None)
+    return out
 
 
 def _figure_flags(flags, noisy: bool) -> tuple:
@@ -151,7 +183,7 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     full["differs"] = [_differences(row) for row in full.itertuples()]
     full["speedup"] = full["baseline_median_s"] / full["median_s"]
     low_s, high_s = (full[c].where(full[c] > 0) for c in INTERVAL_OF["median_s"])
-    for rate in ("throughput", "peak_fraction"):  # per second: the slow end of the time is the low end of the rate
+    for rate in RATES:  # per second: the slow end of the time is the low end of the rate
         full[INTERVAL_OF[rate][0]] = full[rate] * full["median_s"] / high_s
         full[INTERVAL_OF[rate][1]] = full[rate] * full["median_s"] / low_s
     # The baseline against itself has speedup 1.0 by definition; an interval there would only confuse.
@@ -165,7 +197,7 @@ def comparison(table: pd.DataFrame, machines: list[str], baseline: str) -> pd.Da
     full["figure_flags"] = [f if isinstance(f, tuple) else () for f in full["figure_flags"]]
     full["marks"] = [_marks(f, d) for f, d in zip(full["figure_flags"], full["differs"])]
     full["flags"] = [_flags(row, baseline) for row in full.itertuples()]
-    ordered = ["machine", *KEY, *TIMING_COLUMNS, *INTERVAL_OF["throughput"], *INTERVAL_OF["peak_fraction"],
+    ordered = ["machine", *KEY, *TIMING_COLUMNS, *(bound for rate in RATES for bound in INTERVAL_OF[rate]),
                "speedup", *INTERVAL_OF["speedup"], "speedup_within_noise",
                "missing", "flags", "marks", "figure_flags", "differs", "quick", "torch", "cuda", "source"]
     rank = {m: i for i, m in enumerate(machines)}
@@ -242,6 +274,12 @@ def shown(value: float, marks: str, missing: bool, digits: int = 4, low=None, hi
 
 def _number(value: float, digits: int) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
+
+
+def rows_with(comp: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows of every key that has `column` on some machine (with that key's missing rows)."""
+    known = comp.loc[comp[column].notna(), KEY].drop_duplicates()
+    return comp.merge(known, on=KEY, how="inner")
 
 
 def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int = 4) -> pd.DataFrame:
