@@ -21,8 +21,8 @@ standard, all) to time other models than a default `torchsuite run` times on eac
 import os
 
 from suite.cases.models import CASES as MODELS, models_for
-from suite.timing.plan import VARIANTS, VARIANT_BY_ID, variant_applies, variant_skip_reason
-from suite.timing.steps import MODES
+from suite.timing.plan import VARIANTS, VARIANT_BY_ID, modes_for, variant_applies, variant_skip_reason
+from suite.cases.variants import MODES, SERVE
 
 QUICK = os.environ.get("TORCHSUITE_QUICK", "") not in ("", "0")
 WORKLOADS = os.environ.get("TORCHSUITE_WORKLOADS", "default")
@@ -41,8 +41,8 @@ def _skip_reason(model, mode, variant):
         return f"{model} is not in the {WORKLOADS!r} workloads on {variant.device} (TORCHSUITE_WORKLOADS)"
     if not variant_applies(variant, MODELS.get(model)):
         return f"{variant.id} does not apply to {model}"
-    if mode not in variant.modes:
-        return f"{variant.id} times {', '.join(variant.modes)} only"
+    if mode not in modes_for(variant, MODELS.get(model)):
+        return f"{variant.id} times {model} in {', '.join(modes_for(variant, MODELS.get(model)))} only"
     if QUICK and not variant.quick:
         return f"{variant.id} is left out of quick runs, as in `torchsuite run --quick`"
     return variant_skip_reason(variant)
@@ -78,7 +78,7 @@ class CoreClock:
 
 
 class Models:
-    params = (MODELS.names(), list(MODES), [v.id for v in VARIANTS])
+    params = (MODELS.names(), [*MODES, SERVE], [v.id for v in VARIANTS])
     param_names = ["model", "mode", "variant"]
     timeout = 600
 

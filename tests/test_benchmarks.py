@@ -15,7 +15,7 @@ import torch
 
 from suite.cases.models import CASES as MODELS, models_for
 from suite.timing.benchmark_bridge import benchmark_time_model, benchmarks_requested
-from suite.timing.plan import VARIANTS, variant_applies
+from suite.timing.plan import VARIANTS, modes_for, variant_applies
 from suite.timing.setups import COMPILE_SETUPS
 
 
@@ -37,7 +37,7 @@ def _marks(variant):
 CASES = [
     pytest.param(model, variant, mode, id=f"{model}-{variant.id}-{mode}", marks=_marks(variant))
     for variant in VARIANTS for model in models_for(variant.device)
-    if variant_applies(variant, MODELS.get(model)) for mode in variant.modes
+    if variant_applies(variant, MODELS.get(model)) for mode in modes_for(variant, MODELS.get(model))
 ]
 
 

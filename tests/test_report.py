@@ -502,3 +502,14 @@ def test_a_language_models_tokens_per_second_get_their_own_table(real_results, t
     build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
     assert "## Language models (tokens/s)" in (tmp_path / "out" / "report.md").read_text()
     assert "## Language models" not in (real_results.parent.parent / "report" / "report.md").read_text()
+
+
+def test_serving_figures_show_their_latency_percentiles_in_milliseconds(real_results, tmp_path):
+    data = results.load(real_results)
+    served = next(r for r in data["records"] if r["kind"] == "timing" and r["mode"] == "eval")
+    data["records"].append({**served, "mode": "serve", "batch_size": 1, "latency_p50_s": 0.002,
+                            "latency_p90_s": 0.003, "latency_p99_s": 0.0125})
+    build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    section = markdown[markdown.index("## Serving latency at batch 1"):]
+    assert "2 / 3 / 12.5" in section.split("\n## ")[0]

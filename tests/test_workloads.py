@@ -99,3 +99,18 @@ def test_an_unknown_workload_set_is_a_one_line_error(capsys):
     assert main(["run", "--dry-run", "--workloads", "bogus"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown workload set" in err
+
+
+def test_a_serving_figure_times_each_call_at_batch_one_for_its_percentiles():
+    record = time_model("speech_cnn", mode="serve", quick=True, min_run_time=0.05)
+    assert record["batch_size"] == 1 and record["steps_per_sample"] == 1 and len(record["samples"]) >= 30
+    assert record["latency_p50_s"] <= record["latency_p90_s"] <= record["latency_p99_s"] <= max(record["samples"])
+    assert record["latency_p99_s"] == sorted(record["samples"])[-1]  # 30 calls: the 99th percentile is the slowest
+    with pytest.raises(SuiteError, match="one device, eager"):
+        time_model("speech_cnn", mode="serve", setup="cpu-ddp", quick=True)
+
+
+def test_only_the_models_people_serve_get_serving_figures():
+    served = {c.model for c in iter_setups(["cpu"], quick=True, models=standard_models("mini")) if c.mode == "serve"}
+    assert served == {name for name in standard_models("mini") if MODELS.get(name).serving}
+    assert "resnet50_mini" in served and "gpt2_lm_mini" not in served

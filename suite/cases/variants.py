@@ -15,6 +15,9 @@ from typing import NamedTuple
 from suite.cases.registry import Registry
 
 MODES = ("train", "eval")
+# Serving: a forward at batch 1, each call timed alone, for latency percentiles; for the models
+# people serve (ModelSpec.serving), on the one-device eager setups.
+SERVE = "serve"
 
 
 class TimingVariant(NamedTuple):
@@ -43,11 +46,11 @@ class TimingVariant(NamedTuple):
 
 CASES: Registry[TimingVariant] = Registry("variant")
 
-CASES.add(TimingVariant("cpu", {"setup": "cpu"}, MODES, "cpu", sweep="threads"))
+CASES.add(TimingVariant("cpu", {"setup": "cpu"}, (*MODES, SERVE), "cpu", sweep="threads"))
 # one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
 CASES.add(TimingVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",),
                        "cpu", distributed=True, sweep="world_size", min_cores=2))
-CASES.add(TimingVariant("cuda", {"setup": "cuda"}, MODES, "cuda"))
+CASES.add(TimingVariant("cuda", {"setup": "cuda"}, (*MODES, SERVE), "cuda"))
 CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
                        quick=False))
 CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",

@@ -115,6 +115,11 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
             Section("Median time per iteration (s)", "", _flat(tables.pivot_shown(comp, "median_s", machines)),
                     index=False),
         ]
+        if (comp["mode"] == "serve").any():
+            out.append(Section("Serving latency at batch 1 (ms: p50 / p90 / p99)",
+                               "One forward at batch 1 a sample, each call timed alone; percentiles over the calls "
+                               "of every process of the figure.", _flat(tables.latency_table(comp, machines)),
+                               index=False))
         language = tables.rows_with(comp, "tokens_per_s")
         if len(language):
             out.append(Section("Language models (tokens/s)", "Throughput x tokens per sample.",

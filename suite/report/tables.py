@@ -37,7 +37,8 @@ from suite.timing.stats import is_noisy
 
 KEY = ["model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last", "threads_setting"]
 TIMING_COLUMNS = ["threads", "median_s", "ci95_low_s", "ci95_high_s", "iqr_s", "noisy", "throughput", "tokens_per_s",
-                  "peak_mem_bytes", "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction", "mfu"]
+                  "peak_mem_bytes", "flops", "achieved_flops_per_s", "peak_flops_per_s", "peak_fraction", "mfu",
+                  "latency_p50_s", "latency_p90_s", "latency_p99_s"]
 # What must match for two figures to be compared as like for like, and how a difference reads.
 COMPARABILITY = {"quick": "quick vs full", "torch": "torch", "cuda": "CUDA", "settings_key": "settings"}
 # Each shown figure's 95% interval: the record's own for the time, derived in comparison() for the rest.
@@ -288,6 +289,17 @@ def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int
     frame["cell"] = [shown(v, marks, m, digits, lo, hi) for v, marks, m, lo, hi in
                      zip(frame[value], frame["marks"], frame["missing"], frame[low], frame[high])]
     # The row's setup names its device (cpu, cpu-ddp, cuda, ...): one column per machine suffices.
+    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
+    return table[[m for m in machines if m in table.columns]].fillna("missing")
+
+
+def latency_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
+    """Serving figures (mode "serve"): "p50 / p90 / p99" milliseconds a call, per machine."""
+    frame = comp[comp["mode"] == "serve"]
+    frame = frame.assign(row=row_label(frame), cell=[
+        "missing" if r.missing else "n/a" if pd.isna(r.latency_p50_s) else
+        " / ".join(f"{1e3 * v:.3g}" for v in (r.latency_p50_s, r.latency_p90_s, r.latency_p99_s))
+        + (f" ({r.marks})" if r.marks else "") for r in frame.itertuples()])
     table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
     return table[[m for m in machines if m in table.columns]].fillna("missing")
 

@@ -84,7 +84,8 @@ def measure_figure(step: Callable[[], None], *, options: TimingOptions, devices:
         sampling = measure(step, threads=threads, devices=devices, min_run_time=options.min_run_time,
                            warmup_steps=options.warmup_steps, warmup_s=options.warmup_s,
                            min_samples=options.min_samples, time_cap_s=options.time_cap_s,
-                           target_precision=options.target_precision, agree=agree, between_blocks=watch)
+                           target_precision=options.target_precision, agree=agree, between_blocks=watch,
+                           number=options.steps_per_sample)
         load = load_between(start, last[0])
         canary_after = canary.time()
         # The other ranks use about what this one does: a full core each on a quiet machine, less

@@ -116,9 +116,9 @@ def measure(step: Callable[[], None], *, threads: int, devices: list[torch.devic
             min_run_time: float, warmup_steps: int, min_samples: int, time_cap_s: float,
             warmup_s: float = 0.0, target_precision: float | None = None,
             agree: Callable[[float], float] | None = None,
-            between_blocks: Callable[[], None] | None = None) -> Sampling:
+            between_blocks: Callable[[], None] | None = None, number: int | None = None) -> Sampling:
     """Time `step` (one iteration) after `warmup_steps` untimed ones and `warmup_s` seconds of
-    settling (see the module docstring).
+    settling (see the module docstring). `number`: steps a block, instead of sizing blocks to the step.
 
     `between_blocks` runs after each block, outside the timed part (the contention watch).
     """
@@ -129,7 +129,8 @@ def measure(step: Callable[[], None], *, threads: int, devices: list[torch.devic
     with torch_threads(threads):
         warm_up(step, warmup_steps, clock)
         step_estimate = agree(timed_block(timer, PROBE_STEPS))
-        number = block_size(step_estimate, min_run_time, max(MIN_BLOCK_S.get(d.type, 0.0) for d in devices))
+        number = number or block_size(step_estimate, min_run_time,
+                                      max(MIN_BLOCK_S.get(d.type, 0.0) for d in devices))
         settling = settle(timer, number, clock, warmup_s, agree) if warmup_s > 0 else None
         samples: list[float] = []
         started = clock()

@@ -9,7 +9,7 @@ from suite.errors import SuiteError
 from suite.threads import usable_cores
 from suite.timing.setups import (COMPILE_SETUPS, DDP_SETUPS, DEFAULT_COMPILE_BACKEND,  # noqa: F401
                                  ONE_DEVICE_SETUPS, SETUP_DEVICE, SETUPS)
-from suite.timing.steps import validate_mode_and_dtype
+from suite.timing.steps import SERVE, validate_mode_and_dtype
 
 DEFAULT_CPU_DDP_WORLD_SIZE = 2
 
@@ -33,6 +33,8 @@ TIME_CAP_S = 3.0
 # A disturbed figure (contended, drift) is measured again after waiting up to the quiet budget.
 ATTEMPTS, QUICK_ATTEMPTS = 3, 2
 QUIET_BUDGET_S, QUICK_QUIET_BUDGET_S = 5.0, 2.0
+# Serving figures: one call a sample, enough of them for a p99 (a full run's processes pool theirs).
+SERVE_MIN_SAMPLES, QUICK_SERVE_MIN_SAMPLES = 100, 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class TimingOptions:
     attempts: int
     quiet_budget_s: float
     compile_backend: str | None = None  # set for the compile setups
+
+    @property
+    def steps_per_sample(self) -> int | None:
+        """1 for serving (each sample is one call's latency); None: blocks sized to the step."""
+        return 1 if self.mode == SERVE else None
 
     @property
     def peak_devices(self) -> int:
@@ -96,11 +103,15 @@ def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_siz
         threads = max(1, usable_cores() // world_size) if setup in DDP_SETUPS else usable_cores()
     if threads < 1:
         raise SuiteError(f"threads must be at least 1, got {threads}")
-    batch_size = batch_size or spec.batch_size(device)
+    batch_size = batch_size or (1 if mode == SERVE else spec.batch_size(device))
+    rules = sampling_rules(quick, min_run_time)
+    if mode == SERVE:  # a count of calls for the tail, not a precision of the median
+        if setup not in ONE_DEVICE_SETUPS or compile_backend:
+            raise SuiteError(f"mode {SERVE!r} runs on one device, eager; not in setup {setup!r}")
+        rules.update(min_samples=QUICK_SERVE_MIN_SAMPLES if quick else SERVE_MIN_SAMPLES, target_precision=None)
     return TimingOptions(
         mode=mode, device=device, setup=setup, world_size=world_size, batch_size=batch_size,
-        threads=threads, dtype=dtype, channels_last=channels_last, compile_backend=compile_backend,
-        **sampling_rules(quick, min_run_time))
+        threads=threads, dtype=dtype, channels_last=channels_last, compile_backend=compile_backend, **rules)
 
 
 def sampling_rules(quick: bool, min_run_time: float | None = None) -> dict:

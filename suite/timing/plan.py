@@ -5,7 +5,7 @@ import importlib.util
 from typing import Iterator, NamedTuple
 
 from suite.cases.models import CASES as MODELS, models_for
-from suite.cases.variants import CASES as VARIANT_CASES, TimingVariant
+from suite.cases.variants import CASES as VARIANT_CASES, SERVE, TimingVariant
 from suite.devices import missing_reason, require_device
 from suite.threads import usable_cores
 from suite.timing.scaling import REFERENCE_SETUP, efficiency, reference_key
@@ -58,6 +58,11 @@ def variant_applies(variant: TimingVariant, spec) -> bool:
     return not variant.kwargs.get("channels_last") or spec.image_input
 
 
+def modes_for(variant: TimingVariant, spec) -> tuple[str, ...]:
+    """The variant's modes that the model is timed in: serving for the models people serve."""
+    return tuple(mode for mode in variant.modes if mode != SERVE or spec.serving)
+
+
 def iter_setups(devices: list[str], quick: bool = False,
                 models: list[str] | None = None) -> Iterator[TimingCase]:
     """Every (model, mode, time_model kwargs) a run over `devices` ("cpu", "cuda") should time.
@@ -81,7 +86,7 @@ def iter_setups(devices: list[str], quick: bool = False,
                 continue
             reason = variant_skip_reason(variant)
             for kwargs in _expand(variant, cores, quick):
-                for mode in variant.modes:
+                for mode in modes_for(variant, spec):
                     yield TimingCase(spec.name, mode, {**kwargs, "quick": quick}, reason)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from suite.errors import SuiteError
 from suite.timing.figure import FLAGS, above_peak
-from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, typical_log_variance
+from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, latency_percentiles, typical_log_variance
 
 PROCESSES, QUICK_PROCESSES = 4, 3
 # Importing torch and the suite, before the first figure of a round.
@@ -207,6 +207,8 @@ def merge_processes(records: list[dict], log_sd: float | None) -> dict:
         **{rate: first[rate] * scale if first.get(rate) is not None else None
            for rate in ("throughput", "tokens_per_s", "achieved_flops_per_s", "peak_fraction")},
     }
+    if "latency_p50_s" in first:  # a serving figure: its percentiles over every process's calls
+        merged.update(latency_percentiles(pooled))
     for key in ("compile_cold_s", "compile_warm_s"):
         values = [r[key] for r in records if r.get(key) is not None]
         merged[key] = statistics.median(values) if values else None

@@ -52,6 +52,8 @@ Fields:
     sample_others_cores   others' cores during each block (coarse: the kernel counts in 10 ms ticks)
     settings              TF32, cuDNN and determinism flags and threads the timing process had
     throughput            samples per second: global_batch_size / median_s
+    latency_p50_s, latency_p90_s, latency_p99_s   mode "serve" only: percentiles of its
+                          samples, each one call at batch 1 (pooled over a figure's processes)
     tokens_per_s          a language model's throughput in tokens (throughput x tokens per
                           sample, ModelSpec.tokens_per_sample); None for other models
     peak_mem_bytes        CUDA allocator peak (largest over the GPUs used) on GPU; the process's
@@ -82,7 +84,7 @@ from suite.timing.compiled import CompileTimes
 from suite.timing.figure import Trust, figure_flags
 from suite.timing.measure import Sampling
 from suite.timing.options import TimingOptions
-from suite.timing.stats import summarize
+from suite.timing.stats import latency_percentiles, summarize
 
 KIND = "timing"
 
@@ -143,6 +145,7 @@ def build_record(*, model: str, options: TimingOptions, measured: ProcessMeasure
         "settings": measured.settings,
         "throughput": global_batch / summary["median_s"],
         "tokens_per_s": global_batch * tokens_per_sample / summary["median_s"] if tokens_per_sample else None,
+        **(latency_percentiles(sampling.samples) if options.steps_per_sample == 1 else {}),
         "peak_mem_bytes": measured.peak_mem_bytes,
         "peak_mem_kind": measured.peak_mem_kind,
         "flops": flops,

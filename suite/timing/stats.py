@@ -69,6 +69,16 @@ def summarize(samples: list[float]) -> dict:
     }
 
 
+LATENCY_PERCENTILES = (50, 90, 99)
+
+
+def latency_percentiles(samples: list[float]) -> dict:
+    """latency_p50_s, latency_p90_s, latency_p99_s of one-call samples (nearest rank above)."""
+    ordered = sorted(samples)
+    return {f"latency_p{p}_s": ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+            for p in LATENCY_PERCENTILES}
+
+
 def log_variance(process_medians: list[float]) -> tuple[float, int] | None:
     """(variance, degrees of freedom) of the log medians of one figure's processes; None under two."""
     logs = [math.log(m) for m in process_medians if m > 0]

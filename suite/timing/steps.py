@@ -12,15 +12,15 @@ import torch
 import torch.nn as nn
 
 from suite.cases.models import ModelSpec
-from suite.cases.variants import MODES
+from suite.cases.variants import MODES, SERVE
 from suite.errors import SuiteError
 
 DTYPES = ("float32", "bfloat16")  # bfloat16: AMP autocast, parameters stay fp32
 
 
 def validate_mode_and_dtype(mode: str, dtype: str) -> None:
-    if mode not in MODES:
-        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in (*MODES, SERVE):
+        raise SuiteError(f"unknown mode {mode!r}; valid: {', '.join((*MODES, SERVE))}")
     if dtype not in DTYPES:
         raise SuiteError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
 
@@ -53,7 +53,7 @@ def build_step(spec: ModelSpec, mode: str, device: torch.device, batch_size: int
         model = wrap(model)
     autocast = autocast_for(device, dtype)
 
-    if mode == "eval":
+    if mode in ("eval", SERVE):  # serve: the same forward, timed one call at a time (suite.timing.options)
         model.eval()
 
         def eval_step() -> None:
