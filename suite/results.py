@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -106,8 +107,13 @@ def create_unique_file(directory: Path, machine_name: str, payload: dict) -> Pat
     raise ResultsFileError(f"cannot create a unique results file in {directory}")
 
 
+# Within ResultsStore.batched(), the file is rewritten at most this often.
+BATCH_SAVE_EVERY_S = 1.0
+
+
 class ResultsStore:
-    """One run's results file, kept complete on disk after every added record."""
+    """One run's results file, kept complete on disk after every added record (within
+    `batched()`, at most a second behind it)."""
 
     def __init__(self, directory, machine: dict, run: dict | None = None):
         from suite import __version__
@@ -125,6 +131,9 @@ class ResultsStore:
             "records": [],
         }
         self.path = create_unique_file(directory, machine["name"], self.data)
+        self._by_figure: dict[str, int] = {}  # a timing figure's index in the records
+        self._save_every_s: float | None = None
+        self._unsaved, self._saved_at = False, time.monotonic()
 
     @property
     def records(self) -> list[dict]:
@@ -132,6 +141,21 @@ class ResultsStore:
 
     def save(self) -> None:
         write_json_atomically(self.path, self.data)
+        self._unsaved, self._saved_at = False, time.monotonic()
+
+    @contextlib.contextmanager
+    def batched(self, every_s: float = BATCH_SAVE_EVERY_S):
+        """Within it, add() rewrites the file at most once every `every_s` seconds, and leaving it
+        saves the rest. Each save rewrites the whole file: a step that yields thousands of records
+        (the op_db sweep's 2,434) took 107 s of saves alone when every record was one. A kill
+        inside it loses at most the records added since the last save."""
+        self._save_every_s = every_s
+        try:
+            yield self
+        finally:
+            self._save_every_s = None
+            if self._unsaved:
+                self.save()
 
     def add_peak(self, peak: dict) -> None:
         self.data["peaks"].append(peak)
@@ -141,12 +165,15 @@ class ResultsStore:
         """Append `record`; one with the `figure` of an earlier record replaces it (a timing
         figure gains a process each round of the run, suite.timing.processes)."""
         figure = record.get("figure")
-        earlier = [i for i, old in enumerate(self.records) if figure is not None and old.get("figure") == figure]
-        if earlier:
-            self.records[earlier[0]] = record
+        if figure is not None and figure in self._by_figure:
+            self.records[self._by_figure[figure]] = record
         else:
+            if figure is not None:
+                self._by_figure[figure] = len(self.records)
             self.records.append(record)
-        self.save()
+        self._unsaved = True
+        if self._save_every_s is None or time.monotonic() - self._saved_at >= self._save_every_s:
+            self.save()
 
     def finish(self, status: str = "complete") -> None:
         self.data["status"] = status

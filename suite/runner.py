@@ -272,11 +272,12 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             before_first_timing = None
         progress.start(step.kind, step.label)
         try:
-            for record in step.produce():
-                if record.get("kind") == "peak":
-                    store.add_peak(record)
-                else:
-                    store.add(record)
+            with store.batched():
+                for record in step.produce():
+                    if record.get("kind") == "peak":
+                        store.add_peak(record)
+                    else:
+                        store.add(record)
         except Exception as err:  # a crashing checker or timing is a finding, not the end of the run
             record = _error_record(step, err)
             store.add(record)

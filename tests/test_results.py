@@ -121,3 +121,16 @@ def test_a_version_1_file_is_read_in_this_schema_s_names(tmp_path):
     assert data["schema_version"] == 2 and data["run"]["dtype"] == "bfloat16"
     assert "precision" not in data["records"][0] and data["records"][0]["dtype"] == "float32"
     assert [r["expected"] for r in data["records"][1:]] == ["fails", "passes"]
+
+
+def test_a_batch_of_records_is_saved_at_most_once_a_second_and_in_full_when_it_ends(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path, {"name": "m"})
+    saves = []
+    monkeypatch.setattr("suite.results.write_json_atomically", lambda path, data: saves.append(len(data["records"])))
+    with store.batched(every_s=3600):
+        for i in range(1000):
+            store.add({"kind": "conformance", "case": str(i)})
+        assert saves == []  # nothing rewritten a thousand times
+    assert saves == [1000]
+    store.add({"kind": "conformance", "case": "outside"})  # outside a batch: every record at once
+    assert saves == [1000, 1001]
