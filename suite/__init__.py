@@ -12,6 +12,7 @@ _PUBLIC = {
     "check_ddp_equivalence": "suite.conformance.parallel.equivalence",
     "check_fsdp_equivalence": "suite.conformance.parallel.equivalence",
     "check_compile": "suite.conformance.compile.check",
+    "check_ops": "suite.conformance.ops.check",
     "time_model": "suite.timing.core",
 }
 

@@ -13,7 +13,6 @@ compile check's backend receives no graph and its verdict is not_compiled (decla
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -21,6 +20,7 @@ import torch
 from torch.autograd import Function
 
 from suite.cases.expect import Expect, fails, not_compiled
+from suite.cases.torch_testing import import_released
 
 CORPUS_MODULE = "torch.testing._internal.autograd_function_db"
 
@@ -98,16 +98,9 @@ def function_of(op: Callable, module) -> type[Function]:
 
 
 def import_corpus():
-    """The corpus module, imported without its side effect on this process: torch's test
-    utilities freeze the backend flags on import (torch.backends.disable_global_flags(), for
-    their own test runs), after which setting a cuDNN flag raises. This process is not one of
-    their test runs: the flags are released again if the import froze them."""
-    frozen = torch.backends.flags_frozen()
-    module = importlib.import_module(CORPUS_MODULE)
-    if not frozen and torch.backends.flags_frozen():
-        # torch.backends offers no public undo; the flag lives in the module's own namespace.
-        torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
-    return module
+    """The corpus module, imported without its side effects on this process (torch's test
+    utilities freeze the backend flags on import, among others: suite.cases.torch_testing)."""
+    return import_released(CORPUS_MODULE)
 
 
 def corpus(device: str = "cpu") -> Iterator[tuple[type[Function], tuple]]:

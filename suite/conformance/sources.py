@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 from suite.conformance.autograd.verdicts import verdicts as autograd_verdicts
 from suite.conformance.compile.declared import verdicts as compile_verdicts
 from suite.conformance.functions.check import verdicts as function_verdicts
+from suite.conformance.ops.verdicts import verdicts as op_verdicts
 from suite.conformance.parallel.equivalence import verdicts as ddp_verdicts
 
 DEFAULT_ESTIMATE_S = (10.0, 30.0)
@@ -30,4 +31,6 @@ VERDICT_SOURCES = [
     VerdictSource(autograd_verdicts, (4.0, 12.0)),
     VerdictSource(function_verdicts, (1.0, 1.0)),  # fast either way: quick changes nothing
     VerdictSource(compile_verdicts, (8.0, 60.0)),  # two batch sizes a case; inductor compiles dominate the full run
+    # OpInfo's op_db: quick, 70 ops at one sample; full, all of it: about 80 s of checks (2 cores)
+    VerdictSource(op_verdicts, (9.0, 90.0)),
 ]

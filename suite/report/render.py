@@ -15,6 +15,7 @@ import pandas as pd
 
 from suite.report import compiled, convergence
 from suite.report import machines as machine_facts
+from suite.report import ops as ops_report
 from suite.report import tables
 from suite.report.compare import canary_s
 from suite.timing.stats import NOISY_IQR_FRACTION
@@ -159,6 +160,7 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
         out.append(Section("Checks that did not pass on every machine",
                            "" if len(not_everywhere) else "None: every check passed on every machine.",
                            not_everywhere.reset_index() if len(not_everywhere) else None, index=False))
+        out += [Section(**part, index=False) for part in ops_report.sections(loaded, machines)]
     flagged = comp[comp["flags"] != ""][["machine", *tables.KEY, "flags"]] if len(comp) else comp
     out.append(Section("Flags", "" if len(flagged) else "No flagged, missing or incomparable rows.",
                        flagged if len(flagged) else None, index=False))

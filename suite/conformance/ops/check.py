@@ -1,0 +1,291 @@
+"""check_ops: OpInfo's operators, each in the dtypes a device supports, against float64.
+
+    report = suite.check_ops(["add", "nn.functional.gelu"], dtypes=["float32", "bfloat16"])
+    print(report)            # counts, then every verdict that is not as declared
+    assert report.passed     # every verdict as OpInfo (or the suite) declares
+
+One verdict per (op, variant, dtype, check):
+- forward: the op on the device, on OpInfo's sample inputs in the dtype, against the same op on
+  the same values upcast to float64 on the CPU (suite.conformance.ops.compare says how close);
+- backward: for ops OpInfo says support autograd in that dtype, the gradient of every input
+  that requires one under a random cotangent (a vjp), against float64 the same way.
+Outputs go through the sample's output_process_fn_grad first, as OpInfo's own comparisons do
+(it keeps what is well defined: the magnitudes of an SVD's vectors, not their signs).
+
+Outcomes: pass, fail, crash (the op raised), expected_failure, unexpected_pass (declared to
+fail, and did not), approximate (declared limited by its dtype's precision: the error is
+reported, not judged), skip (declared not to apply, or no autograd). `passed` means "as declared"
+(suite.conformance.result.meets): an expected failure passes, an unexpected pass does not.
+Nothing raises for a failing op: a crash is a verdict with the exception in one line.
+"""
+from __future__ import annotations
+
+import collections
+import time
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from suite.cases.expect import APPROXIMATE, FAILS, NOT_APPLICABLE, Expect
+from suite.cases.opinfo import CHECKS, OpCase, cases
+from suite.conformance.ops.compare import DEFAULT_TOLERANCES, Comparison, compare, tolerances
+from suite.conformance.result import meets
+from suite.errors import SuiteError, one_line
+from suite.threads import torch_threads
+
+OUTCOMES = ("pass", "fail", "crash", "expected_failure", "unexpected_pass", "approximate", "skip")
+
+
+@dataclass(frozen=True)
+class OpVerdict:
+    case: str  # OpInfo name, then ".variant" when it has one
+    op: str
+    variant: str
+    dtype: str
+    check: str
+    outcome: str  # one of OUTCOMES
+    expected: str  # "passes", "fails" or "not_applicable"
+    passed: bool  # as declared
+    error: float | None = None  # the worst element's |difference| / allowed (above 1 fails)
+    max_abs: float | None = None
+    sample: str = ""  # the sample that gave the worst error, or the crash
+    detail: str = ""
+    tolerance: str = ""
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.case} {self.check} {self.dtype}: {self.outcome} ({self.detail})"
+
+
+@dataclass
+class OpsReport:
+    device: str
+    verdicts: list[OpVerdict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    def counts(self) -> dict[str, int]:
+        found = collections.Counter(v.outcome for v in self.verdicts)
+        return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
+
+    def failures(self) -> list[OpVerdict]:
+        """The verdicts that are not as declared: failures, crashes, unexpected passes."""
+        return [v for v in self.verdicts if not v.passed]
+
+    def verdict(self, case: str, check: str, dtype: str) -> OpVerdict:
+        for v in self.verdicts:
+            if (v.case, v.check, v.dtype) == (case, check, dtype):
+                return v
+        raise KeyError(f"no verdict for {case} {check} {dtype}")
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in self.counts().items())
+        ops = len({v.case for v in self.verdicts})
+        lines = [f"check_ops on {self.device}: {ops} ops, {len(self.verdicts)} verdicts: {counts}"]
+        lines += [f"  NOT AS DECLARED {v}" + (f" [sample {v.sample}]" if v.sample else "") for v in self.failures()]
+        return "\n".join(lines)
+
+
+def dtype_of(name) -> torch.dtype:
+    dtype = name if isinstance(name, torch.dtype) else getattr(torch, str(name).replace("torch.", ""), None)
+    if dtype not in DEFAULT_TOLERANCES:
+        raise SuiteError(f"unknown dtype {name!r}; check_ops checks float32, bfloat16 and float16 against float64")
+    return dtype
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(" ".join(map(str, parts)).encode())
+
+
+def _samples(case: OpCase, device: str, dtype: torch.dtype, requires_grad: bool, limit: int | None) -> list:
+    with torch.random.fork_rng(devices=[]):  # make_tensor draws from the global generator
+        torch.manual_seed(_seed(case.name, dtype))
+        found = []
+        for sample in case.info.sample_inputs(device, dtype, requires_grad=requires_grad):
+            found.append(sample)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+def _copy(sample, device, to_float64: bool, requires_grad: bool):
+    """The sample's tensors anew (fresh leaves, so nothing is shared between the two runs),
+    floating ones in float64 on `device` when to_float64."""
+    def wide(dtype: torch.dtype) -> torch.dtype:
+        if not to_float64 or not (dtype.is_floating_point or dtype.is_complex):
+            return dtype
+        return torch.complex128 if dtype.is_complex else torch.float64
+
+    def copy(value):
+        if isinstance(value, torch.dtype):  # a dtype argument (a factory's, a cast's) follows the tensors
+            return wide(value)
+        out = value.detach().to(device=device, dtype=wide(value.dtype), copy=True)
+        return out.requires_grad_(requires_grad and value.requires_grad and (out.is_floating_point() or out.is_complex()))
+
+    return sample.transform(copy)
+
+
+def _call(case: OpCase, sample, seed: int):
+    with torch.random.fork_rng(devices=[] if sample_device(sample) == "cpu" else None):
+        torch.manual_seed(seed)  # an op that draws random numbers draws the same ones in both runs
+        out = case.info(sample.input, *sample.args, **sample.kwargs)
+    return sample.output_process_fn_grad(out)
+
+
+def sample_device(sample) -> str:
+    tensors = [t for t in tree_leaves((sample.input, sample.args, sample.kwargs)) if isinstance(t, torch.Tensor)]
+    return tensors[0].device.type if tensors else "cpu"
+
+
+class _ReferenceRaised(Exception):
+    pass
+
+
+def _forward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float) -> Comparison:
+    actual = _call(case, _copy(sample, device, False, False), seed)
+    try:
+        reference = _call(case, _copy(sample, "cpu", True, False), seed)
+    except Exception as error:
+        raise _ReferenceRaised(one_line(error)) from error
+    return compare(actual, reference, rtol, atol)
+
+
+def _outputs_and_inputs(case: OpCase, sample, seed: int) -> tuple[list, list]:
+    """The op's differentiable outputs on `sample`, and the sample's tensors that require a gradient."""
+    out = tree_leaves(_call(case, sample, seed))
+    inputs = [t for t in tree_leaves((sample.input, sample.args, sample.kwargs))
+              if isinstance(t, torch.Tensor) and t.requires_grad]
+    return [o for o in out if isinstance(o, torch.Tensor) and o.requires_grad], inputs
+
+
+def _vjp(outputs: list, inputs: list, cotangents: list) -> list:
+    grads = torch.autograd.grad(outputs, inputs, [c.to(o.device, o.dtype) for c, o in zip(cotangents, outputs)],
+                                allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+
+
+def _backward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float) -> Comparison | str:
+    outputs, inputs = _outputs_and_inputs(case, _copy(sample, device, False, True), seed)
+    if not outputs or not inputs:
+        return "no differentiable output" if inputs else "no input requires a gradient"
+    generator = torch.Generator().manual_seed(seed)
+    # one cotangent, rounded to the output's dtype, so that both runs get the same values
+    cotangents = [torch.randn(o.shape, generator=generator, dtype=torch.complex128 if o.is_complex() else torch.float64)
+                  .to(o.dtype) for o in outputs]
+    grads = _vjp(outputs, inputs, cotangents)
+    try:
+        reference = _vjp(*_outputs_and_inputs(case, _copy(sample, "cpu", True, True), seed), cotangents)
+    except Exception as error:
+        raise _ReferenceRaised(one_line(error)) from error
+    return compare(grads, reference, rtol, atol)
+
+
+def _judge(case: OpCase, check: str, dtype: torch.dtype, expected: Expect | None, start: float, *,
+           comparison: Comparison | None = None, crash: str = "", sample: str = "", tolerance: str = "",
+           skip: str = "") -> OpVerdict:
+    declared = "passes" if expected is None else expected.outcome
+    common = dict(case=case.name, op=case.op, variant=case.variant, dtype=str(dtype).replace("torch.", ""),
+                  check=check, expected=declared, sample=sample, tolerance=tolerance)
+    if skip:
+        return OpVerdict(**common, outcome="skip", passed=True, detail=skip, seconds=time.perf_counter() - start)
+    failed = bool(crash) or not comparison.passed
+    if expected is not None and expected.outcome == FAILS:
+        outcome = "expected_failure" if failed else "unexpected_pass"
+    elif expected is not None and expected.outcome == APPROXIMATE:
+        outcome = "approximate"  # its error is reported, not judged
+    else:
+        outcome = "crash" if crash else "fail" if failed else "pass"
+    what = crash or (f"error {comparison.error:.3g} x allowed, {comparison.detail}" if comparison.error
+                     else "equal to float64" if comparison.max_abs == 0 else
+                     f"within the tolerance ({comparison.detail})")
+    if comparison is not None and comparison.error and not failed:
+        what = f"error {comparison.error:.3g} x allowed (within), {comparison.detail}"
+    why = f" [{expected.why}]" if expected is not None else ""
+    return OpVerdict(**common, outcome=outcome, passed=meets(expected, failed),
+                     error=None if comparison is None else comparison.error,
+                     max_abs=None if comparison is None else comparison.max_abs,
+                     detail=f"{outcome.replace('_', ' ')}: {what}{why}", seconds=time.perf_counter() - start)
+
+
+def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, samples: int | None = None) -> OpVerdict:
+    """One verdict: `check` of `case` in `dtype` on `device`, over at most `samples` samples."""
+    start = time.perf_counter()
+    expected = case.expect(check, device, dtype)
+    if expected is not None and expected.outcome == NOT_APPLICABLE:
+        return _judge(case, check, dtype, expected, start, skip=expected.why)
+    if check == "backward" and not case.supports_backward(device, dtype):
+        why = "OpInfo: no autograd" if not case.info.supports_autograd else f"OpInfo: no backward in {dtype}"
+        return _judge(case, check, dtype, expected, start, skip=why)
+    rtol, atol = tolerances(dtype, case.tolerance(check, device, dtype))
+    tolerance = f"rtol {rtol:.3g}, atol {atol:.3g} + rtol x the output's largest magnitude"
+    run = _forward if check == "forward" else _backward
+    try:
+        found = _samples(case, device, dtype, check == "backward", samples)
+    except Exception as error:
+        return _judge(case, check, dtype, expected, start, crash=f"making sample inputs raised {one_line(error)}",
+                      tolerance=tolerance)
+    worst, worst_sample, unchecked = None, "", ""
+    for index, sample in enumerate(found):
+        try:
+            result = run(case, sample, device, _seed(case.name, dtype, index), rtol, atol)
+        except _ReferenceRaised as error:
+            return _judge(case, check, dtype, expected, start, crash=f"the float64 reference raised {error}",
+                          sample=sample.summary(), tolerance=tolerance)
+        except Exception as error:
+            return _judge(case, check, dtype, expected, start, crash=f"raised {one_line(error)}",
+                          sample=sample.summary(), tolerance=tolerance)
+        if isinstance(result, str):
+            unchecked = result
+            continue
+        if worst is None or result.error > worst.error:
+            worst, worst_sample = result, sample.summary()
+    if worst is None:
+        return _judge(case, check, dtype, expected, start,
+                      skip=f"no sample to check ({unchecked})" if unchecked else "OpInfo gives no sample input")
+    return _judge(case, check, dtype, expected, start, comparison=worst, sample=worst_sample, tolerance=tolerance)
+
+
+def iter_verdicts(selected: Iterable[OpCase], device: str, dtypes, checks, samples: int | None):
+    """Verdicts one at a time, on one thread, warnings silenced (the ops' deprecation notes)."""
+    for case in selected:
+        for dtype in case.dtypes(device):
+            if dtype not in dtypes:
+                continue
+            for check in checks:
+                with torch_threads(1), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    yield check_case(case, check, device, dtype, samples)
+
+
+def check_ops(ops=None, device: str = "cpu", dtypes=None, checks=CHECKS, samples: int | None = None,
+              progress: Callable[[OpVerdict], object] | None = None) -> OpsReport:
+    """Check OpInfo's ops (all of op_db when `ops` is None) on `device` in `dtypes` (default every
+    checked dtype OpInfo says the op supports there: float32, bfloat16, float16), at most
+    `samples` sample inputs each (default all). Never raises for a failing op; raises SuiteError
+    for an unknown op, dtype or check, and ImportError without expecttest and hypothesis."""
+    from suite.cases.opinfo import CHECKED_DTYPES
+
+    selected = cases(ops)
+    wanted = CHECKED_DTYPES if dtypes is None else tuple(dtype_of(d) for d in dtypes)
+    checks = (checks,) if isinstance(checks, str) else tuple(checks)
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise SuiteError(f"unknown check {unknown[0]!r}; checks: {', '.join(CHECKS)}")
+    if samples is not None and samples < 1:
+        raise SuiteError(f"samples must be at least 1, got {samples}")
+    report = OpsReport(device)
+    for verdict in iter_verdicts(selected, device, wanted, checks, samples):
+        report.verdicts.append(verdict)
+        if progress is not None:
+            progress(verdict)
+    return report
+
+
+def as_dict(verdict: OpVerdict) -> dict:
+    return asdict(verdict)

@@ -1,0 +1,108 @@
+"""How an op's output in a dtype is judged against its float64 reference.
+
+An element passes when |actual - reference| <= atol + rtol * |reference|, with
+- rtol: the dtype's own in torch.testing.assert_close (float32 1.3e-6, bfloat16 1.6e-2,
+  float16 1e-3), or the op's own from OpInfo when it declares a looser one;
+- atol: the dtype's assert_close atol (1e-5), or the op's own when looser, plus rtol times the
+  largest finite magnitude of the reference tensor. That term is the rounding a low-precision
+  computation may make at the scale of its own output: a sum or product of several terms loses
+  digits to cancellation near zero however well it is computed, and a relative bound alone would
+  call every such element wrong.
+NaN must meet NaN and an infinity the same infinity; a reference beyond the dtype's largest
+finite value is met by the infinity of its sign (what rounding it to the dtype gives). Integer and boolean outputs (indices, masks)
+must be equal. The error reported is the worst element's |actual - reference| / allowed: above 1
+it fails, and the report gives it with the sample that gave it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+DEFAULT_TOLERANCES = {  # dtype: (rtol, atol), torch.testing.assert_close's defaults
+    torch.float32: (1.3e-6, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float16: (1e-3, 1e-5),
+}
+
+
+def tolerances(dtype: torch.dtype, declared: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(rtol, atol) for `dtype`: its default, loosened (never tightened) by the op's declared one."""
+    rtol, atol = DEFAULT_TOLERANCES[dtype]
+    if declared is not None:
+        rtol, atol = max(rtol, declared[0]), max(atol, declared[1])
+    return rtol, atol
+
+
+@dataclass(frozen=True)
+class Comparison:
+    error: float  # the worst element's |difference| / allowed; 0 when equal; inf when shapes etc. differ
+    max_abs: float  # the largest |difference| over the outputs
+    detail: str  # where it was worst, in words
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= 1.0
+
+
+def _leaves(value) -> list:
+    return [leaf for leaf in tree_leaves(value) if isinstance(leaf, (torch.Tensor, bool, int, float, complex))]
+
+
+def compare(actual, reference, rtol: float, atol: float) -> Comparison:
+    """Every output of `actual` against `reference` (same structure), as the module says."""
+    got, want = _leaves(actual), _leaves(reference)
+    if len(got) != len(want):
+        return Comparison(float("inf"), float("inf"), f"{len(got)} outputs where the reference has {len(want)}")
+    worst = Comparison(0.0, 0.0, "equal")
+    for index, (a, r) in enumerate(zip(got, want)):
+        one = _compare_one(torch.as_tensor(a).detach().cpu(), torch.as_tensor(r).detach().cpu(), rtol, atol)
+        where = f"output {index}: " if len(got) > 1 else ""
+        if one.error > worst.error:
+            worst = Comparison(one.error, max(worst.max_abs, one.max_abs), where + one.detail)
+        else:
+            worst = Comparison(worst.error, max(worst.max_abs, one.max_abs), worst.detail)
+    return worst
+
+
+def _compare_one(a: torch.Tensor, r: torch.Tensor, rtol: float, atol: float) -> Comparison:
+    a, r = (t.to_dense() if t.layout != torch.strided else t for t in (a, r))
+    if a.shape != r.shape:
+        return Comparison(float("inf"), float("inf"), f"shape {tuple(a.shape)}, reference {tuple(r.shape)}")
+    if a.numel() == 0:
+        return Comparison(0.0, 0.0, "empty")
+    exact = not (r.is_floating_point() or r.is_complex()) or not (a.is_floating_point() or a.is_complex())
+    if exact:
+        differ = a.to(r.dtype) != r if a.dtype != torch.bool or r.dtype == torch.bool else a != r.bool()
+        count = int(differ.sum())
+        return Comparison(float("inf") if count else 0.0, float(count > 0),
+                          f"{count} of {a.numel()} elements differ (exact)" if count else "equal")
+    low = a.dtype
+    wide = torch.complex128 if r.is_complex() or a.is_complex() else torch.float64
+    a, r = a.to(wide), r.to(wide)
+    if low.is_floating_point and not r.is_complex():
+        # beyond the dtype's largest finite value an infinity of the same sign is the right answer
+        big = torch.finfo(low).max
+        r = torch.where(r.abs() > big, r.sign() * float("inf"), r)
+    finite = torch.isfinite(r)
+    scale = r[finite].abs().max().item() if bool(finite.any()) else 0.0
+    allowed = atol + rtol * scale + rtol * r.abs()
+    diff = (a - r).abs()
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+    # a NaN or an infinity in the reference is met only by the same value
+    special_met = (a == r) | (torch.isnan(a) & torch.isnan(r))
+    ratio = torch.where(finite, diff / allowed.where(finite, torch.ones_like(allowed)),
+                        torch.where(special_met, torch.zeros_like(diff), torch.full_like(diff, float("inf"))))
+    flat = int(ratio.flatten().argmax())
+    error = ratio.flatten()[flat].item()
+    max_abs = diff[finite].max().item() if bool(finite.any()) else 0.0
+    index = [int(i) for i in torch.unravel_index(torch.tensor(flat), ratio.shape)] if ratio.dim() else []
+    detail = (f"at {index}: {_number(a.flatten()[flat])} against {_number(r.flatten()[flat])} "
+              f"(allowed difference {allowed.flatten()[flat].item():.3g})")
+    return Comparison(error, max_abs, detail)
+
+
+def _number(value: torch.Tensor) -> str:
+    value = value.item()
+    return f"{value:.6g}" if not isinstance(value, complex) else f"{value.real:.6g}{value.imag:+.6g}j"

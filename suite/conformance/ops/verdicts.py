@@ -1,0 +1,37 @@
+"""The op sweep's verdict records for `torchsuite run`: every op of OpInfo's op_db on the device.
+
+quick: one sample input per op of a representative subset (suite.cases.opinfo.QUICK_OPS, about
+70 ops), in float32 and bfloat16: about 9 s on a 2-core CPU, where all of op_db at one sample
+takes 12 to 30 s, a large share of a quick run's minute.
+Full: every sample input OpInfo gives, in every checked dtype the op supports on the device
+(float32, bfloat16 and float16).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from suite.cases.opinfo import CHECKED_DTYPES, CHECKS, QUICK_OPS, cases
+from suite.conformance.ops.check import OpVerdict, iter_verdicts
+from suite.conformance.result import verdict_record
+
+SUITE = "ops"
+QUICK_DTYPES = ("float32", "bfloat16")
+QUICK_SAMPLES = 1
+
+
+def record(verdict: OpVerdict, device: str) -> dict:
+    """An op verdict as a results record: check is "<check> <dtype>", so that one op's verdicts
+    stay apart in the report's tables; the fields of OpVerdict ride along."""
+    return verdict_record(SUITE, verdict.case, f"{verdict.check} {verdict.dtype}", device=device,
+                          passed=verdict.passed, detail=verdict.detail, seconds=verdict.seconds,
+                          op=verdict.op, variant=verdict.variant, dtype=verdict.dtype,
+                          outcome=verdict.outcome, expected=verdict.expected, error=verdict.error,
+                          max_abs=verdict.max_abs, sample=verdict.sample, tolerance=verdict.tolerance)
+
+
+def verdicts(device: str, quick: bool) -> Iterator[dict]:
+    import torch
+
+    dtypes = tuple(getattr(torch, d) for d in QUICK_DTYPES) if quick else CHECKED_DTYPES
+    for verdict in iter_verdicts(cases(QUICK_OPS if quick else None), device, dtypes, CHECKS, QUICK_SAMPLES if quick else None):
+        yield record(verdict, device)

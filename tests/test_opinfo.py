@@ -1,0 +1,177 @@
+"""check_ops over OpInfo's op_db: a wrong kernel is caught by name, declarations are honoured,
+a crash is a verdict, bad input is one line, and the report shows what differs between machines.
+
+The default run checks a few ops on one or two samples (op_db's import, about 3 s, is most of
+it); the sweeps over all of op_db are `slow`.
+"""
+import json
+import math
+import unittest
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("expecttest")
+pytest.importorskip("hypothesis")
+
+from suite import results  # noqa: E402
+from suite.cases import opinfo  # noqa: E402
+from suite.cases.expect import fails  # noqa: E402
+from suite.conformance.ops.__main__ import main as ops_main  # noqa: E402
+from suite.conformance.ops.check import check_ops  # noqa: E402
+from suite.conformance.ops.compare import compare  # noqa: E402
+from suite.conformance.ops.verdicts import record  # noqa: E402
+from suite.errors import SuiteError  # noqa: E402
+from suite.report import build_report  # noqa: E402
+
+SMALL = ["add", "mul", "sin", "nn.functional.gelu", "sum", "matmul", "bernoulli"]
+
+
+@pytest.fixture
+def wrong_neg():
+    """aten::neg on the CPU made wrong (or raising) for bfloat16 only, for the test's duration.
+    The other dtypes get the right answer from aten::mul, which is exact for -1."""
+    def install(kind: str = "wrong"):
+        def neg(x):
+            if x.dtype == torch.bfloat16:
+                if kind == "raise":
+                    raise RuntimeError("a bfloat16 kernel that raises on purpose")
+                return x * -1.0625  # wrong by 6 %: far beyond bfloat16's rounding
+            return x * -1
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+            library.impl("neg", neg, "CPU")
+
+    library = torch.library.Library("aten", "IMPL")
+    yield install
+    library._destroy()
+
+
+def test_importing_op_db_leaves_the_backend_flags_and_torchscript_alone():
+    calls = torch._C.ScriptFunction.__call__
+    frozen = torch.backends.flags_frozen()
+    assert len(opinfo.op_db()) > 500
+    assert torch.backends.flags_frozen() == frozen
+    assert torch._C.ScriptFunction.__call__ is calls
+
+
+def test_a_kernel_wrong_in_one_dtype_is_caught_by_name(wrong_neg):
+    wrong_neg()
+    report = check_ops(["neg"], dtypes=["float32", "bfloat16"], samples=2)
+    assert report.verdict("neg", "forward", "bfloat16").outcome == "fail"
+    assert report.verdict("neg", "forward", "float32").outcome == "pass"
+    assert {(v.case, v.check, v.dtype) for v in report.failures()} >= {("neg", "forward", "bfloat16")}
+    assert all(v.dtype == "bfloat16" for v in report.failures())
+    assert "NOT AS DECLARED neg forward bfloat16: fail" in str(report)
+
+
+def test_the_same_op_without_a_wrong_kernel_passes():
+    report = check_ops(["neg"], dtypes=["float32", "bfloat16"], samples=2)
+    assert report.passed, report
+
+
+def test_a_small_sweep_has_no_verdict_outside_the_declarations():
+    report = check_ops(SMALL, dtypes=["float32", "bfloat16"], samples=1)
+    assert report.passed, report
+    assert report.counts()["pass"] > 0
+    skipped = report.verdict("bernoulli", "forward", "float32")  # OpInfo: its output is random
+    assert skipped.outcome == "skip" and "OpInfo skips TestCommon.test_compare_cpu" in skipped.detail
+
+
+def test_a_crash_is_a_verdict_not_an_exception(wrong_neg):
+    wrong_neg("raise")
+    verdict = check_ops(["neg"], dtypes=["bfloat16"], checks=["forward"], samples=1).verdicts[0]
+    assert (verdict.outcome, verdict.passed) == ("crash", False)
+    assert "raised RuntimeError: a bfloat16 kernel that raises on purpose" in verdict.detail
+    assert "Tensor[size=" in verdict.sample
+
+
+def test_a_declared_failure_that_passes_is_an_unexpected_pass(monkeypatch, wrong_neg):
+    declared = (opinfo.SuiteDeclaration(fails("forward", why="declared in a test"), dtypes=(torch.bfloat16,)),)
+    monkeypatch.setitem(opinfo.SUITE_DECLARATIONS, "neg", declared)
+    verdict = check_ops(["neg"], dtypes=["bfloat16"], checks=["forward"], samples=1).verdicts[0]
+    assert (verdict.outcome, verdict.expected, verdict.passed) == ("unexpected_pass", "fails", False)
+    wrong_neg()
+    verdict = check_ops(["neg"], dtypes=["bfloat16"], checks=["forward"], samples=1).verdicts[0]
+    assert (verdict.outcome, verdict.passed) == ("expected_failure", True)
+    assert "declared in a test" in verdict.detail
+
+
+def test_opinfo_skips_and_expected_failures_become_expectations():
+    jiterator = opinfo.cases("jiterator_unary")[0]  # OpInfo runs it on CUDA only
+    assert jiterator.expect("forward", "cpu", torch.float32).outcome == "not_applicable"
+    # expected failures of gradcheck (float64 finite differences) do not speak for a low-precision vjp
+    scatter = opinfo.cases("as_strided_scatter")[0]
+    assert any("test_fn_grad" in (d.test_name or "") and unittest.expectedFailure in d.decorators
+               for d in scatter.info.decorators if hasattr(d, "is_active"))
+    assert scatter.expect("backward", "cpu", torch.float32) is None
+
+
+def test_tolerances_scale_with_the_output_and_nan_meets_only_nan():
+    reference = torch.tensor([1000.0, 1e-3, float("nan"), float("inf")], dtype=torch.float64)
+    near = reference.clone()
+    near[1] += 5e-4  # cancellation-sized error on a small element of a large output
+    assert compare(near.float(), reference, 1.3e-6, 1e-5).passed
+    wrong = reference.clone()
+    wrong[2] = 0.0
+    assert not compare(wrong, reference, 1.3e-6, 1e-5).passed
+    assert not compare(torch.tensor([1, 2]), torch.tensor([1, 3]), 0.1, 0.1).passed
+
+
+@pytest.mark.parametrize("argv", [["--ops", "no_such_op"], ["--dtypes", "float128"], ["--checks", "sideways"]])
+def test_bad_input_is_one_line_and_a_nonzero_exit(argv, capsys):
+    assert ops_main(argv + ["--samples", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("check_ops: error:") and "\n" not in err
+
+
+def test_an_unknown_op_suggests_close_names():
+    with pytest.raises(SuiteError, match=r"unknown OpInfo op 'matmull' \(did you mean matmul"):
+        check_ops(["matmull"])
+
+
+def _results_file(path, machine: str, records: list[dict]):
+    data = {"format": results.FORMAT, "schema_version": results.SCHEMA_VERSION, "status": "complete",
+            "machine": {"name": machine}, "run": {}, "peaks": [],
+            "records": [{"kind": "conformance", **r} for r in records]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_report_of_two_machines_lists_the_ops_whose_verdicts_differ(tmp_path, wrong_neg):
+    good = [record(v, "cpu") for v in check_ops(["neg", "abs"], dtypes=["bfloat16"], samples=1).verdicts]
+    wrong_neg()
+    bad = [record(v, "cpu") for v in check_ops(["neg", "abs"], dtypes=["bfloat16"], samples=1).verdicts]
+    files = [_results_file(tmp_path / "a.json", "alpha", good), _results_file(tmp_path / "b.json", "beta", bad)]
+    written = build_report(files, out_dir=tmp_path / "report")
+    text = next(p for p in written if p.suffix == ".md").read_text()
+    differ = text.split("## Ops whose verdicts differ between machines")[1].split("## ")[0]
+    assert "| neg " in differ and "forward bfloat16" in differ and "fail" in differ
+    assert "| abs " not in differ
+    assert "## Ops (OpInfo): outcomes per device and dtype" in text
+    assert "## Ops not as declared" in text
+
+
+def test_verdict_records_are_plain_json():
+    verdict = check_ops(["sin"], dtypes=["float32"], checks=["forward"], samples=1).verdicts[0]
+    rec = record(verdict, "cpu")
+    assert json.loads(json.dumps(rec)) == rec
+    assert (rec["suite"], rec["case"], rec["check"], rec["dtype"], rec["outcome"]) == \
+        ("ops", "sin", "forward float32", "float32", "pass")
+    assert math.isfinite(rec["error"])
+
+
+@pytest.mark.slow
+def test_the_quick_sweep_of_all_of_op_db_is_as_declared():
+    report = check_ops(dtypes=["float32", "bfloat16"], samples=1)
+    assert len({v.case for v in report.verdicts}) > 600
+    assert report.passed, report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_full_cpu_sweep_of_op_db_is_as_declared():
+    report = check_ops(dtypes=["float32", "bfloat16"])
+    assert report.passed, report
