@@ -30,6 +30,12 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_ops(args) -> int:
+    from suite.conformance.ops.__main__ import main as ops_main
+
+    return ops_main(args.args, prog="torchsuite ops")
+
+
 def _cmd_env(args) -> int:
     from suite.environment import capture
 
@@ -263,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=_kinds(), help="only cases of this kind")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("ops", add_help=False, prefix_chars="\0",
+                       help="check OpInfo's op_db against float64 (docs/ops.md; `torchsuite ops --help`)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_ops)
 
     p = sub.add_parser("env", help="this machine and its PyTorch stack")
     p.add_argument("--json", action="store_true")

@@ -304,7 +304,7 @@ class UnknownOpError(UnknownCaseError):
         close = difflib.get_close_matches(name, self.valid, n=5, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "no close match"
         self.args = (f"unknown OpInfo op {name!r} ({hint}; {len(self.valid)} ops in op_db, "
-                     "listed by `python -m suite.conformance.ops --list`)",)
+                     "listed by `torchsuite ops --list`)",)
 
 
 def cases(names=None) -> list[OpCase]:

@@ -1,7 +1,7 @@
-"""`python -m suite.conformance.ops`: check_ops from a shell, one line per verdict not as declared.
+"""`torchsuite ops` (also `python -m suite.conformance.ops`): check_ops from a shell, one line per verdict not as declared.
 
-    python -m suite.conformance.ops --ops add,nn.functional.gelu --dtypes float32,bfloat16 --samples 1
-    python -m suite.conformance.ops --list
+    torchsuite ops --ops add,nn.functional.gelu --dtypes float32,bfloat16 --samples 1
+    torchsuite ops --list
 
 Exit status: 0 when every verdict is as declared, 1 when one is not, 2 on bad input (an unknown
 op, dtype or check, a device that is absent), with the error in one line.
@@ -20,8 +20,8 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m suite.conformance.ops", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m suite.conformance.ops") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--ops", help="comma-separated OpInfo names (default all of op_db)")
     parser.add_argument("--device", default="cpu", help="device to check (default cpu)")
     parser.add_argument("--dtypes", help="comma-separated dtypes (default float32, bfloat16, float16)")
