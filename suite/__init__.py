@@ -13,6 +13,7 @@ _PUBLIC = {
     "check_fsdp_equivalence": "suite.conformance.parallel.equivalence",
     "check_compile": "suite.conformance.compile.check",
     "check_ops": "suite.conformance.ops.check",
+    "check_resume": "suite.conformance.parallel.resume",
     "time_model": "suite.timing.core",
 }
 

@@ -33,6 +33,9 @@ def _marks(case):
     # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds
     # under any backend: the cases declare which are `slow` (the default run keeps the dropout
     # cases, inductor's random-number divergence both ways).
+    # A case declared for GPUs alone (CUDA graphs, mode="reduce-overhead") runs on one, and is
+    # skipped with the plugin's reason naming the missing CUDA device where there is none.
+    marks += [pytest.mark.gpu] if case.devices == ("cuda",) else []
     return marks + ([pytest.mark.slow] if case.slow else [])
 
 
@@ -50,7 +53,7 @@ def _checked(case, device="cpu"):
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
 def test_declared_case_reaches_its_verdict(case):
-    report = _checked(case)
+    report = _checked(case, "cuda" if case.devices == ("cuda",) else "cpu")
     passed, detail = judge(case, report)
     assert passed, f"{detail}\n{report}"
 
@@ -274,7 +277,8 @@ def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_
     records = list(verdicts("cpu", quick=True))
     # By hand from suite/cases/compile.py: quick runs take every aot_eager case (inductor's
     # compiles cost seconds each), in declaration order: the article's three models train and
-    # eval, then the dropout MLP (train only), the BatchNorm MLP, and the data-dependent branch.
+    # eval, then the dropout MLP (train only), the BatchNorm MLP, the data-dependent branch, the
+    # recurrent layers, SGD's step compiled and the MLP exported.
     assert [r["case"] for r in records] == [
         "mnist_cnn_aot_eager_train", "mnist_cnn_aot_eager_eval",
         "cifar10_lenet_aot_eager_train", "cifar10_lenet_aot_eager_eval",
@@ -283,6 +287,7 @@ def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_
         "batchnorm_mlp_aot_eager_train", "batchnorm_mlp_aot_eager_eval",
         "data_dependent_branch_aot_eager_train",
         "gru_aot_eager_train", "lstm_aot_eager_train",
+        "mlp_sgd_momentum_compiled_optimizer_aot_eager_train", "mlp_export_train",
     ]
     assert all(r["passed"] for r in records), [r["detail"] for r in records if not r["passed"]]
     lenet = next(r for r in records if r["case"] == "cifar10_lenet_aot_eager_train")
@@ -394,3 +399,40 @@ def test_the_plan_estimates_compiles_as_docs_compile_md_measured_them():
         first, *later = compiles
         assert 10.0 <= first <= 17.0, compiles
         assert later and all(2.3 <= s <= 12.0 for s in later), compiles
+
+
+# -- the optimizer step, torch.export, the suite's own backends by name -----------------------------
+
+def test_the_export_check_compares_the_exported_program_not_the_eager_module(monkeypatch):
+    import suite.conformance.compile.check as check
+
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    report = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="export")
+    assert report.passed and "exported once" in report.summary(), report
+    exported = check._exported
+
+    def off(module, example):  # the exported module, its outputs off by 1e-3
+        program = exported(module, example)
+        return lambda inputs: program(inputs) * 1.001
+
+    monkeypatch.setattr(check, "_exported", off)
+    wrong = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="export")
+    assert wrong.verdict == "fail" and {"outputs", "gradients"} <= set(wrong.failures()), wrong
+
+
+def test_the_suites_own_wrong_backend_is_found_by_name_and_caught():
+    from suite.conformance.compile.backends import OFF_BY_A_THOUSANDTH
+
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    report = check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend=OFF_BY_A_THOUSANDTH, steps=2)
+    assert report.verdict == "fail" and "outputs" in report.failures() and report.backend == OFF_BY_A_THOUSANDTH
+
+
+def test_compile_parts_are_checked_before_anything_runs():
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    with pytest.raises(ValueError, match="compile_parts is one of"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, compile_parts="scheduler")
+    with pytest.raises(ValueError, match="no optimizer step to compile"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, compile_parts="optimizer", mode="eval")
+    with pytest.raises(ValueError, match="torch.export exports the model"):
+        check_compile(tiny_mlp, x, y, loss_fn=F.cross_entropy, backend="export", compile_parts="both")

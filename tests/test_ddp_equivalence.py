@@ -101,7 +101,7 @@ def test_the_matrix_covers_every_required_configuration():
     assert {c.scheme for c in CASES} == {"shards", "uneven", "sampler"}
     assert any(c.accumulate > 1 for c in CASES) and any(c.rescale_loss for c in CASES)
     assert {e.cause for c in CASES for e in c.expect if e.outcome == "fails"} == {
-        "sum_loss", "batchnorm", "dropout", "compression", "mixed_precision"}
+        "sum_loss", "batchnorm", "dropout", "compression", "mixed_precision", "sharding", "compiler"}
     fsdp = [c for c in CASES if c.wrapper == "fsdp"]
     assert {c.world_size for c in fsdp} == {2, 3, 4} and any(c.accumulate > 1 for c in fsdp)
     assert {False, 2} <= {c.fsdp_kwargs.get("reshard_after_forward") for c in fsdp}
@@ -109,6 +109,7 @@ def test_the_matrix_covers_every_required_configuration():
     assert {"allreduce", "fp16_compress", "bf16_compress", "powersgd"} == {c.comm_hook for c in CASES} - {""}
     assert {"mnist_cnn", "cifar10_lenet", "speech_cnn"} <= {c.family for c in CASES}
     assert {"SGD", "Adam"} <= {type(c.optimizer(tiny_mlp().parameters())).__name__ for c in CASES}
+    assert {"aot_eager", "torchsuite_off_by_a_thousandth"} <= {c.compile_backend for c in fsdp}
     assert any(c.quick for c in CASES) and all(c.world_size == 2 for c in CASES if c.quick)
 
 
@@ -211,6 +212,56 @@ def test_tied_weights_are_sharded_with_their_common_parent_and_the_rest_alone():
     groups = shard_groups(nested)
     assert nested[1] in groups and nested[1].first not in groups and nested[1].second not in groups
     assert nested[0][0] in groups and groups.index(nested[0][0]) < groups.index(nested[1])  # deepest first
+
+
+def test_a_weight_the_parent_uses_by_hand_is_found_by_running_the_model_and_sharded_with_the_parent():
+    from suite.cases.parallel import HandTiedMlp, TiedMlp
+    from suite.conformance.parallel.fsdp import parameter_users, plan_sharding
+
+    model, example = HandTiedMlp(), torch.randn(2, 8)
+    assert parameter_users(model)["proj.weight"] == {"proj"}  # the structure alone cannot see it
+    users = parameter_users(model, example)
+    assert users["proj.weight"] == {"proj", ""} and users["proj.bias"] == {"proj"} and users["down.weight"] == {"down"}
+    assert plan_sharding(model, example).groups == ("down",)  # proj goes with the root
+    assert plan_sharding(TiedMlp(), example).groups == ("inp", "out")  # the shared object, as before
+    nested = torch.nn.Sequential(HandTiedMlp())  # the user is a submodule, not the root
+    assert parameter_users(nested, example)["0.proj.weight"] == {"0.proj", "0"}
+    assert plan_sharding(nested, example).groups == ("0.down", "0")
+
+
+def test_a_sharding_that_leaves_a_used_weight_away_from_its_user_is_refused_naming_it_and_the_fix():
+    from suite.cases.parallel import HandTiedMlp, TiedMlp
+    from suite.conformance.parallel.fsdp import plan_sharding
+
+    model, example = HandTiedMlp(), torch.randn(2, 8)
+    problem = plan_sharding(model, example, ("down", "proj")).problem
+    assert problem.startswith("proj.weight is sharded with 'proj' but used outside it, by the root")
+    assert "leave 'proj' out of shard_modules, so that the root, their common ancestor, holds it" in problem
+    assert plan_sharding(model, example, ("down",)) == plan_sharding(model, example)
+    assert "second.weight" in plan_sharding(TiedMlp(), example, ("first", "second")).problem or \
+        "first.weight" in plan_sharding(TiedMlp(), example, ("first", "second")).problem
+    assert "names no submodule 'nope'" in plan_sharding(model, example, ("nope",)).problem
+
+
+class OutsideUseOnLargeBatches(torch.nn.Module):
+    """Uses proj.weight from the root only on batches above 2: the probe's 2 samples miss it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        out = self.proj(x)
+        return out + (x @ self.proj.weight.t() if len(x) > 2 else 0)
+
+
+@pytest.mark.distributed
+def test_a_use_the_probe_did_not_see_is_a_failing_verdict_not_a_worker_exception():
+    from suite.conformance.parallel.equivalence import SHARDING, check_fsdp_equivalence
+
+    report = check_fsdp_equivalence(OutsideUseOnLargeBatches, *_batch(size=8), loss_fn=torch.nn.functional.cross_entropy)
+    assert report.verdict == "fail" and report.reason == SHARDING and report.divergence is None
+    assert "mixed torch.Tensor and DTensor" in report.detail and "shard_modules" in report.detail
 
 
 @pytest.mark.distributed

@@ -95,7 +95,8 @@ def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
     steps = plan(["cpu"], CASES.select(["speech_cnn"]), True, VERDICT_SOURCES, default_timing_api())
     on_pool = {(s.kind, s.context.get("source") or s.context.get("setup") or s.context.get("limit"))
                for s in steps if s.uses_worker_pool}
-    assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts"), ("limits", "collectives")}
+    assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts"),
+                       ("conformance", "suite.conformance.parallel.resume:verdicts"), ("limits", "collectives")}
     # DDP timings start their pools in the fresh worker processes that time them, not in the run's
     assert ("timing", "cpu-ddp") in {(s.kind, s.context.get("setup")) for s in steps}
 

@@ -18,6 +18,7 @@ _KIND_MODULES = {
     "function": "functions",
     "torch_function": "torch_functions",  # torch's own Functions, with samples written here
     "parallel": "parallel",
+    "resume": "resume",  # runs saved with torch.distributed.checkpoint and resumed
     "variant": "variants",
     "compile": "compile",
     "limit": "limits",  # the machine's limits: GEMM, memory bandwidth, launch latency, copies, collectives

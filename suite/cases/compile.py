@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from suite.cases.expect import Expect, describe, fails, not_compiled, validate
 from suite.cases.models import CASES as MODELS, article_models
-from suite.cases.parallel import CLASSES, FEATURES, batchnorm_mlp, dropout_mlp, sgd_momentum
+from suite.cases.parallel import CLASSES, FEATURES, adam, batchnorm_mlp, dropout_mlp, sgd_momentum, small_mlp
 from suite.cases.registry import Registry
 from suite.cases.variants import MODES
 
@@ -98,6 +98,8 @@ class CompileCase:
     inductor_config: dict = field(default_factory=dict)
     dynamo_config: dict = field(default_factory=dict)  # torch._dynamo.config settings ({"allow_rnn": True})
     onednn: bool = True  # False: the steps run with oneDNN off (without_onednn)
+    compile_parts: str = "model"  # "model", "optimizer" (torch.compile of optimizer.step) or "both"
+    compile_mode: str | None = None  # torch.compile's mode ("reduce-overhead": CUDA graphs)
     devices: tuple[str, ...] = ()  # the device types its declaration holds for; () means every one
     article_model: str = ""  # the model registry's name, for the report's compiled speedups
     quick: bool = False  # part of `torchsuite run --quick`
@@ -117,6 +119,8 @@ class CompileCase:
 
     def describe(self) -> str:
         settings = "".join(f", {k}={v}" for k, v in {**self.dynamo_config, **self.inductor_config}.items())
+        settings += "" if self.compile_parts == "model" else f", compiles the {self.compile_parts}"
+        settings += f", mode={self.compile_mode}" if self.compile_mode else ""
         settings += ("" if self.onednn else ", oneDNN off") + (f", {'/'.join(self.devices)} only" if self.devices else "")
         verdict = describe(self.expect)
         return (f"{self.title}, {self.backend}{settings}, {self.mode}, {self.steps} steps of batch {self.batch_size} "
@@ -192,3 +196,29 @@ for _backend in BACKENDS:
                           inductor_config=_NO_CACHES if _backend == "inductor" else {}, slow=True, **_RNN, **_ONEDNN))
 CASES.add(CompileCase(name="lstm_allow_rnn_aot_eager_eval", title="LSTM classifier", model=lstm_classifier,
                       backend="aot_eager", mode="eval", dynamo_config=_ALLOW_RNN, **_RNN, **_ONEDNN))
+
+# The optimizer step under torch.compile (the module eager, then both): Adam's and SGD's updates,
+# parameters after every step against eager's and the float64 run's.
+for _parts, _optimizer, _label, _backend in (("optimizer", sgd_momentum, "sgd_momentum", "aot_eager"),
+                                             ("optimizer", adam, "adam", "aot_eager"),
+                                             ("optimizer", adam, "adam", "inductor"),
+                                             ("both", adam, "adam", "aot_eager")):
+    CASES.add(CompileCase(name=f"mlp_{_label}_compiled_{_parts}_{_backend}_train", title="MLP 8-16-4",
+                          model=small_mlp, loss=F.cross_entropy, optimizer=_optimizer, input_shape=(FEATURES,),
+                          num_classes=CLASSES, backend=_backend, compile_parts=_parts,
+                          quick=_label == "sgd_momentum", slow=_label == "adam"))
+# CUDA graphs (mode="reduce-overhead"): GPUs only; on a machine without one the case is skipped.
+CASES.add(CompileCase(name="mlp_reduce_overhead_inductor_train", title="MLP 8-16-4", model=small_mlp,
+                      backend="inductor", compile_mode="reduce-overhead", devices=("cuda",), **_SMALL))
+# torch.export: the exported program's module trains like eager (outputs, gradients, parameters,
+# BatchNorm's buffers), its batch size dynamic; a Python branch on a tensor's value is what
+# export refuses (it has no graph breaks to fall back on): the check fails, saying so.
+for _name, _title, _model, _mode in (("mlp", "MLP 8-16-4", small_mlp, "train"),
+                                     ("batchnorm_mlp", "MLP with BatchNorm1d", batchnorm_mlp, "train"),
+                                     ("batchnorm_mlp", "MLP with BatchNorm1d", batchnorm_mlp, "eval")):
+    CASES.add(CompileCase(name=f"{_name}_export_{_mode}", title=_title, model=_model, backend="export", mode=_mode,
+                          quick=_name == "mlp", slow=_name != "mlp", **_SMALL))
+CASES.add(CompileCase(name="data_dependent_branch_export_train", title="MLP with a data-dependent branch",
+                      model=DataDependentBranch, backend="export", graph_breaks=1, **_SMALL,
+                      expect=(fails("equivalence", why="torch.export cannot trace a Python branch on a tensor's "
+                                                       "value: it has no graph break to fall back on", cause="raises"),)))

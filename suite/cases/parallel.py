@@ -27,6 +27,8 @@ DIVERGENCE_CAUSES = {
     "dropout": "each rank draws its own dropout masks",
     "compression": "the communication hook compresses the gradients before averaging",
     "mixed_precision": "a mixed-precision policy computes or reduces in 16 bits",
+    "sharding": "a parameter is sharded alone but used outside its module, where it is a sharded DTensor",
+    "compiler": "the compiled module computes otherwise than eager",
 }
 
 
@@ -120,6 +122,20 @@ class TiedMlp(nn.Module):
         return self.out(torch.relu(self.second(torch.relu(self.first(h)))))
 
 
+class HandTiedMlp(nn.Module):
+    """The parent's forward uses a child's weight, transposed: a head tied by hand, as language
+    models tie theirs to the embedding. `proj` holds the weight; the root uses it too."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Linear(FEATURES, CLASSES)
+        self.proj = nn.Linear(CLASSES, 16)
+
+    def forward(self, x):
+        h = torch.relu(self.proj(torch.relu(self.down(x))))
+        return F.linear(h, self.proj.weight.t())
+
+
 def cross_entropy_sum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, target, reduction="sum")
 
@@ -163,8 +179,9 @@ class ParallelCase:
     ddp_kwargs: dict = field(default_factory=dict)
     wrapper: str = "ddp"  # "ddp", or "fsdp" for FSDP2's fully_shard
     fsdp_kwargs: dict | None = None  # set for wrapper "fsdp"
+    shard_modules: tuple[str, ...] | None = None  # FSDP2: the submodules to shard; None: the checker's plan
     comm_hook: str = ""  # a DDP communication hook by name (suite.conformance.parallel.ddp_training)
-    compile_backend: str | None = None  # each rank's DDP module under torch.compile with this backend
+    compile_backend: str | None = None  # each rank's DDP or FSDP2 module under torch.compile with this backend
     reference_dtype: torch.dtype | None = None  # the reference's forward precision (default the model's)
     rtol: float | None = None  # a declared tolerance, with its derivation beside the case
     atol: float | None = None
@@ -206,10 +223,12 @@ class ParallelCase:
 
     def describe(self) -> str:
         options = [f"{k}={v}" for k, v in {**self.ddp_kwargs, **(self.fsdp_kwargs or {})}.items()]
+        if self.shard_modules is not None:
+            options.append(f"fully_shard on {', '.join(self.shard_modules)} and the root")
         if self.comm_hook:
             options.append(f"{self.comm_hook} hook")
         if self.compile_backend:
-            options.append(f"torch.compile({self.compile_backend}) inside DDP")
+            options.append(f"torch.compile({self.compile_backend}) inside {self.wrapper.upper()}")
         if self.rtol is not None:
             options.append(f"judged at rtol {self.rtol:g}, atol {self.atol:g}")
         if self.reference_dtype is not None:
@@ -282,6 +301,10 @@ _mlp("mlp_compiled_ddp_buckets", world_sizes=(2,), title="MLP 8-512x3-4", model=
 _mlp("sequential_compiled_ddp", world_sizes=(2,), title="MLP 8-16-4 as an nn.Sequential", compile_backend="aot_eager",
      expect=(not_compiled("equivalence", why="dynamo skips DDP's forward and an nn.Sequential's, torch's own "
                                              "code: it starts no graph, and the ranks train eagerly"),))
+# A backend that is wrong on purpose (suite.conformance.compile.backends: every output x 1.001),
+# found by name in the workers: inside DDP, the check must see it and blame the compiler.
+_mlp("mlp_wrong_backend_ddp", world_sizes=(2,), model=small_mlp, compile_backend="torchsuite_off_by_a_thousandth",
+     expect=_diverges("compiler"))
 _mlp("mlp_uneven_inputs_join", scheme="uneven")
 _mlp("mlp_distributed_sampler_padding", scheme="sampler")
 
@@ -328,6 +351,23 @@ _fsdp("mlp_no_reshard", world_sizes=(2, 3), fsdp_kwargs={"reshard_after_forward"
 _fsdp("mlp_reshard_to_2", world_sizes=(2, 4), fsdp_kwargs={"reshard_after_forward": 2})
 _fsdp("mlp_uneven_shapes", title="MLP 8-15-5-4", model=uneven_mlp)
 _fsdp("mlp_tied_weights", world_sizes=(2, 3), title="MLP with a tied weight", model=TiedMlp, quick=True)
+# A head tied by hand (the root's forward uses proj.weight): the checker finds the use by running
+# the model once and shards proj's weight with the root; sharding proj alone cannot work, and
+# the verdict says which parameter and what to do instead of a worker's mixed-DTensor error.
+_fsdp("mlp_hand_tied_head", world_sizes=(2, 3), title="MLP with a head tied by hand", model=HandTiedMlp)
+_fsdp("mlp_hand_tied_head_proj_sharded_alone", world_sizes=(2,), title="MLP with a head tied by hand",
+      model=HandTiedMlp, shard_modules=("down", "proj"), expect=_diverges("sharding"))
+# Each rank's FSDP2 module under torch.compile. With the root alone sharded (shard_modules=()),
+# dynamo traces the model's forward whole, and a wrong backend must show. With each layer sharded
+# too (the checker's own plan), dynamo skips the hooks fully_shard puts on each layer; that
+# graph break falls inside the model's loop over its layers, so dynamo runs the whole forward
+# eagerly and compiles nothing (skip_fsdp_hooks=False fails too, tracing a generator): not_compiled.
+_fsdp("mlp_compiled_root_only", world_sizes=(2,), model=small_mlp, compile_backend="aot_eager", shard_modules=())
+_fsdp("mlp_wrong_backend_root_only", world_sizes=(2,), model=small_mlp, shard_modules=(),
+      compile_backend="torchsuite_off_by_a_thousandth", expect=_diverges("compiler"))
+_fsdp("mlp_compiled_per_layer", world_sizes=(2,), model=small_mlp, compile_backend="aot_eager",
+      expect=(not_compiled("equivalence", why="dynamo skips the hooks fully_shard puts on each layer, and the graph "
+                                              "break inside the model's loop over its layers runs the forward eagerly"),))
 _fsdp("mlp_accumulation", world_sizes=(2,), accumulate=2)
 _fsdp("mlp_adam", world_sizes=(2,), optimizer=adam, steps=4)
 _fsdp("mlp_sum_loss", world_sizes=(2,), loss=cross_entropy_sum, expect=_diverges("sum_loss"))

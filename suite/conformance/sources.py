@@ -9,6 +9,7 @@ from suite.conformance.compile.declared import verdicts as compile_verdicts
 from suite.conformance.functions.check import verdicts as function_verdicts
 from suite.conformance.ops.verdicts import verdicts as op_verdicts
 from suite.conformance.parallel.equivalence import verdicts as ddp_verdicts
+from suite.conformance.parallel.resume import verdicts as resume_verdicts
 
 DEFAULT_ESTIMATE_S = (10.0, 30.0)
 
@@ -30,7 +31,8 @@ VERDICT_SOURCES = [
     VerdictSource(ddp_verdicts, (4.0, 8.0), uses_worker_pool=True),
     VerdictSource(autograd_verdicts, (4.0, 12.0)),
     VerdictSource(function_verdicts, (1.0, 1.0)),  # fast either way: quick changes nothing
-    VerdictSource(compile_verdicts, (8.0, 60.0)),  # two batch sizes a case; inductor compiles dominate the full run
+    VerdictSource(compile_verdicts, (9.0, 90.0)),  # two batch sizes a case; inductor compiles dominate the full run (Adam under inductor 10 to 25 s)
+    VerdictSource(resume_verdicts, (1.0, 10.0), uses_worker_pool=True),  # DCP save and resume: 0.5 s quick in a run, 8 s full (2 and 4 ranks)
     # OpInfo's op_db: quick, 70 ops at one sample; full, all of it: about 80 s of checks (2 cores)
     VerdictSource(op_verdicts, (9.0, 90.0)),
 ]

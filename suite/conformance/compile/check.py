@@ -46,6 +46,11 @@ from suite.errors import UnknownCaseError, one_line
 CATEGORIES = ("outputs", "loss", "gradients", "parameters", "buffers")
 EVAL_CATEGORIES = ("outputs", "loss", "buffers")
 RAISES, VALUES = "raises", "values"  # a failing report's cause: the backend raised, or values differ
+COMPILE_PARTS = ("model", "optimizer", "both")  # what the compiled copy compiles
+# Not a torch.compile backend: the compiled copy is torch.export.export's program, as a module
+# (ExportedProgram.module(), which shares the parameters), exported at the first step's batch
+# with a dynamic batch size, trained and compared like a compiled one.
+EXPORT = "export"
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -79,6 +84,7 @@ class CompileReport(NamedChecks):
     dynamo: DynamoLog | None = None
     compile_s: float | None = None  # wall time of the first compiled step: tracing, compiling, one run
     error: str | None = None  # what the backend raised, in one line
+    compile_parts: str = "model"  # what was compiled: the model, the optimizer step or both (COMPILE_PARTS)
 
     @property
     def verdict(self) -> str:
@@ -113,7 +119,8 @@ class CompileReport(NamedChecks):
         if self.verdict == NOT_COMPILED:
             return f"not compiled: {self.check('compile').detail}"
         breaks = f"{self.graph_breaks} graph break(s)" if self.graph_breaks is not None else "graph breaks unknown"
-        graphs = f", {self.graphs_compiled} graph(s) compiled, {len(self.recompiles)} recompile(s)" if self.dynamo else ""
+        graphs = (f", {self.graphs_compiled} graph(s) compiled, {len(self.recompiles)} recompile(s)"
+                  if self.dynamo and self.backend != EXPORT else ", exported once, batch size dynamic" if self.dynamo else "")
         timing = f", first step {self.compile_s:.1f} s" if self.compile_s is not None else ""
         if self.passed:
             return (f"equivalent to eager ({self.steps} {'training ' if self.mode == 'train' else 'eval '}steps "
@@ -124,7 +131,8 @@ class CompileReport(NamedChecks):
     def __str__(self) -> str:
         status = {"pass": "equivalent", NOT_COMPILED: "NOT COMPILED (nothing was checked)"}.get(
             self.verdict, f"FAILS {', '.join(self.failures())}")
-        lines = [f"check_compile(backend={self.backend}, {self.mode}, {self.steps} steps of "
+        parts = "" if self.compile_parts == "model" else f", compiled: {self.compile_parts}"
+        lines = [f"check_compile(backend={self.backend}{parts}, {self.mode}, {self.steps} steps of "
                  f"{_sizes(self.batch_sizes)}): {status}", f"  rule: {rule_text()}"]
         if self.graph_breaks is not None:
             lines.append(f"  one forward: graphs {self.graph_count}, graph breaks {self.graph_breaks}"
@@ -202,6 +210,7 @@ class _Copy:
     params: nn.Module  # the eager module that owns the parameters (the compiled one wraps it)
     optimizer: torch.optim.Optimizer | None
     cast: Callable = lambda value: value
+    optimizer_step: Callable | None = None  # set: optimizer.step under torch.compile
 
     def step(self, x, y, loss_fn, seed: int, train: bool) -> dict[str, dict[str, torch.Tensor]]:
         torch.manual_seed(seed)
@@ -218,7 +227,7 @@ class _Copy:
         loss.backward()
         grads = {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
                  for name, p in self.params.named_parameters()}
-        self.optimizer.step()
+        (self.optimizer_step or self.optimizer.step)()
         return {"outputs": _named_outputs(out), "loss": {"loss": loss.detach()}, "gradients": grads,
                 "parameters": {n: p.detach().clone() for n, p in self.params.named_parameters()},
                 "buffers": {n: b.clone() for n, b in self.params.named_buffers()}}
@@ -267,7 +276,7 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
                   compile_mode: str | None = None, fullgraph: bool = False, mode: str = "train",
                   device: str = "cpu", inductor_config: dict | None = None, dynamo_config: dict | None = None,
                   context_fn: Callable[[], contextlib.AbstractContextManager] | None = None,
-                  static_shapes: bool = False, seed: int = 0) -> CompileReport:
+                  static_shapes: bool = False, compile_parts: str = "model", seed: int = 0) -> CompileReport:
     """Train eager, compiled and float64 copies of model_fn() side by side; never raises for a
     backend that fails. inputs/targets: one batch each, or a list of one per step; the steps
     see two batch sizes unless static_shapes (see _batches). optimizer_fn: params -> optimizer
@@ -276,10 +285,12 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
     inductor_config, dynamo_config: torch._inductor.config and torch._dynamo.config settings
     while compiling and running (for example {"fallback_random": True}, {"allow_rnn": True}).
     context_fn: a function returning a context every copy's steps run in (for example
-    `lambda: torch.backends.mkldnn.flags(enabled=False)`). An unknown backend name raises
-    UnknownCaseError."""
+    `lambda: torch.backends.mkldnn.flags(enabled=False)`). compile_parts: what the compiled copy
+    compiles: "model" (its module), "optimizer" (`torch.compile(optimizer.step)`, the module
+    eager) or "both". An unknown backend name raises UnknownCaseError."""
     import torch._dynamo
 
+    import suite.conformance.compile.backends  # noqa: F401  (registers the suite's own backends by name)
     from suite.devices import require_device
 
     if steps < 1:
@@ -287,13 +298,18 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
     if mode not in MODES:
         raise ValueError(f"mode is one of {MODES}, not {mode!r}")
     train = mode == "train"
+    if compile_parts not in COMPILE_PARTS:
+        raise ValueError(f"compile_parts is one of {COMPILE_PARTS}, not {compile_parts!r}")
+    if compile_parts != "model" and not train:
+        raise ValueError("an eval check has no optimizer step to compile: compile_parts must be 'model'")
     if compile_mode is not None:
         _validate_compile_mode(compile_mode, backend)
     device = torch.device(device)
     if device.type != "cpu":
         require_device(device.type)
     batches = [(x.to(device), y.to(device)) for x, y in _batches(inputs, targets, steps, static_shapes)]
-    report = CompileReport(backend_name(backend), mode, steps, batch_sizes=[len(x) for x, _ in batches])
+    report = CompileReport(backend_name(backend), mode, steps, batch_sizes=[len(x) for x, _ in batches],
+                           compile_parts=compile_parts)
     torch.manual_seed(seed)
     base = model_fn().to(device).train(train)
     copies = {}
@@ -303,8 +319,21 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
         copies[name] = _Copy(module, module, optimizer, _as_float64 if dtype else (lambda v: v))
     options = {"backend": backend, "fullgraph": fullgraph, **({"mode": compile_mode} if compile_mode else {})}
     torch._dynamo.reset()  # nothing compiled for an earlier model may answer for this one
+    compiled = copies["compiled"]
+    if backend == EXPORT:
+        if compile_parts != "model" or compile_mode or fullgraph:
+            raise ValueError("torch.export exports the model: compile_parts 'model', no compile_mode nor fullgraph")
+        try:
+            compiled.module = _exported(compiled.params, batches[0][0])
+        except Exception as error:  # what export refuses is the finding
+            report.error = one_line(error)
+            report.checks = [CompileCheck("compile", "fail", f"torch.export raised {report.error}")]
+            return report
     try:
-        copies["compiled"].module = torch.compile(copies["compiled"].params, **options)
+        if backend != EXPORT and compile_parts in ("model", "both"):
+            compiled.module = torch.compile(compiled.params, **options)
+        if backend != EXPORT and compile_parts in ("optimizer", "both"):
+            compiled.optimizer_step = torch.compile(compiled.optimizer.step, **options)
     except torch._dynamo.exc.InvalidBackend:
         raise UnknownCaseError("torch.compile backend", backend_name(backend),
                                torch._dynamo.list_backends(exclude_tags=())) from None
@@ -315,13 +344,19 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
         _run_steps(copies, batches, loss_fn, seed, train, device, settings, report, found)
     finally:
         torch._dynamo.reset()  # the compiled copy's graphs do not outlive the check
-    if report.error is None and report.dynamo.graphs == 0:
+    if report.error is None and report.dynamo.graphs == 0 and backend != EXPORT:
         # the compiled copy ran eagerly: its values are eager's, and agreeing with them proves nothing
         report.checks = [CompileCheck("compile", NOT_COMPILED, f"{report.dynamo.not_compiled_reason()}; "
                                       f"{report.steps} step(s) ran eagerly, nothing compiled was compared")]
     elif report.error is None:
         report.checks = [_row(category, errors) for category, errors in found.items()]
     return report
+
+
+def _exported(module: nn.Module, example: torch.Tensor) -> nn.Module:
+    """torch.export's program of `module` (batch size dynamic), as a module sharing its parameters."""
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    return program.module()
 
 
 def _validate_compile_mode(mode: str, backend) -> None:

@@ -18,7 +18,8 @@ def check_case(case, device: str = "cpu") -> CompileReport:
     return check_compile(case.model, inputs, targets, loss_fn=case.loss, optimizer_fn=case.optimizer,
                          backend=case.backend, steps=case.steps, mode=case.mode, device=device,
                          inductor_config=case.inductor_config or None, dynamo_config=case.dynamo_config or None,
-                         context_fn=None if case.onednn else without_onednn, seed=case.seed)
+                         context_fn=None if case.onednn else without_onednn, compile_parts=case.compile_parts,
+                         compile_mode=case.compile_mode, seed=case.seed)
 
 
 def judge(case, report: CompileReport) -> tuple[bool, str]:

@@ -22,6 +22,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from suite.conformance.closeness import max_abs_diff, mismatch
+from suite.conformance.parallel import checkpoint
+from suite.conformance.parallel.checkpoint import ResumePlan
 from suite.conformance.parallel.sharding import Sharding
 
 @dataclass(frozen=True)
@@ -40,11 +42,15 @@ class TrainingJob:
     loss_scale: float = 1.0  # on each rank's loss, never the reference's
     seed: int = 0
     comm_hook: str = ""  # a DDP communication hook, by name (COMM_HOOKS)
-    compile_backend: str | None = None  # set: the DDP module runs under torch.compile with this backend
+    compile_backend: str | None = None  # set: the DDP (or FSDP2) module runs under torch.compile with this backend
     fsdp_kwargs: dict | None = None  # set: FSDP2 (fully_shard) instead of DDP
     reference_dtype: torch.dtype | None = None  # run the reference's forward in this precision
     rtol: float | None = None  # a declared tolerance; None: assert_close's for the dtype
     atol: float | None = None
+    scheduler_fn: object = None  # optimizer -> LR scheduler, stepped after every optimizer step
+    resume: ResumePlan | None = None  # set: one half of a run saved and resumed (checkpoint.py)
+    shard_groups: tuple[str, ...] | None = None  # FSDP2: the submodules to shard (fsdp.plan_sharding)
+    sharding_problem: str = ""  # FSDP2: why the requested sharding cannot work; nothing is run
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = min(step, len(self.inputs) - 1)
@@ -100,7 +106,8 @@ def job_traits(job: TrainingJob) -> dict:
                if (dtype := getattr(policy, name, None)) not in (None, torch.float32)
                and not (name == "param_dtype" and dtype == job.reference_dtype)]
     return {"compression": job.comm_hook in ("fp16_compress", "bf16_compress", "powersgd"),
-            "mixed_precision": ", ".join(lowered)}
+            "mixed_precision": ", ".join(lowered), "compiled": job.compile_backend or "",
+            "wrapper": "DDP" if job.fsdp_kwargs is None else "FSDP2"}
 
 
 def local_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
@@ -110,12 +117,14 @@ def local_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
 
 
 def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int, with_grads: bool,
-            job: TrainingJob) -> dict:
+            job: TrainingJob, optimizers: tuple | None = None) -> dict:
     """Max abs differences per category and the first tensor that is not close, by the job's
-    tolerance. `ours`: (parameters, gradients, buffers) by name, whole tensors.
+    tolerance. `ours`: (parameters, gradients, buffers) by name, whole tensors. `optimizers`:
+    (ours, the reference's), each as checkpoint.optimizer_states gives them, to compare too.
 
-    Order: gradients, then buffers, then parameters: a wrong gradient is the cause of a wrong
-    parameter, so it is the one to name. A missing gradient counts as zeros (an unused layer).
+    Order: gradients, then buffers, optimizer state, learning rates, scheduler state, then parameters: a wrong
+    gradient or optimizer state is the cause of a wrong parameter, so it is the one to name. A
+    missing gradient or optimizer state counts as zeros (an unused layer, a fresh optimizer).
     """
     def close(a, b):
         return mismatch(a, b, rtol=job.rtol, atol=job.atol) is None
@@ -136,6 +145,8 @@ def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int
             close(ours, theirs) for ours, theirs in grads)
     pairs += [("buffer", name, buffers[name], buf) for name, buf in reference.named_buffers()
               if buf.is_floating_point()]
+    if optimizers is not None:
+        pairs += _optimizer_pairs(*optimizers)
     pairs += [("parameter", name, named[name].detach(), p.detach())
               for name, p in reference.named_parameters()]
     found["dtypes"] = sorted({str(theirs.dtype).removeprefix("torch.") for _, _, _, theirs in pairs})
@@ -147,10 +158,25 @@ def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int
     return found
 
 
+def _optimizer_pairs(ours: tuple[dict, list, dict], theirs: tuple[dict, list, dict]) -> list[tuple]:
+    (our_states, our_lrs, our_schedule), (their_states, their_lrs, their_schedule) = ours, theirs
+    pairs = []
+    for name, state in their_states.items():
+        for key, value in state.items():
+            mine = our_states.get(name, {}).get(key)
+            pairs.append(("optimizer state", f"{name} {key}",
+                          torch.zeros_like(value) if mine is None else mine.to(value.dtype), value))
+    pairs += [("learning rate", f"param group {i}", torch.tensor(a), torch.tensor(b))
+              for i, (a, b) in enumerate(zip(our_lrs, their_lrs))]
+    pairs += [("scheduler state", key, our_schedule.get(key, torch.zeros_like(value)), value)
+              for key, value in their_schedule.items()]
+    return pairs
+
+
 def reference_step(job: TrainingJob, reference, optimizer, step: int, world_size: int,
-                   device) -> None:
+                   device, scheduler=None) -> float:
     """One step of the single process on the whole batch (in job.reference_dtype, if set:
-    parameters and inputs cast for the forward, as a mixed-precision policy does)."""
+    parameters and inputs cast for the forward, as a mixed-precision policy does); its loss."""
     x, y = job.batch(step)
     indices, scale = job.sharding.reference(step, world_size, len(x), job.steps)
     optimizer.zero_grad()
@@ -163,6 +189,9 @@ def reference_step(job: TrainingJob, reference, optimizer, step: int, world_size
     loss = job.loss_fn(out, y[indices].to(device)) * scale
     loss.backward()
     optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
 
 
 COMM_HOOKS = ("allreduce", "fp16_compress", "bf16_compress", "powersgd")
@@ -201,17 +230,23 @@ class Wrapped:
 
 
 def _rank_step(job: TrainingJob, wrapped: Wrapped, optimizer, step: int, rank: int, world_size: int,
-               device) -> None:
-    """One step of the article's loop on this rank's shard, in the sharding's micro-batches."""
+               device, scheduler=None) -> float:
+    """One step of the article's loop on this rank's shard, in the sharding's micro-batches; the
+    shard's loss (its micro-batches' mean, before loss_scale)."""
     x, y = job.batch(step)
     micro = job.sharding.micro_batches(step, rank, world_size, len(x))
     optimizer.zero_grad()
+    total = 0.0
     for i, indices in enumerate(micro):
         with wrapped.sync_on(i == len(micro) - 1):
             out = wrapped.forward(x[indices].to(device))
-            loss = job.loss_fn(out, y[indices].to(device)) * (job.loss_scale / len(micro))
-            loss.backward()
+            loss = job.loss_fn(out, y[indices].to(device)) / len(micro)
+            (loss * job.loss_scale).backward()
+            total += loss.item()
     optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return total
 
 
 def train_beside_reference(rank: int, world_size: int, job: TrainingJob,
@@ -230,38 +265,60 @@ def train_beside_reference(rank: int, world_size: int, job: TrainingJob,
     model = job.model_fn().to(device)
     wrapped = wrap(model, device, job)
     reference = _without_sync_batchnorm(job.model_fn())
-    reference.load_state_dict(wrapped.reference_state())
+    resume = job.resume
+    start = resume.reference_start if resume and resume.loading else wrapped.reference_state()
+    reference.load_state_dict(start)
+    start_copy = {name: value.detach().clone() for name, value in start.items()} if resume else None
     reference.to(device).train()
     optimizer = job.optimizer_fn(wrapped.module.parameters())
     ref_optimizer = job.optimizer_fn(reference.parameters())
+    scheduler, ref_scheduler = ((job.scheduler_fn(optimizer), job.scheduler_fn(ref_optimizer))
+                                if job.scheduler_fn else (None, None))
 
+    def optimizers():  # compared only where a checkpoint may have lost them
+        return None if resume is None else (checkpoint.optimizer_states(model, optimizer, scheduler),
+                                            checkpoint.optimizer_states(reference, ref_optimizer, ref_scheduler))
+
+    steps = resume.steps(job.steps) if resume else range(job.steps)
     own_steps = job.sharding.steps_of_rank(rank, job.steps)
     records = []
+    if resume and resume.loading:
+        for step in range(steps.start):  # the uninterrupted run up to the save
+            reference_step(job, reference, ref_optimizer, step, world_size, device, ref_scheduler)
+        checkpoint.load(resume, wrapped.module, optimizer, scheduler)
+        records.append({"step": steps.start, "what": "state after loading",
+                        **compare(wrapped.whole_tensors(), reference, world_size, False, job, optimizers())})
     with wrapped.joined:
-        for step in range(job.steps):
-            reference_step(job, reference, ref_optimizer, step, world_size, device)
+        for step in steps:
+            reference_loss = reference_step(job, reference, ref_optimizer, step, world_size, device, ref_scheduler)
             if step < own_steps:
-                _rank_step(job, wrapped, optimizer, step, rank, world_size, device)
-                records.append({"step": step + 1, "what": "every tensor",
-                                **compare(wrapped.whole_tensors(), reference, world_size, True, job)})
+                loss = _rank_step(job, wrapped, optimizer, step, rank, world_size, device, scheduler)
+                records.append({"step": step + 1, "what": "every tensor", "loss": loss,
+                                "reference_loss": reference_loss,
+                                **compare(wrapped.whole_tensors(), reference, world_size, True, job, optimizers())})
     if own_steps < job.steps:
         # A rank that ran out takes the last one's parameters when Join ends; its gradients
         # are stale by design, so only parameters and buffers are compared.
         records.append({"step": job.steps, "what": "final parameters and buffers",
                         **compare(wrapped.whole_tensors(), reference, world_size, False, job)})
+    if resume and not resume.loading:
+        checkpoint.save(resume, wrapped.module, optimizer, scheduler)
+    # DDP's state_dict() shares the parameters' storage: the copy taken at the start, not what trained.
+    saved = {"reference_start": start_copy} if resume and not resume.loading and rank == 0 else {}
     return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records,
-            **wrapped.finish()}
+            **saved, **wrapped.finish()}
 
 
-def _compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
-    """ddp under torch.compile, and a finish hook that reports how many graphs the backend got
+def compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
+    """ddp (or an FSDP2 module) under torch.compile, and a finish hook that reports how many graphs the backend got
     and, when it got none, why (suite.conformance.compile.dynamo_log)."""
     from torch import _dynamo
 
+    from suite.conformance.compile.backends import lookup
     from suite.conformance.compile.dynamo_log import watch_dynamo
 
     _dynamo.reset()  # the pool's worker lives on: no earlier job's graphs may answer
-    backend = _dynamo.lookup_backend(backend_name)
+    backend = lookup(backend_name)  # the suite's own backends by name too
     graphs = []
     watching = contextlib.ExitStack()
     seen = watching.enter_context(watch_dynamo())
@@ -286,7 +343,7 @@ def _wrap_ddp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapp
     ddp = DDP(model, device_ids=[device] if device.type == "cuda" else None, **job.ddp_kwargs)
     if job.comm_hook:
         register_comm_hook(ddp, job.comm_hook)
-    forward, finish = _compiled(ddp, job.compile_backend) if job.compile_backend else (ddp, dict)
+    forward, finish = compiled(ddp, job.compile_backend) if job.compile_backend else (ddp, dict)
     return Wrapped(module=ddp, forward=forward,
                    sync_on=lambda last: contextlib.nullcontext() if last else ddp.no_sync(),
                    whole_tensors=lambda: local_tensors(model),

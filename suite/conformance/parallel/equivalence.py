@@ -10,7 +10,7 @@ one. The rank loops are ddp_training.py and fsdp.py.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -20,11 +20,11 @@ from suite.conformance.parallel.sharding import Sharding
 from suite.conformance.result import meets, verdict_record
 from suite.conformance.closeness import tolerances
 from suite.conformance.parallel.ddp_training import TrainingJob, train_and_compare
-from suite.conformance.parallel.fsdp import fsdp_train_and_compare
+from suite.conformance.parallel.fsdp import fsdp_train_and_compare, plan_for_job
 from suite.devices import default_backend, require_device
 
 SUM_LOSS, BATCHNORM, DROPOUT, UNEXPLAINED = "sum_loss", "batchnorm", "dropout", "unexplained"
-COMPRESSION, MIXED_PRECISION = "compression", "mixed_precision"
+COMPRESSION, MIXED_PRECISION, SHARDING, COMPILER = "compression", "mixed_precision", "sharding", "compiler"
 
 _CAUSES = {
     SUM_LOSS: "the gradients are exactly 1/{n} of the reference's: the loss sums over its batch "
@@ -39,7 +39,11 @@ _CAUSES = {
     MIXED_PRECISION: "the mixed-precision policy ({policy}) computes or reduces below float32; compare "
                      "with a reference run at the same precision (reference_dtype, for param_dtype), or at a "
                      "tolerance derived from it",
-    UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout, compression, mixed precision) explains it",
+    SHARDING: "a parameter is used outside the module sharded with it, where it is a sharded DTensor; "
+              "shard it with all its users (their common ancestor)",
+    COMPILER: "each rank's module runs under torch.compile({backend}), the reference eagerly, and nothing else "
+              "explains the difference: the compiled program computes otherwise; check_compile it in one process",
+    UNEXPLAINED: "no known cause (sum loss, BatchNorm, dropout, compression, mixed precision, compiler) explains it",
 }
 
 
@@ -75,7 +79,7 @@ class EquivalenceReport:
     def verdict(self) -> str:
         """"fail" (a divergence), "not_compiled" (compile_backend's backend received no graph, so
         the ranks trained eagerly: equal, but the compiled run was not checked) or "pass"."""
-        if self.divergence is not None:
+        if self.divergence is not None or self.reason is not None:
             return "fail"
         return NOT_COMPILED if self.compiled_graphs == 0 else "pass"
 
@@ -147,6 +151,7 @@ def check_fsdp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Call
                            accumulate: int = 1, loss_scale: float = 1.0,
                            reference_dtype: torch.dtype | None = None, rtol: float | None = None,
                            atol: float | None = None, backend: str | None = None,
+                           shard_modules: Sequence[str] | None = None,
                            timeout: float | None = None) -> EquivalenceReport:
     """Train model_fn() under FSDP2 (`fully_shard`) on `world_size` ranks and compare every
     step with one process on the whole batch; the report has check_ddp_equivalence's shape.
@@ -158,20 +163,27 @@ def check_fsdp_equivalence(model_fn: Callable, inputs, targets, *, loss_fn: Call
     parameters, gradients and buffers must be close to its own. accumulate > 1: micro-batches
     with gradient sync only on the last. reference_dtype runs the reference's forward in that
     precision (to judge a bf16 mp_policy against a bf16 reference rather than a float32 one).
+
+    A parameter that a module's forward uses from outside the module holding it (a hand-tied
+    head, `F.linear(h, self.proj.weight.t())` in the parent) is sharded with all its users, as
+    one forward of the model shows them. shard_modules: the submodules to fully_shard (by name)
+    instead of the checker's choice; one that leaves such a parameter sharded away from a user
+    gives a failing report (reason "sharding") naming the parameter and the fix.
     """
     backend = resolve_group(backend, device, world_size)
     job = make_job(model_fn, inputs, targets, loss_fn=loss_fn, optimizer_fn=optimizer_fn,
                    world_size=world_size, steps=steps, device=device, accumulate=accumulate,
                    loss_scale=loss_scale, fsdp_kwargs=fsdp_kwargs or {},
-                   reference_dtype=reference_dtype, rtol=rtol, atol=atol)
+                   reference_dtype=reference_dtype, rtol=rtol, atol=atol, shard_modules=shard_modules)
     return run_job(job, world_size, backend, timeout)
 
 
 def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_size: int,
              steps: int, ddp_kwargs=None, device="cpu", accumulate=1, scheme="shards",
-             loss_scale=1.0, **options) -> TrainingJob:
+             loss_scale=1.0, shard_modules: Sequence[str] | None = None, **options) -> TrainingJob:
     """A validated TrainingJob: shapes that split as the scheme needs, one target per input.
-    `options`: TrainingJob's other fields (comm_hook, fsdp_kwargs, reference_dtype, rtol, atol)."""
+    `options`: TrainingJob's other fields (comm_hook, fsdp_kwargs, reference_dtype, rtol, atol).
+    FSDP2: the sharding is planned here, once (fsdp.plan_sharding), from `shard_modules` if given."""
     job = TrainingJob(model_fn=model_fn, loss_fn=loss_fn, optimizer_fn=optimizer_fn or sgd,
                       inputs=_as_steps(inputs), targets=_as_steps(targets), steps=steps,
                       ddp_kwargs=dict(ddp_kwargs or {}), device=device,
@@ -180,6 +192,10 @@ def make_job(model_fn, inputs, targets, *, loss_fn, optimizer_fn=None, world_siz
         if len(x) != len(y):
             raise ValueError(f"{len(x)} inputs but {len(y)} targets")
         job.sharding.validate(len(x), world_size)
+    if job.fsdp_kwargs is not None:
+        plan = plan_for_job(model_fn, job.inputs[0][:2],
+                            None if shard_modules is None else tuple(shard_modules))
+        job = replace(job, shard_groups=plan.groups, sharding_problem=plan.problem)
     return job
 
 
@@ -217,6 +233,11 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
     rtol, atol, tolerance = _tolerances_used(outcomes, tolerance)
     report = EquivalenceReport(world_size=world_size, steps=steps, backend=backend, device=device, rtol=rtol,
                                atol=atol, compiled_graphs=outcomes[0].get("compiled_graphs"), tolerance=tolerance)
+    problem = outcomes[0].get("sharding_problem")
+    if problem:  # nothing was trained: the sharding cannot work
+        report.reason = SHARDING
+        report.detail = f"cannot shard ({SHARDING}): {problem}"
+        return report
     first = None
     for outcome in outcomes:
         for record in outcome["records"]:
@@ -230,7 +251,8 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
         trained = f"{steps} steps on {world_size} ranks ({backend}, {device}); max abs diff {maxima or 'none'} ({tolerance})"
         if report.verdict == NOT_COMPILED:
             report.detail = (f"not compiled: {outcomes[0].get('not_compiled', 'the backend received no graph')}; "
-                             f"the ranks ran DDP eagerly, equal to one process: {trained}")
+                             f"the ranks ran {outcomes[0]['traits'].get('wrapper', 'DDP')} eagerly, equal to one process: "
+                             f"{trained}")
         else:
             compiled = f"; compiled into {report.compiled_graphs} graph(s)" if report.compiled_graphs is not None else ""
             report.detail = f"equivalent: {trained}{compiled}"
@@ -239,7 +261,8 @@ def build_report(outcomes: Sequence[dict], *, world_size: int, steps: int, backe
     report.divergence = divergence
     report.reason = _cause(record, traits)
     report.detail = (f"diverges at {divergence} ({tolerance}); {report.reason}: "
-                     + _CAUSES[report.reason].format(n=world_size, policy=traits.get("mixed_precision")))
+                     + _CAUSES[report.reason].format(n=world_size, policy=traits.get("mixed_precision"),
+                                                     backend=traits.get("compiled")))
     return report
 
 
@@ -254,6 +277,8 @@ def _cause(record: dict, traits: dict) -> str:
         return BATCHNORM
     if traits.get("dropout"):
         return DROPOUT
+    if traits.get("compiled"):
+        return COMPILER
     return UNEXPLAINED
 
 
@@ -275,7 +300,7 @@ def case_job(case, world_size: int, device: str = "cpu") -> TrainingJob:
                     device=device, accumulate=case.accumulate, scheme=case.scheme,
                     loss_scale=world_size if case.rescale_loss else 1.0, comm_hook=case.comm_hook,
                     compile_backend=case.compile_backend, fsdp_kwargs=case.fsdp_kwargs, reference_dtype=case.reference_dtype,
-                    rtol=case.rtol, atol=case.atol)
+                    rtol=case.rtol, atol=case.atol, shard_modules=case.shard_modules)
 
 
 def judge(case, report: EquivalenceReport) -> tuple[bool, str]:
