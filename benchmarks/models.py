@@ -16,7 +16,8 @@ asv must not time anything itself (the project has one timing core), so:
 Absent hardware raises NotImplementedError in setup, which asv records as skipped.
 Set TORCHSUITE_QUICK=1 for the core's quick settings (with `asv run --quick`), and
 TORCHSUITE_WORKLOADS to a workload set (suite.cases.models.models_for: default, article,
-standard, all) to time other models than a default `torchsuite run` times on each device.
+standard, all) to time other models than a default `torchsuite run` times on each device, or
+TORCHSUITE_MODELS to comma-separated model names to time only those.
 """
 import os
 
@@ -26,6 +27,7 @@ from suite.cases.variants import MODES, SERVE
 
 QUICK = os.environ.get("TORCHSUITE_QUICK", "") not in ("", "0")
 WORKLOADS = os.environ.get("TORCHSUITE_WORKLOADS", "default")
+ONLY = [name.strip() for name in os.environ.get("TORCHSUITE_MODELS", "").split(",") if name.strip()]
 IN_PROCESS_PEAKMEM_STEPS = 3
 MAX_ASV_SAMPLES = 100  # keeps result files small; the core's median needs no more
 _DEFAULT_OPTIONS = {"batch_size": None, "threads": None, "world_size": None, "setup": None,
@@ -37,7 +39,9 @@ def _key(model, mode, variant_id):
 
 
 def _skip_reason(model, mode, variant):
-    if model not in models_for(variant.device, WORKLOADS):
+    if ONLY and model not in ONLY:
+        return f"{model} is not in TORCHSUITE_MODELS"
+    if not ONLY and model not in models_for(variant.device, WORKLOADS):
         return f"{model} is not in the {WORKLOADS!r} workloads on {variant.device} (TORCHSUITE_WORKLOADS)"
     if not variant_applies(variant, MODELS.get(model)):
         return f"{variant.id} does not apply to {model}"

@@ -52,6 +52,9 @@ def verdicts(capsys) -> dict:
     return {row["figure"]: row for row in rows}
 
 
+# 45 s on 2 cores: slow. The default run keeps A/B sessions end to end through tests/test_bisect.py's
+# speed bisection, which runs them over git refs in the same way.
+@pytest.mark.slow
 def test_two_git_refs_alternate_and_the_slower_one_regresses(history, tmp_path, capsys):
     assert main(["ab", "HEAD~1", "HEAD", "--repo", str(history), "--out", str(tmp_path), *AB]) == 1
     rows = verdicts(capsys)

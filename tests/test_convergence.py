@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from suite import results
-from suite.cases.models import CASES as MODELS, RealTarget
+from suite.cases.models import CASES as MODELS, RealTarget, article_models
 from suite.cli import main
 from suite.convergence import score as scoring
 from suite.convergence.runs import choose_data, train_to_target
@@ -236,7 +236,7 @@ def test_the_run_plan_lists_the_convergence_steps_with_estimates():
 
     _, _, steps = make_plan(device_request="cpu", quick=True, verdict_sources=[], convergence=True)
     converge = [s for s in steps if s.kind == "convergence"]
-    assert [s.context["model"] for s in converge] == MODELS.names()
+    assert [s.context["model"] for s in converge] == article_models()
     assert all(s.estimate_s > 0 and "3 seeded runs" in s.label for s in converge)
     assert steps[-len(converge):] == converge
     assert not [s for s in make_plan(device_request="cpu", quick=True, verdict_sources=[])[2]

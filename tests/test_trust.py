@@ -99,6 +99,7 @@ def burner():
     proc.wait()
 
 
+@pytest.mark.slow  # 28 s on 2 cores; the flag rules themselves are tested on recorded data above
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) > 2, reason="one burner only contends on a 1- or 2-core machine")
 def test_a_quick_run_under_a_burner_has_every_figure_close_to_the_quiet_one_or_flagged(request, tmp_path):
     import io
@@ -193,7 +194,7 @@ def simulate_big_machine(monkeypatch, cores=128, gpus=8):
 
 
 def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_cores(monkeypatch, capsys):
-    from suite.cases.models import CASES as MODELS
+    from suite.cases.models import CASES as MODELS, article_models, models_for
     from suite.conformance.sources import VERDICT_SOURCES
     from suite.runner import TimingApi, make_plan
     from suite.timing import worker
@@ -203,12 +204,17 @@ def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_
     simulate_big_machine(monkeypatch)
     api = TimingApi(None, lambda device, quick: {"flops_per_s": 1.0}, iter_setups)
     _, _, steps = make_plan(device_request="all", verdict_sources=[], timing=api)
-    models, powers = len(MODELS), 8  # 1, 2, 4, ..., 128 threads; world sizes 2 .. 128
-    # train and eval at each thread count and compiled (at all cores); DDP trains
-    cpu = models * (2 * powers + (powers - 1) + 2)
-    cuda = models * (2 + 2 + 2 + 2 + 2 + 1)  # fp32, bf16, channels_last, compiled, DataParallel: 2 modes; DDP: train
+    powers = 8  # 1, 2, 4, ..., 128 threads; world sizes 2 .. 128
+    # The article's models on the CPU: train and eval at each thread count and compiled (at all
+    # cores); DDP trains.
+    cpu = len(article_models()) * (2 * powers + (powers - 1) + 2)
+    # On the GPUs the standard workloads too: fp32, bf16, channels_last, compiled, DataParallel in
+    # two modes, DDP trains; channels_last for image models only, and serving for the served ones.
+    per_model = {name: 2 + 2 + 2 * MODELS.get(name).image_input + 2 + 2 + 1 + MODELS.get(name).serving
+                 for name in models_for("cuda")}
+    cuda = sum(per_model.values())
     # four fresh processes a figure, then one step that gives every figure its final interval
-    assert len(steps) == 2 + 4 * (cpu + cuda) + 1 == 2 + 4 * (75 + 33) + 1
+    assert len(steps) == 2 + 4 * (cpu + cuda) + 1 == 2 + 4 * (75 + 107) + 1
     assert len(make_plan(device_request="all", timing=api)[2]) == len(steps) + 2 * len(VERDICT_SOURCES)
 
     # One round in a worker process (suite.timing.worker) with a stand-in time_model: a DDP timing

@@ -105,7 +105,8 @@ def test_a_serving_figure_times_each_call_at_batch_one_for_its_percentiles():
     record = time_model("speech_cnn", mode="serve", quick=True, min_run_time=0.05)
     assert record["batch_size"] == 1 and record["steps_per_sample"] == 1 and len(record["samples"]) >= 30
     assert record["latency_p50_s"] <= record["latency_p90_s"] <= record["latency_p99_s"] <= max(record["samples"])
-    assert record["latency_p99_s"] == sorted(record["samples"])[-1]  # 30 calls: the 99th percentile is the slowest
+    ordered = sorted(record["samples"])  # nearest rank: the 99th percentile of 30 to 100 calls is the slowest
+    assert record["latency_p99_s"] == ordered[math.ceil(0.99 * len(ordered)) - 1]
     with pytest.raises(SuiteError, match="one device, eager"):
         time_model("speech_cnn", mode="serve", setup="cpu-ddp", quick=True)
 

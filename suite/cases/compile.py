@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from suite.cases.expect import Expect, describe, fails, not_compiled, validate
-from suite.cases.models import CASES as MODELS, article_models
+from suite.cases.expect import Expect, approximate, describe, fails, not_compiled, validate
+from suite.cases.models import CASES as MODELS, article_models, standard_models
 from suite.cases.parallel import CLASSES, FEATURES, adam, batchnorm_mlp, dropout_mlp, sgd_momentum, small_mlp
 from suite.cases.registry import Registry
 from suite.cases.variants import MODES
@@ -101,9 +101,10 @@ class CompileCase:
     compile_parts: str = "model"  # "model", "optimizer" (torch.compile of optimizer.step) or "both"
     compile_mode: str | None = None  # torch.compile's mode ("reduce-overhead": CUDA graphs)
     devices: tuple[str, ...] = ()  # the device types its declaration holds for; () means every one
-    article_model: str = ""  # the model registry's name, for the report's compiled speedups
+    model_name: str = ""  # a registered model's name: its batches, and the report's compiled speedups
     quick: bool = False  # part of `torchsuite run --quick`
     slow: bool = False  # a compile beyond the default test run's budget (inductor's, a recurrent layer's): `pytest -m slow`
+    in_run: bool = True  # part of a full `torchsuite run` (False: `pytest -m slow` only; minutes of compiling)
     seed: int = 0
     kind: str = "compile"
 
@@ -111,7 +112,11 @@ class CompileCase:
         validate(self.name, self.expect, COMPILE_CHECKS)
 
     def data(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """One seeded batch per step, the same on every machine."""
+        """One seeded batch per step, the same on every machine (a registered model's own kind of batch)."""
+        if self.model_name:
+            batches = [MODELS.get(self.model_name).example_batch(self.batch_size, seed=self.seed + step)
+                       for step in range(self.steps)]
+            return [x for x, _ in batches], [y for _, y in batches]
         g = torch.Generator().manual_seed(self.seed)
         inputs = [torch.randn((self.batch_size, *self.input_shape), generator=g) for _ in range(self.steps)]
         targets = [torch.randint(0, self.num_classes, (self.batch_size,), generator=g) for _ in range(self.steps)]
@@ -140,7 +145,8 @@ for _name in article_models():
                 name=f"{_name}_{_backend}_{_mode}", title=_spec.title,
                 model=_spec.factory, loss=_spec.loss_fn, optimizer=_spec.make_optimizer,
                 input_shape=_spec.input_shape, num_classes=_spec.num_classes, backend=_backend,
-                mode=_mode, article_model=_name, quick=_backend == "aot_eager", slow=_backend == "inductor"))
+                mode=_mode, model_name=_name, quick=_backend == "aot_eager", slow=_backend == "inductor"))
+
 
 # Dropout: aot_eager runs eager's random ops in eager's order, inductor its own unless told not to.
 CASES.add(CompileCase(name="dropout_mlp_aot_eager_train", title="MLP with dropout 0.5", model=dropout_mlp,
@@ -222,3 +228,24 @@ CASES.add(CompileCase(name="data_dependent_branch_export_train", title="MLP with
                       model=DataDependentBranch, backend="export", graph_breaks=1, **_SMALL,
                       expect=(fails("equivalence", why="torch.export cannot trace a Python branch on a tensor's "
                                                        "value: it has no graph break to fall back on", cause="raises"),)))
+
+# The standard workloads' mini configs, trained, batch 4 (their steps are big). Under aot_eager they
+# take 5 to 16 s each here, so the default tests keep the GPT-2-shaped LM's and the rest are slow;
+# under inductor 40 to 100 s each (cold compiles), so those are `pytest -m slow` only, not in runs.
+_WORKLOAD_DECLARATIONS = {
+    # LayerDrop's `torch.rand(1).item()` in every encoder layer's loop, even at layer_drop=0.
+    "wav2vec2_base_mini": dict(graph_breaks=4),
+    "lstm_lm_mini": dict(expect=(not_compiled("equivalence", why=_RUNS_EAGERLY),)),
+    "resnet50_mini_inductor": dict(expect=(approximate(
+        "equivalence", why="inductor's fused BatchNorm backward: one bias gradient (layer4.2.bn2.bias) at 3.5x "
+                           "eager float32's RMS error on 2 cores, past the 3x bound; reported, not judged"),)),
+}
+for _name in standard_models("mini"):
+    _spec = MODELS.get(_name)
+    for _backend in BACKENDS:
+        CASES.add(CompileCase(
+            name=f"{_name}_{_backend}_train", title=_spec.title, model=_spec.factory, loss=_spec.loss_fn,
+            optimizer=_spec.make_optimizer, input_shape=_spec.input_shape, num_classes=_spec.num_classes,
+            backend=_backend, batch_size=4, model_name=_name, in_run=_backend != "inductor",
+            slow=not (_name == "gpt2_lm_mini" and _backend == "aot_eager"),
+            **_WORKLOAD_DECLARATIONS.get(_name, {}), **_WORKLOAD_DECLARATIONS.get(f"{_name}_{_backend}", {})))

@@ -42,13 +42,13 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     from suite.cases.compile import CASES
 
     for case in CASES:
-        if (quick and not case.quick) or (case.devices and torch.device(device).type not in case.devices):
+        if (quick and not case.quick) or not case.in_run or (case.devices and torch.device(device).type not in case.devices):
             continue
         start = time.perf_counter()
         report = check_case(case, device)
         passed, detail = judge(case, report)
         yield verdict_record("compile", case.name, "equivalence", device=device, passed=passed, detail=detail,
-                             seconds=time.perf_counter() - start, model=case.article_model or None,
+                             seconds=time.perf_counter() - start, model=case.model_name or None,
                              backend=case.backend, mode=case.mode, expected=outcome(case.expect, "equivalence"),
                              compile_passed=report.passed, compile_verdict=report.verdict,
                              graph_breaks=report.graph_breaks, graphs_compiled=report.graphs_compiled,
