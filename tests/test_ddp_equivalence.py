@@ -18,7 +18,7 @@ from suite.errors import DeviceUnavailableError
 
 
 def _marks(case):
-    marks = [pytest.mark.slow] if case.wrapper == "fsdp" and case.world_size > 2 else []
+    marks = [pytest.mark.slow] if case.slow or (case.wrapper == "fsdp" and case.world_size > 2) else []
     if case.devices_needed >= 2:
         return marks + [pytest.mark.multigpu]
     return marks + ([pytest.mark.gpu] if case.devices_needed == 1 else [])

@@ -193,6 +193,8 @@ class ParallelCase:
     devices_needed: int = 0
     seed: int = 0
     family: str = ""  # the configuration without its world size; torchrun runs one per family
+    model_name: str = ""  # a registered model's name: its batches (token ids for a language model)
+    slow: bool = False  # beyond the default test run's budget: `pytest -m slow`
     kind: str = "parallel"
 
     def __post_init__(self):
@@ -217,6 +219,9 @@ class ParallelCase:
         count = 1 if self.scheme == "sampler" else self.steps
         if self.scheme == "sampler":
             size -= 1
+        if self.model_name:
+            batches = [MODELS.get(self.model_name).example_batch(size, seed=self.seed + i) for i in range(count)]
+            return [x for x, _ in batches], [y for _, y in batches]
         inputs = [torch.randn((size, *self.input_shape), generator=generator) for _ in range(count)]
         targets = [torch.randint(0, self.num_classes, (size,), generator=generator) for _ in range(count)]
         return inputs, targets
@@ -388,6 +393,32 @@ for _model in article_models():
                            num_classes=_spec.num_classes, shard_size=1 if _model == "mnist_cnn" else 4,
                            steps=2 if _model == "mnist_cnn" else 3, wrapper="fsdp", fsdp_kwargs={},
                            family=f"fsdp_{_model}"))
+
+# The standard workloads: the GPT-2-shaped LM's mini config (token ids, a tied head, AdamW) under
+# DDP and FSDP2, and torchvision's resnet18, whose BatchNorm normalizes each rank's shard by its
+# own statistics: a divergence the checker must name.
+_LM = MODELS.get("gpt2_lm_mini")
+for _wrapper in ("ddp", "fsdp"):
+    CASES.add(ParallelCase(name=f"{_wrapper}_gpt2_lm_mini_w2", title=_LM.title, model=_LM.factory, loss=_LM.loss_fn,
+                           optimizer=_LM.make_optimizer, world_size=2, input_shape=_LM.input_shape,
+                           num_classes=_LM.num_classes, shard_size=2, steps=2, wrapper=_wrapper,
+                           fsdp_kwargs={} if _wrapper == "fsdp" else None, model_name="gpt2_lm_mini",
+                           family=f"{_wrapper}_gpt2_lm_mini", slow=_wrapper == "fsdp"))
+
+
+def resnet18_cifar() -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(num_classes=CIFAR_CLASSES)
+
+
+CIFAR_CLASSES = 10
+for _wrapper in ("ddp", "fsdp"):
+    CASES.add(ParallelCase(name=f"{_wrapper}_resnet18_w2", title="ResNet-18 (torchvision) on 32x32 images",
+                           model=resnet18_cifar, loss=F.cross_entropy, optimizer=sgd_momentum, world_size=2,
+                           input_shape=(3, 32, 32), num_classes=CIFAR_CLASSES, shard_size=2, steps=2,
+                           wrapper=_wrapper, fsdp_kwargs={} if _wrapper == "fsdp" else None,
+                           expect=_diverges("batchnorm"), family=f"{_wrapper}_resnet18", slow=True))
 
 # SyncBatchNorm runs on GPUs only; over every rank's shard it must equal whole-batch BatchNorm.
 _mlp("mlp_sync_batchnorm", world_sizes=(2,), title="MLP with SyncBatchNorm", model=sync_batchnorm_mlp,

@@ -13,6 +13,7 @@ runs and tests. A mini figure is its own workload; it is never compared with the
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -159,15 +160,6 @@ def _wav2vec2_mini(num_classes: int) -> nn.Module:
         encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=num_classes))
 
 
-def _factory(fn, *args, **kwargs):
-    """A zero-argument factory with its arguments bound (a named function, not a lambda, so that
-    specs print and compare sensibly)."""
-    def build() -> nn.Module:
-        return fn(*args, **kwargs)
-    build.__qualname__ = build.__name__ = f"{fn.__name__.lstrip('_')}"
-    return build
-
-
 _SGD, _ADAMW = torch.optim.SGD, torch.optim.AdamW
 _CNN = dict(optimizer=_SGD, optimizer_kwargs={"lr": 0.01, "momentum": 0.9}, loss_fn=F.cross_entropy)
 _TRANSFORMER = dict(optimizer=_ADAMW, optimizer_kwargs={"lr": 1e-4})
@@ -190,56 +182,56 @@ def standard_workloads() -> list[ModelSpec]:
     std = dict(family="standard")
     return [
         *_pair(ModelSpec(name="resnet50", title="ResNet-50 (torchvision)", dataset="imagenet",
-                         factory=_factory(_resnet50, 1000), input_shape=(3, 224, 224), num_classes=1000,
+                         factory=partial(_resnet50, 1000), input_shape=(3, 224, 224), num_classes=1000,
                          batch_sizes={"cpu": 32, "cuda": 256}, source="torchvision.models.resnet50",
                          serving=True, **_CNN, **std),
-               factory=_factory(_resnet50, 100), input_shape=(3, 64, 64), num_classes=100,
+               factory=partial(_resnet50, 100), input_shape=(3, 64, 64), num_classes=100,
                batch_sizes={"cpu": 16, "cuda": 256}, source="resnet50 at 64x64 px, 100 classes"),
         *_pair(ModelSpec(name="vit_b_16", title="ViT-B/16 (torchvision)", dataset="imagenet",
-                         factory=_factory(_vit, 224, 12, 12, 768, 1000), input_shape=(3, 224, 224),
+                         factory=partial(_vit, 224, 12, 12, 768, 1000), input_shape=(3, 224, 224),
                          num_classes=1000, batch_sizes={"cpu": 16, "cuda": 256}, serving=True,
                          source="torchvision.models.vit_b_16", loss_fn=F.cross_entropy, **_TRANSFORMER, **std),
-               factory=_factory(_vit, 64, 4, 6, 384, 100), input_shape=(3, 64, 64), num_classes=100,
+               factory=partial(_vit, 64, 4, 6, 384, 100), input_shape=(3, 64, 64), num_classes=100,
                batch_sizes={"cpu": 16, "cuda": 256},
                source="torchvision's VisionTransformer at 64x64 px: 4 layers of width 384, 6 heads, 100 classes"),
         *_pair(ModelSpec(name="mobilenet_v3_large", title="MobileNetV3-Large (torchvision)", dataset="imagenet",
-                         factory=_factory(_mobilenet, 1000, 0.2), input_shape=(3, 224, 224), num_classes=1000,
+                         factory=partial(_mobilenet, 1000, 0.2), input_shape=(3, 224, 224), num_classes=1000,
                          batch_sizes={"cpu": 64, "cuda": 256}, source="torchvision.models.mobilenet_v3_large",
                          serving=True, **_CNN, **std),
-               factory=_factory(_mobilenet, 100, 0.0), input_shape=(3, 64, 64), num_classes=100,
+               factory=partial(_mobilenet, 100, 0.0), input_shape=(3, 64, 64), num_classes=100,
                batch_sizes={"cpu": 32, "cuda": 256}, source="mobilenet_v3_large at 64x64 px, 100 classes, no dropout"),
         *_pair(ModelSpec(name="wav2vec2_base", title="wav2vec 2.0 base, CTC head (torchaudio)",
-                         dataset="librispeech", factory=_factory(_wav2vec2_base, 32),
+                         dataset="librispeech", factory=partial(_wav2vec2_base, 32),
                          input_shape=(5 * SAMPLE_RATE,), label_shape=(60,), num_classes=32, loss_fn=ctc_loss,
                          batch_sizes={"cpu": 4, "cuda": 32}, serving=True,
                          source="torchaudio.models.wav2vec2_base, 5 s clips, 60-character targets",
                          **_TRANSFORMER, **std),
-               factory=_factory(_wav2vec2_mini, 32), input_shape=(SAMPLE_RATE,), label_shape=(12,),
+               factory=partial(_wav2vec2_mini, 32), input_shape=(SAMPLE_RATE,), label_shape=(12,),
                batch_sizes={"cpu": 4, "cuda": 64},
                source="torchaudio's wav2vec2_model: 128-channel extractor, 2 layers of width 256, 1 s clips, no dropout"),
         *_pair(ModelSpec(name="gpt2_lm", title="GPT-2-small-shaped decoder LM", dataset="text",
-                         factory=_factory(TransformerLM, 50257, 1024, 768, 12, 12, causal=True), num_classes=50257,
+                         factory=partial(TransformerLM, 50257, 1024, 768, 12, 12, causal=True), num_classes=50257,
                          batch_sizes={"cpu": 1, "cuda": 16},
                          source="GPT-2 small's shape: 12 layers, width 768, 12 heads, 1024 tokens, 50,257-token "
                                 "vocabulary, tied head; torch.nn with F.scaled_dot_product_attention",
                          **_lm(1024), **std),
-               factory=_factory(TransformerLM, 8192, 128, 256, 4, 4, causal=True), num_classes=8192,
+               factory=partial(TransformerLM, 8192, 128, 256, 4, 4, causal=True), num_classes=8192,
                batch_sizes={"cpu": 8, "cuda": 64}, **_lm(128),
                source="the same decoder: 4 layers of width 256, 4 heads, 128 tokens, 8,192-token vocabulary"),
         *_pair(ModelSpec(name="bert_base_mlm", title="BERT-base-shaped encoder, MLM head", dataset="text",
-                         factory=_factory(TransformerLM, 30522, 512, 768, 12, 12, causal=False), num_classes=30522,
+                         factory=partial(TransformerLM, 30522, 512, 768, 12, 12, causal=False), num_classes=30522,
                          batch_sizes={"cpu": 2, "cuda": 32}, serving=True,
                          source="BERT base's shape: 12 post-norm layers, width 768, 12 heads, 512 tokens, "
                                 "30,522-token vocabulary, tied MLM head (loss on every position)",
                          **_lm(512), **std),
-               factory=_factory(TransformerLM, 8192, 128, 256, 4, 4, causal=False), num_classes=8192,
+               factory=partial(TransformerLM, 8192, 128, 256, 4, 4, causal=False), num_classes=8192,
                batch_sizes={"cpu": 8, "cuda": 64}, **_lm(128),
                source="the same encoder: 4 layers of width 256, 4 heads, 128 tokens, 8,192-token vocabulary"),
         *_pair(ModelSpec(name="lstm_lm", title="LSTM LM (Zaremba et al. medium)", dataset="text",
-                         factory=_factory(LstmLM, 10000, 650, 2, 0.5), num_classes=10000,
+                         factory=partial(LstmLM, 10000, 650, 2, 0.5), num_classes=10000,
                          batch_sizes={"cpu": 20, "cuda": 128},
                          source="2 LSTM layers of 650, 35-token sequences, 10,000-word vocabulary, dropout 0.5",
                          **{**_lm(35), "optimizer": _SGD, "optimizer_kwargs": {"lr": 1.0}}, **std),
-               factory=_factory(LstmLM, 2000, 256, 2, 0.0), num_classes=2000,
+               factory=partial(LstmLM, 2000, 256, 2, 0.0), num_classes=2000,
                source="the same LM: 2 LSTM layers of 256, 2,000-word vocabulary, no dropout"),
     ]
