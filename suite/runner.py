@@ -6,6 +6,9 @@ a step that crashes becomes an error record, so one broken checker does not cost
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from suite.errors import one_line
 from suite.progress import Progress
 from suite.results import ResultsStore
+from suite.timing.worker import PEAKS_ENV
 
 if TYPE_CHECKING:
     from suite.conformance.sources import VerdictSource
@@ -306,6 +310,19 @@ def _summary(records: list[dict]) -> str:
                if count("convergence") else ""))
 
 
+@contextlib.contextmanager
+def _restored_env(name: str):
+    """Whatever the block sets `name` to in this process's environment is undone after it."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
               convergence: bool = False, limit_names: list[str] | None = None, workloads: str = "default"):
@@ -355,8 +372,11 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
     progress.note(f"writing results to {store.path}")
-    with store.recording(progress.close):
+    with store.recording(progress.close), _restored_env(PEAKS_ENV):
         execute(calibrations, store, progress)
+        # Timing workers take these calibrations, measured before anything else ran, instead of
+        # measuring their own beside whatever the machine is doing by then (suite.timing.worker).
+        os.environ[PEAKS_ENV] = json.dumps({"quick": quick, "peaks": store.data["peaks"]})
         wait = None
         if any(step.uses_worker_pool for step in rest):
             from suite.distributed.pool import start_fork_server, wait_for_fork_server

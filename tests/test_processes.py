@@ -1,4 +1,5 @@
 """Figures from several fresh processes: the interval's calibration, the merge, and workers that fail."""
+import json
 import math
 import os
 import random
@@ -143,3 +144,14 @@ def test_a_figure_faster_than_the_calibrated_peak_is_flagged_on_its_merged_fract
     above = merge_processes([process_record(0.00098), process_record(0.00094), process_record(0.00120)], 0.05)
     assert below["peak_fraction"] < 1 and "above_peak" not in below["flags"]
     assert above["peak_fraction"] > 1 and "above_peak" in above["flags"]
+
+
+def test_a_worker_takes_the_runs_calibration_instead_of_measuring_its_own(monkeypatch):
+    from suite.timing import peak
+    from suite.timing.worker import PEAKS_ENV, seed_peaks
+
+    given = {"kind": "peak", "device": "cpu", "dtype": "float32", "threads": 3, "flops_per_s": 1.5e11}
+    monkeypatch.setenv(PEAKS_ENV, json.dumps({"quick": True, "peaks": [given]}))
+    monkeypatch.setattr(peak, "_CACHE", {})
+    seed_peaks()
+    assert peak.calibrate_peak("cpu", "float32", threads=3, quick=True)["flops_per_s"] == 1.5e11

@@ -32,6 +32,21 @@ def time_request(request: dict) -> dict:
     return time_model(request["model"], mode=request["mode"], **request["kwargs"])
 
 
+# The run's own calibrations (suite.runner), measured up front on a quiet machine: a worker uses
+# them instead of measuring its own beside whatever else the machine is doing by then.
+PEAKS_ENV = "TORCHSUITE_PEAKS"
+
+
+def seed_peaks() -> None:
+    import os
+
+    from suite.timing.peak import seed_cache
+
+    given = json.loads(os.environ.get(PEAKS_ENV) or "{}")
+    for calibration in given.get("peaks", []):
+        seed_cache(calibration, quick=given.get("quick", False))
+
+
 def main() -> int:
     protocol = sys.stdout
     sys.stdout = sys.stderr
@@ -39,6 +54,7 @@ def main() -> int:
     from suite.errors import one_line
     from suite.results import json_ready
 
+    seed_peaks()
     requests = json.load(sys.stdin)["requests"]
     try:
         for index, request in enumerate(requests):
