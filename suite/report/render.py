@@ -36,7 +36,7 @@ HOW_TO_READ = (
     "A word in round brackets after a figure is a flag: "
     f"noisy (IQR at least {NOISY_IQR_FRACTION:.0%} of the median), contended (other processes took "
     "cores the timing needed), drift (the machine's speed changed under the figure), few_samples, "
-    "throttled (thermal or power limits), above_peak (faster than the calibrated peak, so that peak is no limit); "
+    "throttled (thermal or power limits), above_peak (faster than the calibrated peak, so that peak is no limit), above_gemm_limit (likewise for the machine-limits GEMM figure); "
     "repeat a flagged figure before trusting it. \"not "
     "comparable\" marks a figure taken with other settings, quick/full or versions than the "
     "baseline's (the Flags section says which). \"missing\" marks a row measured on another machine "
