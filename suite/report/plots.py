@@ -44,7 +44,9 @@ def _grouped_bars(ax, frame: pd.DataFrame, value: str, machines: list[str]) -> N
             if missing:  # an absent bar would read as 0
                 ax.annotate("missing", (position, 0), xycoords=("data", "axes fraction"), rotation=90,
                             ha="center", va="bottom", fontsize=7, color="red")
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    # Room for every label: with the standard workloads a run has dozens of rows.
+    ax.figure.set_figwidth(max(10.0, 0.3 * len(labels) * max(len(machines), 1) ** 0.5))
+    ax.set_xticks(x, labels, rotation=60 if len(labels) > 12 else 30, ha="right", rotation_mode="anchor", fontsize=8)
     if frame["marks"].fillna("").ne("").any():
         from matplotlib.patches import Patch
 
