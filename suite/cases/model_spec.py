@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from suite.cases.expect import Expect
+
 FAMILIES = ("article", "standard")
 SIZES = ("full", "mini")
 
@@ -87,6 +89,7 @@ class ModelSpec:
     label_shape: tuple[int, ...] = ()
     tokens_per_sample: int = 0  # a language model's tokens per sample: figures also in tokens/s
     serving: bool = False  # people serve it: batch-1 latency percentiles are timed too
+    expect: tuple[Expect, ...] = ()  # a model check (suite.conformance.autograd.models) that does not apply, and why
     kind: str = "model"
 
     def __post_init__(self):

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from suite.cases.expect import not_applicable
 from suite.cases.model_spec import ModelSpec
 
 SAMPLE_RATE = 16_000
@@ -177,6 +178,12 @@ def _pair(full: ModelSpec, **mini) -> list[ModelSpec]:
     return [full, mini_spec]
 
 
+# In float64 the fast gradcheck's finite differences of a ReLU (or hardswish) network this size cross
+# a kink in every seed: resnet50_mini was inconclusive on all 3 seeds, in 160 s.
+_KINKED = (not_applicable("gradcheck_fast", why="finite differences cross a ReLU/hardswish kink in every seed at this "
+                                                "size (resnet50_mini: 3 seeds inconclusive in 160 s)"),)
+
+
 def standard_workloads() -> list[ModelSpec]:
     """The standard workloads, each at full size and as its mini config, in declaration order."""
     std = dict(family="standard")
@@ -186,7 +193,7 @@ def standard_workloads() -> list[ModelSpec]:
                          batch_sizes={"cpu": 32, "cuda": 256}, source="torchvision.models.resnet50",
                          serving=True, **_CNN, **std),
                factory=partial(_resnet50, 100), input_shape=(3, 64, 64), num_classes=100,
-               batch_sizes={"cpu": 16, "cuda": 256}, source="resnet50 at 64x64 px, 100 classes"),
+               batch_sizes={"cpu": 16, "cuda": 256}, source="resnet50 at 64x64 px, 100 classes", expect=_KINKED),
         *_pair(ModelSpec(name="vit_b_16", title="ViT-B/16 (torchvision)", dataset="imagenet",
                          factory=partial(_vit, 224, 12, 12, 768, 1000), input_shape=(3, 224, 224),
                          num_classes=1000, batch_sizes={"cpu": 16, "cuda": 256}, serving=True,
@@ -199,7 +206,8 @@ def standard_workloads() -> list[ModelSpec]:
                          batch_sizes={"cpu": 64, "cuda": 256}, source="torchvision.models.mobilenet_v3_large",
                          serving=True, **_CNN, **std),
                factory=partial(_mobilenet, 100, 0.0), input_shape=(3, 64, 64), num_classes=100,
-               batch_sizes={"cpu": 32, "cuda": 256}, source="mobilenet_v3_large at 64x64 px, 100 classes, no dropout"),
+               batch_sizes={"cpu": 32, "cuda": 256}, source="mobilenet_v3_large at 64x64 px, 100 classes, no dropout",
+               expect=_KINKED),
         *_pair(ModelSpec(name="wav2vec2_base", title="wav2vec 2.0 base, CTC head (torchaudio)",
                          dataset="librispeech", factory=partial(_wav2vec2_base, 32),
                          input_shape=(5 * SAMPLE_RATE,), label_shape=(60,), num_classes=32, loss_fn=ctc_loss,
