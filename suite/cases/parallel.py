@@ -406,13 +406,15 @@ for _wrapper in ("ddp", "fsdp"):
                            family=f"{_wrapper}_gpt2_lm_mini", slow=_wrapper == "fsdp"))
 
 
+CIFAR_CLASSES = 10
+
+
 def resnet18_cifar() -> nn.Module:
     from torchvision.models import resnet18
 
     return resnet18(num_classes=CIFAR_CLASSES)
 
 
-CIFAR_CLASSES = 10
 for _wrapper in ("ddp", "fsdp"):
     CASES.add(ParallelCase(name=f"{_wrapper}_resnet18_w2", title="ResNet-18 (torchvision) on 32x32 images",
                            model=resnet18_cifar, loss=F.cross_entropy, optimizer=sgd_momentum, world_size=2,

@@ -277,6 +277,12 @@ def _number(value: float, digits: int) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 12,560 reads better than 1.256e+04
 
 
+def by_machine(frame: pd.DataFrame, index: str, machines: list[str]) -> pd.DataFrame:
+    """The frame's `cell` column as a table: one row per `index`, one column per machine, in order."""
+    table = frame.pivot_table(index=index, columns="machine", values="cell", aggfunc="first", sort=False)
+    return table[[m for m in machines if m in table.columns]]
+
+
 def rows_with(comp: pd.DataFrame, column: str) -> pd.DataFrame:
     """The rows of every key that has `column` on some machine (with that key's missing rows)."""
     known = comp.loc[comp[column].notna(), KEY].drop_duplicates()
@@ -289,8 +295,7 @@ def pivot_shown(comp: pd.DataFrame, value: str, machines: list[str], digits: int
     frame["cell"] = [shown(v, marks, m, digits, lo, hi) for v, marks, m, lo, hi in
                      zip(frame[value], frame["marks"], frame["missing"], frame[low], frame[high])]
     # The row's setup names its device (cpu, cpu-ddp, cuda, ...): one column per machine suffices.
-    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
-    return table[[m for m in machines if m in table.columns]].fillna("missing")
+    return by_machine(frame, "row", machines).fillna("missing")
 
 
 def latency_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
@@ -300,8 +305,7 @@ def latency_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
         "missing" if r.missing else "n/a" if pd.isna(r.latency_p50_s) else
         " / ".join(f"{1e3 * v:.3g}" for v in (r.latency_p50_s, r.latency_p90_s, r.latency_p99_s))
         + (f" ({r.marks})" if r.marks else "") for r in frame.itertuples()])
-    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
-    return table[[m for m in machines if m in table.columns]].fillna("missing")
+    return by_machine(frame, "row", machines).fillna("missing")
 
 
 def speedup_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
@@ -315,8 +319,7 @@ def speedup_table(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
                      WITHIN_NOISE if within_noise else "")
 
     frame["cell"] = [cell(r) for r in frame.itertuples()]
-    table = frame.pivot_table(index="row", columns="machine", values="cell", aggfunc="first", sort=False)
-    return table[[m for m in machines if m in table.columns]]
+    return by_machine(frame, "row", machines)
 
 
 def geometric_means(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
@@ -328,8 +331,7 @@ def geometric_means(comp: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
     overall = usable.groupby("machine")["log"].agg(["mean", "size"]).reset_index().assign(group="all rows")
     both = pd.concat([per_group, overall])
     both["cell"] = [f"{math.exp(m):.3g} (n={n})" for m, n in zip(both["mean"], both["size"])]
-    table = both.pivot_table(index="group", columns="machine", values="cell", aggfunc="first", sort=False)
-    return table[[m for m in machines if m in table.columns]].fillna("n/a")
+    return by_machine(both, "group", machines).fillna("n/a")
 
 
 def scaling(table: pd.DataFrame) -> pd.DataFrame:
