@@ -78,12 +78,12 @@ class PlanStep:
 # --dry-run estimates
 TIMING_OVERHEAD_S = 1.5  # building the model, warm-up, canaries, counting FLOPs
 POOL_START_S = 2.0
-# A compile setup's figure compiles twice in each process (docs/compile.md, 2 cores): cold, 2.3 to
-# 12 s an article model (6 s on average in the committed run), and warm, about 0.1 s.
-COMPILE_S = 6.0
-# A process's first inductor compile takes 10 to 17 s, most of it inductor's own imports and
-# set-up (docs/compile.md): about 8 s beyond a cold compile, once per timing process.
-INDUCTOR_START_S = 8.0
+# A compiled figure compiles twice in its first process (docs/compile.md, 2 cores): cold, 2.0 to 7.2 s
+# an article model, and warm, about 0.1 s; in each later process once, over the cache the first
+# left (suite.timing.compiled), 0.3 s. A process's first compile also pays inductor's imports and
+# its check of the CPU's vector instructions (six fresh interpreters): about 14 s.
+COMPILE_S, COMPILE_WARM_S = 5.0, 0.3
+INDUCTOR_START_S = 14.0
 
 
 def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanStep:
@@ -135,7 +135,7 @@ class _Round:
 def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
     """Skips for absent hardware, then every figure once a round in fresh processes
     (suite.timing.processes), then one step that gives each figure its final interval."""
-    from suite.timing.processes import INTERPRETER_START_S, WorkerError, round_order
+    from suite.timing.processes import INTERPRETER_START_S, WorkerError, compile_once, round_order
     from suite.timing.setups import COMPILE_SETUPS
 
     steps = []
@@ -144,11 +144,14 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
             context = {"stage": "timing", "model": case.model, "mode": case.mode, **case.kwargs}
             steps.append(PlanStep("skip", f"timing {case.id}", lambda c=context, r=case.skip_reason: iter(
                 [{"kind": "skipped", **c, "reason": r}]), context, 0.0))
-    requests = [{"figure": c.id, "model": c.model, "mode": c.mode, "kwargs": c.kwargs}
+    count = _processes_for(api, quick)
+    # With several processes a figure's precision is theirs: each samples a fixed amount.
+    requests = [{"figure": c.id, "model": c.model, "mode": c.mode,
+                 "kwargs": {**c.kwargs, **({"seek_precision": False} if count > 1 else {})}}
                 for c in cases if not c.skip_reason]
     if not requests:
         return steps
-    figures, count = _Figures(), _processes_for(api, quick)
+    figures = _Figures()
     pool_setups = _pool_setups()
 
     def produce(this_round: _Round, index: int, figure: str):
@@ -161,7 +164,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
         yield from figures.merged(figure)
 
     for round_index in range(count):
-        ordered = round_order(requests, round_index)
+        ordered = compile_once(round_order(requests, round_index), round_index)
         this_round = _Round(api.open_worker, ordered)
         compiled_before = False  # a round is one process: its first compile pays inductor's set-up
         for index, request in enumerate(ordered):
@@ -169,7 +172,8 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
             compiles = kwargs.get("setup") in COMPILE_SETUPS
             estimate = (sampling_estimate_s(quick) + (INTERPRETER_START_S if index == 0 else 0.0)
                         + (POOL_START_S if kwargs.get("setup") in pool_setups else 0.0)
-                        + (COMPILE_S + (0.0 if compiled_before else INDUCTOR_START_S) if compiles else 0.0))
+                        + ((COMPILE_S if round_index == 0 else COMPILE_WARM_S)
+                           + (0.0 if compiled_before else INDUCTOR_START_S) if compiles else 0.0))
             compiled_before = compiled_before or compiles
             context = {"stage": "timing", "figure": request["figure"], "model": request["model"],
                        "mode": request["mode"], **kwargs}

@@ -310,6 +310,10 @@ def test_a_compile_setup_is_timed_after_compiling_with_both_compile_times_record
     assert record["compile_cold_s"] > 0 and record["compile_warm_s"] > 0 and record["samples"]
     eager = time_model("speech_cnn", mode="eval", **FAST)
     assert eager["compile_backend"] is None and eager["compile_cold_s"] is None
+    # a run's later processes: compiled once, the compile not timed again
+    again = time_model("speech_cnn", mode="eval", setup="cpu-compile", compile_backend="aot_eager",
+                       measure_compile=False, **FAST)
+    assert again["compile_cold_s"] is None and again["compile_warm_s"] is None and again["samples"]
     with pytest.raises(SuiteError, match="compile_backend needs a compile setup"):
         time_model("speech_cnn", mode="eval", compile_backend="aot_eager", **FAST)
 
@@ -381,8 +385,8 @@ def test_the_runs_plan_has_the_compile_source_and_full_runs_time_the_compile_set
 
 
 def test_the_plan_estimates_compiles_as_docs_compile_md_measured_them():
-    """docs/compile.md, 2 cores: a process's first inductor compile 10 to 17 s, later cold ones
-    2.3 to 12 s a model (warm ones 0.1 s)."""
+    """docs/compile.md, 2 cores: a process's first inductor compile 14 to 21 s, later cold ones 2.0
+    to 7.2 s a model; a later process compiles warm, 0.3 s a figure after its first."""
     from suite.runner import make_plan, sampling_estimate_s
     from suite.timing.processes import INTERPRETER_START_S
 
@@ -392,13 +396,14 @@ def test_the_plan_estimates_compiles_as_docs_compile_md_measured_them():
         found = re.search(r"\(process (\d+) of \d+\)$", step.label)
         if step.kind == "timing" and found:
             processes.setdefault(found.group(1), []).append(step)
-    assert processes
-    for steps in processes.values():
+    assert len(processes) == 4
+    for number, steps in processes.items():
         compiles = [s.estimate_s - sampling_estimate_s(False) - (INTERPRETER_START_S if i == 0 else 0.0)
                     for i, s in enumerate(steps) if "setup=cpu-compile" in s.label]
         first, *later = compiles
-        assert 10.0 <= first <= 17.0, compiles
-        assert later and all(2.3 <= s <= 12.0 for s in later), compiles
+        cold = number == "1"
+        assert (14.0 <= first <= 21.0) if cold else (13.0 <= first <= 16.0), (number, compiles)
+        assert later and all((2.0 <= s <= 7.2) if cold else s <= 1.0 for s in later), (number, compiles)
 
 
 # -- the optimizer step, torch.export, the suite's own backends by name -----------------------------

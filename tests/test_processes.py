@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from suite.timing import processes
-from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, merge_figures, merge_processes,
-                                    round_order)
+from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, compile_once, merge_figures,
+                                    merge_processes, round_order)
 from suite.timing.stats import between_process_interval, figure_log_sd, typical_log_variance
 
 
@@ -88,6 +88,13 @@ def test_rounds_keep_a_pools_figures_together_and_alternate_direction():
     assert [r["figure"] for r in first] == ["a", "c", "b", "d"] and second == first[::-1]
 
 
+def test_only_a_figures_first_process_times_its_compile():
+    requests = [{"figure": name, "kwargs": {"setup": setup}} for name, setup in [("e", "cpu"), ("c", "cpu-compile")]]
+    assert compile_once(requests, 0) == requests
+    later = {r["figure"]: r["kwargs"] for r in compile_once(requests, 1)}
+    assert later == {"e": {"setup": "cpu"}, "c": {"setup": "cpu-compile", "measure_compile": False}}
+
+
 QUICK_EVAL = {"setup": "cpu", "quick": True, "min_run_time": 0.05}
 
 
@@ -155,3 +162,42 @@ def test_a_worker_takes_the_runs_calibration_instead_of_measuring_its_own(monkey
     monkeypatch.setattr(peak, "_CACHE", {})
     seed_peaks()
     assert peak.calibrate_peak("cpu", "float32", threads=3, quick=True)["flops_per_s"] == 1.5e11
+
+
+def test_a_runs_processes_sample_a_fixed_amount_and_only_the_first_times_a_compile():
+    from dataclasses import replace
+
+    from suite.runner import default_timing_api, make_plan
+
+    opened = []
+
+    class Unanswering:
+        def __init__(self, requests):
+            opened.append(requests)
+
+        def result(self, index):
+            raise WorkerError("not timed in this test")
+
+        def close(self):
+            pass
+
+    api = replace(default_timing_api(), open_worker=Unanswering, processes=lambda quick: 3, measure_limit=None)
+    _, _, steps = make_plan(device_request="cpu", model_names=["speech_cnn"], quick=False, verdict_sources=[],
+                            timing=api, limit_names=[])
+    for step in steps:
+        if step.kind == "timing" and "(process" in step.label:
+            with pytest.raises(WorkerError):
+                list(step.produce())
+    assert len(opened) == 3
+    assert all(r["kwargs"]["seek_precision"] is False for requests in opened for r in requests)
+    compiled = [[r["kwargs"].get("measure_compile", True) for r in requests if r["kwargs"]["setup"] == "cpu-compile"]
+                for requests in opened]
+    assert compiled == [[True, True], [False, False], [False, False]]
+
+
+def test_one_of_several_processes_stops_at_the_minimum_count_not_a_precision_target():
+    from suite.timing.core import time_model
+
+    record = time_model("speech_cnn", mode="eval", min_run_time=0.05, seek_precision=False)
+    assert record["target_precision"] is None and record["stop_reason"] in ("min_samples", "time_cap")
+    assert time_model("speech_cnn", mode="eval", min_run_time=0.05)["target_precision"] == 0.02

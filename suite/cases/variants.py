@@ -56,8 +56,8 @@ CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"},
 CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last": True}, MODES, "cuda",
                        quick=False))
 # The model under torch.compile (inductor), timed after compiling; compile times in the record.
-# Out of quick runs: on 2 cores a cold inductor compile costs 2.3 to 12 s a model, and a
-# process's first one 10 to 17 s (inductor's set-up), in every timing process (docs/compile.md).
+# Out of quick runs: on 2 cores a cold inductor compile costs 2.0 to 7.2 s a model, and every
+# timing process's first compile 14 to 21 s (inductor's imports and its CPU check; docs/compile.md).
 CASES.add(TimingVariant("cpu-compile", {"setup": "cpu-compile"}, MODES, "cpu", quick=False))
 CASES.add(TimingVariant("cuda-compile", {"setup": "cuda-compile"}, MODES, "cuda", quick=False))
 # world_size left to time_model: every GPU

@@ -27,24 +27,29 @@ def time_model(spec_or_name: ModelSpec | str, *, mode: str = "train", device: st
                batch_size: int | None = None, threads: int | None = None,
                world_size: int | None = None, setup: str | None = None, dtype: str = "float32",
                channels_last: bool = False, min_run_time: float | None = None,
-               quick: bool = False, compile_backend: str | None = None) -> dict:
+               quick: bool = False, compile_backend: str | None = None, measure_compile: bool = True,
+               seek_precision: bool = True) -> dict:
     """Time one registered model in one setup; return one record (suite.timing.record).
 
     mode: "train" or "eval". device: "cpu" (default) or "cuda". setup: "cpu", "cpu-ddp",
     "cuda", "cuda-ddp", "dataparallel", "cpu-compile" or "cuda-compile"; by default
     "cpu"/"cuda", or "<device>-ddp" when world_size > 1. The compile setups time the model under
     torch.compile(backend=compile_backend, default inductor) after compiling it, and record
-    the compile's cold and warm seconds (suite.timing.compiled). batch_size: per device, default the registry's for the device kind.
+    the compile's cold and warm seconds (suite.timing.compiled; measure_compile=False: compiled
+    once over this process's inductor cache, no seconds recorded). batch_size: per device, default the registry's for the device kind.
     threads: torch threads (per rank for DDP), default all cores (divided among DDP ranks).
     world_size: DDP ranks or DataParallel GPUs (default 2 ranks on CPU, every GPU on CUDA).
     dtype: "float32" or "bfloat16" (AMP autocast). min_run_time: seconds of timed iterations
-    (1.0, quick 0.2). A requested absent device raises DeviceUnavailableError.
+    (0.5, quick 0.2). seek_precision: full rules sample on until the median's 95% interval is
+    within 2% (or the cap); False: they stop at min_samples and min_run_time, as quick ones do
+    (a run's processes: the figure's precision comes from them, suite.timing.processes). A requested absent device raises DeviceUnavailableError.
     """
     spec = spec_or_name if isinstance(spec_or_name, ModelSpec) else MODELS.get(spec_or_name)
     options = resolve_options(
         spec, mode=mode, device=device, batch_size=batch_size, threads=threads,
         world_size=world_size, setup=setup, dtype=dtype, channels_last=channels_last,
-        min_run_time=min_run_time, quick=quick, compile_backend=compile_backend)
+        min_run_time=min_run_time, quick=quick, compile_backend=compile_backend, measure_compile=measure_compile,
+        seek_precision=seek_precision)
     calibration = calibrate_peak(options.device, peak_dtype_for(options.device, options.dtype),
                                  threads=options.calibration_threads, quick=quick)
     if options.setup in DDP_SETUPS:
@@ -96,5 +101,5 @@ def _ready_step(make_step, options: TimingOptions, device):
         return
     from suite.timing.compiled import compiled_step
 
-    with compiled_step(make_step, device) as ready:
+    with compiled_step(make_step, device, options.measure_compile) as ready:
         yield ready

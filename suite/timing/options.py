@@ -60,6 +60,7 @@ class TimingOptions:
     attempts: int
     quiet_budget_s: float
     compile_backend: str | None = None  # set for the compile setups
+    measure_compile: bool = True  # the compile setups: time the cold and warm compile (suite.timing.compiled)
 
     @property
     def steps_per_sample(self) -> int | None:
@@ -88,7 +89,8 @@ class TimingOptions:
 def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_size: int | None,
                     threads: int | None, world_size: int | None, setup: str | None, dtype: str,
                     channels_last: bool, min_run_time: float | None, quick: bool,
-                    compile_backend: str | None = None) -> TimingOptions:
+                    compile_backend: str | None = None, measure_compile: bool = True,
+                    seek_precision: bool = True) -> TimingOptions:
     validate_mode_and_dtype(mode, dtype)
     setup = _resolve_setup(setup, device, world_size)
     if setup in COMPILE_SETUPS:
@@ -105,13 +107,16 @@ def resolve_options(spec: ModelSpec, *, mode: str, device: str | None, batch_siz
         raise SuiteError(f"threads must be at least 1, got {threads}")
     batch_size = batch_size or (1 if mode == SERVE else spec.batch_size(device))
     rules = sampling_rules(quick, min_run_time)
+    if not seek_precision:  # one of a figure's processes: the processes give its precision
+        rules["target_precision"] = None
     if mode == SERVE:  # a count of calls for the tail, not a precision of the median
         if setup not in ONE_DEVICE_SETUPS or compile_backend:
             raise SuiteError(f"mode {SERVE!r} runs on one device, eager; not in setup {setup!r}")
         rules.update(min_samples=QUICK_SERVE_MIN_SAMPLES if quick else SERVE_MIN_SAMPLES, target_precision=None)
     return TimingOptions(
         mode=mode, device=device, setup=setup, world_size=world_size, batch_size=batch_size,
-        threads=threads, dtype=dtype, channels_last=channels_last, compile_backend=compile_backend, **rules)
+        threads=threads, dtype=dtype, channels_last=channels_last, compile_backend=compile_backend,
+        measure_compile=measure_compile, **rules)
 
 
 def sampling_rules(quick: bool, min_run_time: float | None = None) -> dict:

@@ -169,6 +169,18 @@ def round_order(requests: list, round_index: int) -> list:
     return ordered if round_index % 2 == 0 else ordered[::-1]
 
 
+def compile_once(requests: list, round_index: int) -> list:
+    """After the first round, a compiled figure compiles once over the cache its first process
+    left, without timing the compile again (suite.timing.compiled). `torchsuite run`'s rounds only:
+    ab and bisect also run older commits' workers, which do not know the option."""
+    from suite.timing.setups import COMPILE_SETUPS
+
+    if round_index == 0:
+        return requests
+    return [{**r, "kwargs": {**r["kwargs"], "measure_compile": False}}
+            if r["kwargs"].get("setup") in COMPILE_SETUPS else r for r in requests]
+
+
 def merge_processes(records: list[dict], log_sd: float | None) -> dict:
     """One figure's record from its processes' records (each one process's, as time_model gives).
 

@@ -70,7 +70,8 @@ Fields:
     compile_backend       the torch.compile backend of the compile setups (cpu-compile,
                           cuda-compile); None for eager
     compile_cold_s, compile_warm_s   wall time of the first compiled step with an empty
-                          compile cache, and again over the cache it filled (suite.timing.compiled)
+                          compile cache, and again over the cache it filled (suite.timing.compiled);
+                          None in a run's later processes, which compile once untimed
     quick                 whether the quick (short, smoke-level) settings were used
     torch                 torch.__version__
 """
