@@ -1,7 +1,7 @@
 """Do a run's figures repeat? Rerun one timing plan N times and judge its intervals and the gate.
 
     python scripts/validate_repeats.py [--runs 5] [--models speech_cnn,cifar10_lenet] [--full]
-                                       [--threads N] [--slowdown] [--out DIR]
+                                       [--threads N] [--slowdown] [--ab ROUNDS] [--out DIR]
 
 Each run is `torchsuite run`'s timing plan (no conformance, no convergence) on the CPU, every
 figure from fresh processes (suite.timing.processes). It prints, per figure, the medians of the
@@ -16,6 +16,11 @@ runs, their spread ((max - min) / min) and the half-width each run claims, then
   quiet, ...): a copy of this suite whose step also multiplies two matrices sized to about a
   tenth of the step's time, about 10% more work. The gate on every (quiet, slowed) pairing: how
   many pairings it calls `regressed`, per figure and in all, and the measured slowdown.
+
+With --ab ROUNDS it judges `torchsuite ab` instead: --runs sessions of ROUNDS interleaved rounds
+(the quick plan's CPU figures of --models, at --threads), each of this code against itself, and
+with --slowdown each followed by one of this code against the planted copy: how many quiet
+sessions it calls a regression (0 wanted) and how many planted ones it catches.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from suite import results
+from suite.ab import figure_requests, run_ab
 from suite.report.compare import compare
 from suite.runner import default_timing_api, run_suite
 from suite.timing.plan import iter_setups
@@ -112,6 +118,46 @@ def gate(pairs: list[tuple[Path, Path]]) -> list[dict[str, str]]:
     return verdicts
 
 
+def report_quiet(pairs: list[tuple[Path, Path]], label: str) -> None:
+    """The gate on pairs of the same build: how many it calls regressed (0 wanted)."""
+    verdicts = gate(pairs)
+    false_alarms = sum(any(v == "regressed" for v in pairing.values()) for pairing in verdicts)
+    untrusted = sum(v == "untrusted" for pairing in verdicts for v in pairing.values())
+    print(f"{label}: {false_alarms} of {len(verdicts)} had a regression (target 0); "
+          f"untrusted rows: {untrusted} of {sum(map(len, verdicts))}")
+
+
+def report_slowdown(pairs: list[tuple[Path, Path]], label: str) -> None:
+    """The gate on (quiet, slowed) pairs: how many it calls regressed, in all and per figure."""
+    verdicts = gate(pairs)
+    caught = sum(any(v == "regressed" for v in pairing.values()) for pairing in verdicts)
+    print(f"planted slowdown: {caught} of {len(verdicts)} {label} had a regression (target >= 9 of 10)")
+    ratios: dict[str, list[float]] = {}
+    for base, new in pairs:
+        for row in compare(base, new)[1]:
+            ratios.setdefault(row.figure, []).append(row.ratio)
+    for name, values in ratios.items():
+        hits = sum(pairing.get(name) == "regressed" for pairing in verdicts)
+        print(f"  {name:<45} slowed/quiet, median over {label} {statistics.median(values):.3f}: "
+              f"regressed in {hits} of {len(verdicts)}")
+
+
+def ab_sessions(args, out: Path, planted: Interpreter | None) -> None:
+    this = Interpreter(cwd=str(code_root()))
+    requests = figure_requests(args.models.split(","), "cpu", ["cpu"], args.threads)
+    quiet, slowed = [], []
+    for index in range(args.runs):
+        quiet.append(run_ab(this, this, requests, args.ab, out / f"ab-quiet-{index}"))
+        if planted:
+            slowed.append(run_ab(this, planted, requests, args.ab, out / f"ab-slowed-{index}"))
+        print(f"session {index + 1} of {args.runs} done", flush=True)
+    print(f"\n{args.runs} ab sessions of {args.ab} rounds, {args.models} at {args.threads or 'all'} threads "
+          f"(results in {out})")
+    report_quiet(quiet, "quiet sessions (this code against itself)")
+    if planted:
+        report_slowdown(slowed, "sessions")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -119,6 +165,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full sampling rules (default the quick ones)")
     parser.add_argument("--slowdown", action="store_true", help="also run a planted build that does ~10%% more work")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the CPU figures (default all cores)")
+    parser.add_argument("--ab", type=int, default=None, metavar="ROUNDS",
+                        help="judge torchsuite ab: --runs sessions of ROUNDS rounds instead of whole runs")
     parser.add_argument("--out", default=None, help="keep the results files here (default a temporary directory)")
     args = parser.parse_args()
     if args.runs < 2:
@@ -126,6 +174,9 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="torchsuite-repeats-"))
     models, quick = args.models.split(","), not args.full
     planted = Interpreter(cwd=str(planted_copy(out / "planted"))) if args.slowdown else None
+    if args.ab:
+        ab_sessions(args, out, planted)
+        return
     quiet, slowed = [], []
     for index in range(args.runs):
         quiet.append(one_run(out / f"quiet-{index}", models, quick, args.threads))
@@ -145,24 +196,9 @@ def main() -> None:
     held, total = coverage(runs)
     print(f"coverage: a run's 95% interval held another run's median in {held} of {total} pairs "
           f"({held / max(total, 1):.0%}; target >= 80%)")
-    quiet_pairs = gate(list(itertools.combinations(quiet, 2)))
-    false_alarms = sum(any(v == "regressed" for v in pairing.values()) for pairing in quiet_pairs)
-    untrusted = sum(v == "untrusted" for pairing in quiet_pairs for v in pairing.values())
-    print(f"gate on quiet reruns: {false_alarms} of {len(quiet_pairs)} pairings had a regression "
-          f"(target 0); untrusted rows: {untrusted} of {sum(map(len, quiet_pairs))}")
+    report_quiet(list(itertools.combinations(quiet, 2)), "gate on quiet reruns, pairings")
     if planted:
-        pairs = list(zip(quiet, slowed)) + list(zip(quiet, slowed[1:] + slowed[:1]))
-        slowed_pairs = gate(pairs)
-        caught = sum(any(v == "regressed" for v in pairing.values()) for pairing in slowed_pairs)
-        print(f"planted slowdown: {caught} of {len(slowed_pairs)} (quiet, slowed) pairings had a regression (target >= 9 of 10)")
-        ratios: dict[str, list[float]] = {}
-        for base, new in pairs:
-            for row in compare(base, new)[1]:
-                ratios.setdefault(row.figure, []).append(row.ratio)
-        for name, values in ratios.items():
-            hits = sum(pairing.get(name) == "regressed" for pairing in slowed_pairs)
-            print(f"  {name:<45} slowed/quiet, median over pairings {statistics.median(values):.3f}: "
-                  f"regressed in {hits} of {len(slowed_pairs)}")
+        report_slowdown(list(zip(quiet, slowed)) + list(zip(quiet, slowed[1:] + slowed[:1])), "pairings")
 
 
 if __name__ == "__main__":

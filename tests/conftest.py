@@ -24,6 +24,47 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(fixture, [models.CASES.get(name) for name in names], ids=names)
 
 
+# -- one real quick run, which the report's and compare's tests share ----------------------------
+
+def two_verdicts(device, quick):
+    """A conformance source that passes one check and fails one: the report must show both."""
+    yield {"suite": "report-test", "case": "identity", "check": "equal", "passed": True,
+           "detail": "", "seconds": 0.0}
+    yield {"suite": "report-test", "case": "<script>alert(1)</script>", "check": "equal",
+           "passed": False, "detail": "max abs diff 1e-3 & <more>", "seconds": 0.0}
+
+
+def quick_run(root: Path, name: str, verdict_sources=()) -> Path:
+    """A real quick run of speech_cnn on this machine, named "alpha", with two processes a figure
+    (the run's quick plan takes three): real process data, at less cost. No limits (test_limits.py's)."""
+    import io
+    from dataclasses import replace
+
+    from suite.runner import default_timing_api, run_suite
+
+    return run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / name,
+                     report_dir=root / f"{name}-report", machine_name="alpha", verdict_sources=list(verdict_sources),
+                     stream=io.StringIO(), timing=replace(default_timing_api(), processes=lambda quick: 2,
+                                                          measure_limit=None))
+
+
+@pytest.fixture
+def make_quick_run():
+    """quick_run itself, for a test that needs a run of its own."""
+    return quick_run
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """The results file of one real quick run (quick_run) with two_verdicts' checks."""
+    from suite import results
+    from suite.conformance.sources import VerdictSource
+
+    path = quick_run(tmp_path_factory.mktemp("real-run"), "results", [VerdictSource(two_verdicts)])
+    assert any(r["kind"] == "timing" for r in results.load(path)["records"])
+    return path
+
+
 # -- tests that launch their own interpreters, started early -------------------------------------
 #
 # torchrun with its workers, or a script that is sent Ctrl-C, spends seconds importing torch,

@@ -1,33 +1,16 @@
 """`torchsuite compare`: the regression gate, on real runs of this machine and on bad input."""
 import copy
-import io
 import itertools
 import json
 import math
 import random
-from dataclasses import replace
 
 import pytest
 
 from suite import results
 from suite.cli import main
 from suite.report.compare import compare
-from suite.runner import default_timing_api, run_suite
 from suite.timing.processes import merge_figures
-
-
-def quick_run(root, name):
-    # two processes a figure (quick runs take three): real process data, at less cost
-    return run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / name,
-                     report_dir=root / f"{name}-report", machine_name="box", verdict_sources=[],
-                     stream=io.StringIO(), timing=replace(default_timing_api(), processes=lambda quick: 2,
-                                                          measure_limit=None))  # limits: tests/test_limits.py
-
-
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    """One quick run of this machine: real records, every figure from fresh processes."""
-    return quick_run(tmp_path_factory.mktemp("compare"), "first")
 
 
 def rerun(data: dict, seed: int, *, factor: float = 1.0, spread: float = 0.025, processes: int = 3) -> dict:
@@ -169,7 +152,7 @@ def test_the_header_says_where_each_file_came_from(real_run, reruns, capsys):
     assert "torch_git_version" in environment and "suite_commit" in environment
     main(["compare", str(real_run), str(reruns[0][0])])
     header = capsys.readouterr().out.splitlines()[:2]
-    assert header[0].startswith("baseline box") and header[1].startswith("new      box")
+    assert header[0].startswith("baseline alpha") and header[1].startswith("new      alpha")
     assert all(f"torch {environment['torch']}" in line for line in header)
 
 
@@ -194,8 +177,8 @@ def test_bad_input_is_one_line_and_exit_two(real_run, reruns, tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_two_real_quick_runs_back_to_back_are_no_regression(real_run, tmp_path):
-    header, rows = compare(real_run, quick_run(tmp_path, "second"))
+def test_two_real_quick_runs_back_to_back_are_no_regression(real_run, make_quick_run, tmp_path):
+    header, rows = compare(real_run, make_quick_run(tmp_path, "second"))
     assert header["counts"]["regressed"] == 0, [(r.figure, r.why) for r in rows]
     # no vacuous pass: a machine that disturbed every figure (all untrusted) proves nothing
     assert [r for r in rows if r.verdict != "untrusted"], [(r.figure, r.why) for r in rows]

@@ -198,6 +198,7 @@ def test_a_runs_processes_sample_a_fixed_amount_and_only_the_first_times_a_compi
 def test_one_of_several_processes_stops_at_the_minimum_count_not_a_precision_target():
     from suite.timing.core import time_model
 
+    # full rules (a lone full figure samples on to 2%: tests/test_timing.py)
     record = time_model("speech_cnn", mode="eval", min_run_time=0.05, seek_precision=False)
+    assert not record["quick"] and record["min_samples"] == 10
     assert record["target_precision"] is None and record["stop_reason"] in ("min_samples", "time_cap")
-    assert time_model("speech_cnn", mode="eval", min_run_time=0.05)["target_precision"] == 0.02

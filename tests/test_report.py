@@ -1,47 +1,19 @@
 """`torchsuite report`: merging machines, speedups, flags, other tools' formats, bad input."""
 import copy
 import csv
-import io
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from suite import results
 from suite.cli import main
-from suite.conformance.sources import VerdictSource
 from suite.report import build_report, sources
-from suite.runner import default_timing_api, run_suite
 
 REPORT_FILES = ["comparison.csv", "report.md", "report.html", "throughput.png", "speedup.png",
                 "scaling.png", "peak_fraction.png"]
-
-
-def two_verdicts(device, quick):
-    """A conformance source that passes one check and fails one: the report must show both."""
-    yield {"suite": "report-test", "case": "identity", "check": "equal", "passed": True,
-           "detail": "", "seconds": 0.0}
-    yield {"suite": "report-test", "case": "<script>alert(1)</script>", "check": "equal",
-           "passed": False, "detail": "max abs diff 1e-3 & <more>", "seconds": 0.0}
-
-
-# Two processes a figure (the run's quick plan takes three): an interval, at less cost.
-TWO_PROCESSES = replace(default_timing_api(), processes=lambda quick: 2, measure_limit=None)  # limits: test_limits.py
-
-
-@pytest.fixture(scope="module")
-def real_results(tmp_path_factory):
-    """A results file from a real, short run on this machine (one model, quick timings)."""
-    root = tmp_path_factory.mktemp("run")
-    path = run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / "results",
-                     report_dir=root / "report", machine_name="alpha", verdict_sources=[VerdictSource(two_verdicts)],
-                     stream=io.StringIO(), timing=TWO_PROCESSES)
-    data = results.load(path)
-    assert any(r["kind"] == "timing" for r in data["records"])
-    return path
 
 
 def twice_as_fast(data: dict, name: str) -> dict:
@@ -70,10 +42,10 @@ def read_comparison(out):
     return pd.read_csv(out / "comparison.csv")
 
 
-def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_results, tmp_path, capsys):
-    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_run, tmp_path, capsys):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_run), "beta"))
     out = tmp_path / "report"
-    assert main(["report", str(real_results), str(beta), "--baseline", "alpha", "--out", str(out)]) == 0
+    assert main(["report", str(real_run), str(beta), "--baseline", "alpha", "--out", str(out)]) == 0
     table = read_comparison(out)
     assert set(table["machine"]) == {"alpha", "beta"}
     assert (table.loc[table["machine"] == "beta", "speedup"] == 2.0).all()
@@ -86,33 +58,33 @@ def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_results, tm
         assert (out / name).stat().st_size > 0, name
 
 
-def test_one_row_per_machine_model_mode_setup_and_batch(real_results, tmp_path):
-    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+def test_one_row_per_machine_model_mode_setup_and_batch(real_run, tmp_path):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_run), "beta"))
     out = tmp_path / "report"
-    build_report([real_results, beta], out_dir=out)
+    build_report([real_run, beta], out_dir=out)
     table = read_comparison(out)
     key = ["machine", "model", "mode", "device", "setup", "world_size", "batch_size", "dtype", "channels_last",
            "threads_setting"]
     assert not table.duplicated(subset=key).any()
-    timings = [r for r in results.load(real_results)["records"] if r["kind"] == "timing"]
+    timings = [r for r in results.load(real_run)["records"] if r["kind"] == "timing"]
     assert len(table) == 2 * len(timings)
 
 
-def test_the_baseline_defaults_to_the_first_files_machine(real_results, tmp_path):
-    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))
+def test_the_baseline_defaults_to_the_first_files_machine(real_run, tmp_path):
+    beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_run), "beta"))
     out = tmp_path / "report"
-    build_report([beta, real_results], out_dir=out)
+    build_report([beta, real_run], out_dir=out)
     table = read_comparison(out)
     assert (table.loc[table["machine"] == "alpha", "speedup"] == 0.5).all()
 
 
-def test_rows_on_one_machine_only_are_flagged_missing_never_zero(real_results, tmp_path):
-    data = twice_as_fast(results.load(real_results), "beta")
+def test_rows_on_one_machine_only_are_flagged_missing_never_zero(real_run, tmp_path):
+    data = twice_as_fast(results.load(real_run), "beta")
     dropped = next(r for r in data["records"] if r["kind"] == "timing")
     data["records"].remove(dropped)
     beta = write(tmp_path / "beta.json", data)
     out = tmp_path / "report"
-    build_report([real_results, beta], out_dir=out)
+    build_report([real_run, beta], out_dir=out)
     table = read_comparison(out)
     missing = table[table["missing"]]
     assert len(missing) == 1 and missing.iloc[0]["machine"] == "beta"
@@ -122,8 +94,8 @@ def test_rows_on_one_machine_only_are_flagged_missing_never_zero(real_results, t
     assert "missing" in (out / "report.md").read_text()
 
 
-def test_noisy_figures_are_flagged(real_results, tmp_path):
-    data = results.load(real_results)
+def test_noisy_figures_are_flagged(real_run, tmp_path):
+    data = results.load(real_run)
     record = next(r for r in data["records"] if r["kind"] == "timing")
     record["iqr_s"] = record["median_s"] * 0.5
     path = write(tmp_path / "noisy.json", data)
@@ -136,8 +108,8 @@ def test_noisy_figures_are_flagged(real_results, tmp_path):
     assert "(noisy" in (out / "report.md").read_text()
 
 
-def test_flags_of_the_record_reach_tables_and_csv(real_results, tmp_path):
-    data = results.load(real_results)
+def test_flags_of_the_record_reach_tables_and_csv(real_run, tmp_path):
+    data = results.load(real_run)
     record = next(r for r in data["records"] if r["kind"] == "timing")
     record["flags"], record["iqr_s"] = ["contended", "drift", "quick"], 0.0  # and not noisy
     out = tmp_path / "report"
@@ -154,15 +126,15 @@ def test_flags_of_the_record_reach_tables_and_csv(real_results, tmp_path):
     ({"torch": "2.10.0"}, "torch 2.10.0 vs"),
     ({"settings": {"matmul_allow_tf32": True}}, "settings differ from the baseline's"),
 ])
-def test_figures_taken_differently_from_the_baselines_are_marked_not_comparable(real_results, tmp_path,
+def test_figures_taken_differently_from_the_baselines_are_marked_not_comparable(real_run, tmp_path,
                                                                                   change, expected):
-    other = twice_as_fast(results.load(real_results), "beta")
+    other = twice_as_fast(results.load(real_run), "beta")
     for record in other["records"]:
         if record["kind"] == "timing":
             for key, value in change.items():
                 record[key] = {**record[key], **value} if isinstance(value, dict) else value
     out = tmp_path / "report"
-    build_report([real_results, write(tmp_path / "beta.json", other)], out_dir=out)
+    build_report([real_run, write(tmp_path / "beta.json", other)], out_dir=out)
     table = read_comparison(out)
     beta, alpha = table[table["machine"] == "beta"], table[table["machine"] == "alpha"]
     assert beta["differs"].str.contains(expected, regex=False).all(), beta["differs"].tolist()
@@ -170,17 +142,17 @@ def test_figures_taken_differently_from_the_baselines_are_marked_not_comparable(
     assert "not comparable" in (out / "report.md").read_text()
 
 
-def test_like_for_like_machines_are_not_marked(real_results, tmp_path):
+def test_like_for_like_machines_are_not_marked(real_run, tmp_path):
     out = tmp_path / "report"
-    build_report([real_results, write(tmp_path / "beta.json", twice_as_fast(results.load(real_results), "beta"))],
+    build_report([real_run, write(tmp_path / "beta.json", twice_as_fast(results.load(real_run), "beta"))],
                  out_dir=out)
     assert read_comparison(out)["differs"].isna().all()
     assert "not comparable" not in (out / "report.md").read_text().split("## How to read")[0]
 
 
-def test_report_shows_environments_conformance_and_escapes_html(real_results, tmp_path):
+def test_report_shows_environments_conformance_and_escapes_html(real_run, tmp_path):
     out = tmp_path / "report"
-    build_report([real_results], out_dir=out)
+    build_report([real_run], out_dir=out)
     markdown = (out / "report.md").read_text()
     headings = ("## Summary", "## Throughput",
                 "## Fraction of each machine's measured peak", "## Multi-process", "## Conformance", "## Machines")
@@ -197,16 +169,16 @@ def test_report_shows_environments_conformance_and_escapes_html(real_results, tm
     assert 'src="data:image/png;base64,' in page  # self-contained: plots embedded
 
 
-def test_an_interrupted_run_is_reported_as_incomplete(real_results, tmp_path):
-    data = results.load(real_results)
+def test_an_interrupted_run_is_reported_as_incomplete(real_run, tmp_path):
+    data = results.load(real_run)
     data["status"] = "interrupted"
     out = tmp_path / "report"
     build_report([write(tmp_path / "cut.json", data)], out_dir=out)
     assert "Incomplete runs" in (out / "report.md").read_text()
 
 
-def _bad_input_cases(real_results, tmp_path):
-    text = real_results.read_text()
+def _bad_input_cases(real_run, tmp_path):
+    text = real_run.read_text()
     future = json.loads(text)
     future["schema_version"] = results.SCHEMA_VERSION + 1
     empty = json.loads(text)
@@ -216,7 +188,7 @@ def _bad_input_cases(real_results, tmp_path):
         "truncated": ([_write_text(tmp_path / "cut.json", text[: len(text) // 2])], [], "not valid JSON"),
         "not results": ([write(tmp_path / "other.json", {"hello": "world"})], [], "not a torchsuite"),
         "future schema": ([write(tmp_path / "future.json", future)], [], "newer than this torchsuite"),
-        "unknown baseline": ([real_results], ["--baseline", "gamma"], "unknown baseline machine 'gamma'"),
+        "unknown baseline": ([real_run], ["--baseline", "gamma"], "unknown baseline machine 'gamma'"),
         "empty": ([write(tmp_path / "empty.json", empty)], [], "no timing or conformance records"),
     }
 
@@ -228,8 +200,8 @@ def _write_text(path, text):
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "not results", "future schema", "unknown baseline",
                                   "empty"])
-def test_bad_input_is_one_line_and_writes_nothing(real_results, tmp_path, capsys, case):
-    files, extra, message = _bad_input_cases(real_results, tmp_path)[case]
+def test_bad_input_is_one_line_and_writes_nothing(real_run, tmp_path, capsys, case):
+    files, extra, message = _bad_input_cases(real_run, tmp_path)[case]
     out = tmp_path / "out"
     assert main(["report", *map(str, files), *extra, "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -238,9 +210,9 @@ def test_bad_input_is_one_line_and_writes_nothing(real_results, tmp_path, capsys
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]
 
 
-def test_a_failure_midway_leaves_the_previous_report_untouched(real_results, tmp_path, monkeypatch):
+def test_a_failure_midway_leaves_the_previous_report_untouched(real_run, tmp_path, monkeypatch):
     out = tmp_path / "report"
-    build_report([real_results], out_dir=out)
+    build_report([real_run], out_dir=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def fail(*args, **kwargs):
@@ -250,7 +222,7 @@ def test_a_failure_midway_leaves_the_previous_report_untouched(real_results, tmp
 
     monkeypatch.setattr(plots, "write_plots", fail)
     with pytest.raises(RuntimeError):
-        build_report([real_results], out_dir=out)
+        build_report([real_run], out_dir=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
 
@@ -330,9 +302,9 @@ def test_asv_results_are_recognised_and_failed_combinations_are_not_zeros(tmp_pa
     assert row["throughput"] == pytest.approx(2000) and row["batch_size"] == 100  # the registry's CPU batch
 
 
-def test_all_three_formats_merge_into_one_comparison(real_results, tmp_path):
+def test_all_three_formats_merge_into_one_comparison(real_run, tmp_path):
     out = tmp_path / "report"
-    build_report([real_results, pytest_benchmark_file(tmp_path), asv_result_file(tmp_path)], out_dir=out)
+    build_report([real_run, pytest_benchmark_file(tmp_path), asv_result_file(tmp_path)], out_dir=out)
     table = read_comparison(out)
     assert {"alpha", "gamma", "delta"} <= set(table["machine"])
     shared = table[(table["model"] == "speech_cnn") & (table["mode"] == "train") & (table["setup"] == "cpu")
@@ -362,10 +334,10 @@ def test_scaling_efficiency_divides_by_world_size_times_the_single_device_figure
     assert efficiency["cpu-ddp"] == pytest.approx(0.8)  # against 1 thread, the threads each rank had
 
 
-def test_an_output_path_that_is_a_file_is_a_one_line_error(real_results, tmp_path, capsys):
+def test_an_output_path_that_is_a_file_is_a_one_line_error(real_run, tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("not a directory")
-    assert main(["report", str(real_results), "--out", str(target)]) == 2
+    assert main(["report", str(real_run), "--out", str(target)]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert target.read_text() == "not a directory"
 
@@ -482,8 +454,8 @@ def with_gemm_limit(data: dict, fraction: float) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("fraction", [0.5, 2.0])
-def test_mfu_is_the_figure_over_the_gemm_limit_and_above_it_is_flagged(real_results, tmp_path, fraction):
-    data, figure = with_gemm_limit(results.load(real_results), fraction)
+def test_mfu_is_the_figure_over_the_gemm_limit_and_above_it_is_flagged(real_run, tmp_path, fraction):
+    data, figure = with_gemm_limit(results.load(real_run), fraction)
     build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
     rows = read_comparison(tmp_path / "out")
     same = rows[(rows["setup"] == "cpu") & (rows["mode"] == figure["mode"]) & (rows["threads"] == figure["threads"])]
@@ -494,18 +466,18 @@ def test_mfu_is_the_figure_over_the_gemm_limit_and_above_it_is_flagged(real_resu
     assert "## Model FLOP/s utilisation (MFU)" in markdown
 
 
-def test_a_language_models_tokens_per_second_get_their_own_table(real_results, tmp_path):
-    data = results.load(real_results)
+def test_a_language_models_tokens_per_second_get_their_own_table(real_run, tmp_path):
+    data = results.load(real_run)
     for record in data["records"]:
         if record["kind"] == "timing":
             record["tokens_per_s"] = record["throughput"] * 7
     build_report([write(tmp_path / "a.json", data)], out_dir=tmp_path / "out")
     assert "## Language models (tokens/s)" in (tmp_path / "out" / "report.md").read_text()
-    assert "## Language models" not in (real_results.parent.parent / "report" / "report.md").read_text()
+    assert "## Language models" not in (real_run.parent.parent / "results-report" / "report.md").read_text()
 
 
-def test_serving_figures_show_their_latency_percentiles_in_milliseconds(real_results, tmp_path):
-    data = results.load(real_results)
+def test_serving_figures_show_their_latency_percentiles_in_milliseconds(real_run, tmp_path):
+    data = results.load(real_run)
     served = next(r for r in data["records"] if r["kind"] == "timing" and r["mode"] == "eval")
     data["records"].append({**served, "mode": "serve", "batch_size": 1, "latency_p50_s": 0.002,
                             "latency_p90_s": 0.003, "latency_p99_s": 0.0125})
