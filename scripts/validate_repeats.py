@@ -151,7 +151,7 @@ def ab_sessions(args, out: Path, planted: Interpreter | None) -> None:
         if planted:
             slowed.append(run_ab(this, planted, requests, args.ab, out / f"ab-slowed-{index}"))
         print(f"session {index + 1} of {args.runs} done", flush=True)
-    print(f"\n{args.runs} ab sessions of {args.ab} rounds, {args.models} at {args.threads or 'all'} threads "
+    print(f"\n{args.runs} ab sessions of {args.ab} rounds, {args.models}, threads: {args.threads or 'all cores'} "
           f"(results in {out})")
     report_quiet(quiet, "quiet sessions (this code against itself)")
     if planted:
