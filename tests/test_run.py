@@ -108,9 +108,12 @@ def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent,
     # Its output goes to a file, not a pipe: nothing reads while this test polls, and a full pipe
     # would stop the run.
     with open(stderr_log, "w") as stderr_file:
+        # Pytest started as a shell's background job has Ctrl-C ignored, and the run would inherit
+        # that (a Python that starts with SIGINT ignored keeps it so): the run gets the default.
         proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--device", "cpu", "--quick", "--out",
                                  str(out), "--report-dir", str(tmp_path / "report")],
-                                stdout=subprocess.DEVNULL, stderr=stderr_file, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=stderr_file, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180  # the first record takes seconds; minutes mean a hang
         while proc.poll() is None:
