@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from suite.timing import processes
-from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, compile_once, merge_figures,
-                                    merge_processes, round_order)
+from suite.timing.processes import (Interpreter, WorkerError, WorkerProcess, merge_figures, merge_processes,
+                                    round_order)
 from suite.timing.stats import between_process_interval, figure_log_sd, typical_log_variance
 
 
@@ -86,13 +86,6 @@ def test_rounds_keep_a_pools_figures_together_and_alternate_direction():
                 for name, setup, ws in [("a", "cpu", None), ("b", "cpu-ddp", 2), ("c", "cpu", None), ("d", "cpu-ddp", 2)]]
     first, second = round_order(requests, 0), round_order(requests, 1)
     assert [r["figure"] for r in first] == ["a", "c", "b", "d"] and second == first[::-1]
-
-
-def test_only_a_figures_first_process_times_its_compile():
-    requests = [{"figure": name, "kwargs": {"setup": setup}} for name, setup in [("e", "cpu"), ("c", "cpu-compile")]]
-    assert compile_once(requests, 0) == requests
-    later = {r["figure"]: r["kwargs"] for r in compile_once(requests, 1)}
-    assert later == {"e": {"setup": "cpu"}, "c": {"setup": "cpu-compile", "measure_compile": False}}
 
 
 QUICK_EVAL = {"setup": "cpu", "quick": True, "min_run_time": 0.05}
