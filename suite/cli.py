@@ -76,16 +76,29 @@ def _cmd_run(args) -> int:
         return _dry_run(args, models)
     path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
                      report_dir=args.report_dir, machine_name=args.machine_name,
-                     convergence=not args.no_convergence, limit_names=_limit_names(args),
-                     workloads=args.workloads)
+                     convergence=_convergence(args), limit_names=_names(args.limits),
+                     workloads=args.workloads, verdict_sources=_verdict_sources(args))
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
     return 0
 
 
-def _limit_names(args) -> list[str] | None:
-    if args.limits is None:
+def _convergence(args) -> bool:
+    """--convergence / --no-convergence when given; otherwise full runs train and quick runs do not
+    (three seeded runs a model were half a quick run's minutes)."""
+    return not args.quick if args.convergence is None else args.convergence
+
+
+def _names(option: str | None) -> list[str] | None:
+    """A comma-separated option: None when absent, [] for "none"."""
+    if option is None:
         return None
-    return [] if args.limits == "none" else [n.strip() for n in args.limits.split(",") if n.strip()]
+    return [] if option == "none" else [n.strip() for n in option.split(",") if n.strip()]
+
+
+def _verdict_sources(args):
+    from suite.conformance.sources import select_sources
+
+    return select_sources(_names(args.checks))
 
 
 def _dry_run(args, models) -> int:
@@ -93,8 +106,8 @@ def _dry_run(args, models) -> int:
     from suite.runner import describe_plan, make_plan
 
     devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick,
-                                  convergence=not args.no_convergence, limit_names=_limit_names(args),
-                                  workloads=args.workloads)
+                                  convergence=_convergence(args), limit_names=_names(args.limits),
+                                  workloads=args.workloads, verdict_sources=_verdict_sources(args))
     rows = describe_plan(steps)
     total = sum(r["estimate_s"] for r in rows)
     if args.json:
@@ -188,14 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models to time when --models names none: article (the source's three), standard (the "
                         "standard workloads: full size on GPUs, mini configs on CPUs), all, or default (the "
                         "article's, and on GPUs the standard workloads too)")
-    p.add_argument("--quick", action="store_true", help="short timings, smaller checks and 3 seeds of convergence runs (on a 2-core CPU about a minute, and another for the convergence runs)")
+    p.add_argument("--quick", action="store_true", help="short timings and smaller checks, no convergence runs, "
+                   "no CPU DDP timings or collectives limit (on a 2-core CPU about a minute)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--report-dir", default="reports", help="directory for this machine's report (default reports/)")
     p.add_argument("--machine-name", default=None, help="name of this machine in results and reports (default hostname)")
     p.add_argument("--limits", default=None,
                    help="comma-separated machine limits to measure, or none (default every one; `list --kind limit`)")
-    p.add_argument("--no-convergence", action="store_true",
-                   help="leave out the time-to-accuracy runs (synthetic data; see `torchsuite converge`)")
+    p.add_argument("--checks", default=None,
+                   help="comma-separated conformance sources to run, or none (default every one: parallel, "
+                        "autograd, functions, compile, resume, ops)")
+    p.add_argument("--convergence", action=argparse.BooleanOptionalAction, default=None,
+                   help="the time-to-accuracy runs on synthetic data (see `torchsuite converge`); default: in "
+                        "full runs, not in quick ones")
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated times; run and write nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=_cmd_run)

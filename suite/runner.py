@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +82,10 @@ POOL_START_S = 2.0
 # A compiled figure compiles twice in its first process (docs/compile.md, 2 cores): cold, 2.0 to 7.2 s
 # an article model, and warm, about 0.1 s; in each later process once, over the cache the first
 # left (suite.timing.compiled), 0.3 s. A process's first compile also pays inductor's imports and
-# its check of the CPU's vector instructions (six fresh interpreters): about 14 s.
+# set-up, about 8 s. Inductor's check of the CPU's vector instructions (a compiler and a fresh
+# interpreter a set, 12 s cold) is paid once, before the first timing (suite.vec_isa).
 COMPILE_S, COMPILE_WARM_S = 5.0, 0.3
-INDUCTOR_START_S = 14.0
+INDUCTOR_START_S, VEC_ISA_PROBE_S = 8.0, 12.0
 
 
 def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanStep:
@@ -163,6 +165,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
                 raise
         yield from figures.merged(figure)
 
+    probe_s = VEC_ISA_PROBE_S if any(r["kwargs"].get("setup") in COMPILE_SETUPS for r in requests) else 0.0
     for round_index in range(count):
         ordered = compile_once(round_order(requests, round_index), round_index)
         this_round = _Round(api.open_worker, ordered)
@@ -171,6 +174,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
             kwargs = request["kwargs"]
             compiles = kwargs.get("setup") in COMPILE_SETUPS
             estimate = (sampling_estimate_s(quick) + (INTERPRETER_START_S if index == 0 else 0.0)
+                        + (probe_s if round_index == index == 0 else 0.0)
                         + (POOL_START_S if kwargs.get("setup") in pool_setups else 0.0)
                         + ((COMPILE_S if round_index == 0 else COMPILE_WARM_S)
                            + (0.0 if compiled_before else INDUCTOR_START_S) if compiles else 0.0))
@@ -236,7 +240,7 @@ def _limit_steps(api: TimingApi, device: str, quick: bool, names: list[str] | No
                      {"stage": "limits", "limit": spec.name, "device": device},
                      spec.estimate_s[0 if quick else 1] if device in spec.devices else 0.0,
                      pool_key=("limits", device) if spec.name == "collectives" else None)
-            for spec in LIMITS.select(names)]
+            for spec in LIMITS.select(names) if names is not None or spec.quick or not quick]
 
 
 def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[VerdictSource],
@@ -274,11 +278,13 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             release_pools: Callable[[], None] = _close_pools,
             before_first_timing: Callable[[], None] | None = None) -> None:
     """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
+    timings = store.data["run"].setdefault("steps", [])
     for index, step in enumerate(steps):
         if before_first_timing is not None and step.kind == "timing":
             before_first_timing()
             before_first_timing = None
         progress.start(step.kind, step.label)
+        began, count_before = time.monotonic(), len(store.records)
         try:
             with store.batched():
                 for record in step.produce():
@@ -293,7 +299,16 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
         following = steps[index + 1].pool_key if index + 1 < len(steps) else None
         if step.pool_key is not None and following != step.pool_key:
             release_pools()
+        # Where the time went, beside what the plan expected: the run's cost profile (docs/run.md).
+        timings.append({"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
+                        "wall_s": round(time.monotonic() - began, 3), "records": len(store.records) - count_before})
         progress.finish()
+
+
+def slowest_steps(steps: list[dict], count: int = 5) -> list[str]:
+    """The `count` slowest of a run's recorded steps, one line each: wall time, estimate, label."""
+    ranked = sorted(steps, key=lambda s: s["wall_s"], reverse=True)[:count]
+    return [f"{s['wall_s']:7.1f} s (estimate {s['estimate_s']:.0f} s)  {s['label']}" for s in ranked]
 
 
 def describe_plan(steps: list[PlanStep]) -> list[dict]:
@@ -325,6 +340,26 @@ def _restored_env(name: str):
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
+
+
+def _before_timings(steps: list[PlanStep]) -> Callable[[], None]:
+    """Starts what the timings need, as early as it may start; returns what waits for it."""
+    from suite.timing.setups import COMPILE_SETUPS
+
+    waits = []
+    if any(step.uses_worker_pool for step in steps):
+        from suite.distributed.pool import start_fork_server, wait_for_fork_server
+
+        # After the calibrations, which use every core: its seconds of importing torch
+        # overlap the conformance steps, and the first timing waits until they are over.
+        if start_fork_server():
+            waits.append(wait_for_fork_server)
+    if any(step.kind == "timing" and step.context.get("setup") in COMPILE_SETUPS for step in steps):
+        from suite.vec_isa import share_vec_isa_probe
+
+        # Once here (free when a compile check already paid it), not once in every timing process.
+        waits.append(share_vec_isa_probe)
+    return lambda: [wait() for wait in waits]
 
 
 def make_plan(*, device_request: str = "all", model_names: list[str] | None = None, quick: bool = False,
@@ -362,6 +397,7 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     from suite.environment import capture
     from suite.timing.machine_state import snapshot
 
+    began = time.monotonic()
     timing = timing or default_timing_api()
     devices, models, steps = make_plan(device_request=device_request, model_names=model_names, quick=quick,
                                        verdict_sources=verdict_sources, timing=timing, convergence=convergence,
@@ -372,6 +408,8 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
         "verdict_sources": list(dict.fromkeys(s.context["source"] for s in steps if s.kind == "conformance")),
         "convergence": convergence,
         "machine_state": {"start": snapshot(), "end": None}})
+    # The fixed costs around the steps: the plan, the environment's capture, then the report.
+    store.data["run"]["costs_s"] = {"plan_and_environment": round(time.monotonic() - began, 3)}
     calibrations = [s for s in steps if s.kind in ("calibration", "limits")]  # the plan's first steps
     rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
@@ -381,15 +419,7 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
         # Timing workers take these calibrations, measured before anything else ran, instead of
         # measuring their own beside whatever the machine is doing by then (suite.timing.worker).
         os.environ[PEAKS_ENV] = json.dumps({"quick": quick, "peaks": store.data["peaks"]})
-        wait = None
-        if any(step.uses_worker_pool for step in rest):
-            from suite.distributed.pool import start_fork_server, wait_for_fork_server
-
-            # After the calibrations, which use every core: its seconds of importing torch
-            # overlap the conformance steps, and the first timing waits until they are over.
-            if start_fork_server():
-                wait = wait_for_fork_server
-        execute(rest, store, progress, before_first_timing=wait)
+        execute(rest, store, progress, before_first_timing=_before_timings(rest))
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")
@@ -397,6 +427,14 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
 
     from suite.report import build_report
 
+    report_began = time.monotonic()
     written = build_report([store.path], out_dir=report_dir)
+    costs = store.data["run"]["costs_s"]
+    costs["report"] = round(time.monotonic() - report_began, 3)
+    costs["total"] = round(time.monotonic() - began, 3)
+    store.save()
     stream.write(f"report: {Path(report_dir) / 'report.md'} ({len(written)} files)\n")
+    stream.write(f"the slowest steps of {costs['total']:.0f} s (plan and environment "
+                 f"{costs['plan_and_environment']:.1f} s, report {costs['report']:.1f} s):\n")
+    stream.writelines(f"  {line}\n" for line in slowest_steps(store.data["run"]["steps"]))
     return store.path

@@ -45,7 +45,17 @@ def quick_run(root: Path, name: str, verdict_sources=()) -> Path:
     return run_suite(device_request="cpu", model_names=["speech_cnn"], quick=True, out_dir=root / name,
                      report_dir=root / f"{name}-report", machine_name="alpha", verdict_sources=list(verdict_sources),
                      stream=io.StringIO(), timing=replace(default_timing_api(), processes=lambda quick: 2,
-                                                          measure_limit=None))
+                                                          measure_limit=None, iter_setups=quick_setups_and_ddp))
+
+
+def quick_setups_and_ddp(devices, quick, models):
+    """The quick plan's figures and the CPU DDP figure of a full run (its smallest world size, quick
+    rules): the report's and compare's tests need a multi-process figure."""
+    from suite.timing.plan import iter_setups
+
+    ddp = [case for case in iter_setups(devices, False, models)
+           if case.kwargs["setup"] == "cpu-ddp" and case.kwargs["world_size"] == 2]
+    return [*iter_setups(devices, quick, models), *(case._replace(kwargs={**case.kwargs, "quick": quick}) for case in ddp)]
 
 
 @pytest.fixture

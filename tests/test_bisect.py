@@ -4,8 +4,12 @@ The speed tests time a pure-Python loop (single-threaded, no sleep: the VM's spe
 alike on both sides of an interleaved A/B) whose iteration count a commit raises.
 """
 import json
+import math
+import random
+import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -204,6 +208,68 @@ def bench_history(root, slow_from: int, commits: int, slowdown: float):
 SMALL = ["--threads", "1", "--rounds", "2", "--threshold", "0.3"]
 
 
+@pytest.fixture
+def generated_sessions(monkeypatch):
+    """A/B sessions whose processes are generated, not timed: each process's median is its build's
+    work (N of its pkg/bench.py) on a machine whose speed moves 8% (log sd) from round to round, the
+    same for both sides of a round (what interleaving is for), plus 1% of each process's own. The
+    template is one real record of the core, so compare reads every field it would."""
+    from suite.bisect import speed
+    from suite.timing.function import time_function
+
+    rng = random.Random(7)
+    template = {}
+
+    def work(interpreter) -> int:
+        return int(re.search(r"^N = (\d+)$", (Path(interpreter.cwd) / "pkg" / "bench.py").read_text(), re.M)[1])
+
+    def time_interleaved(base, new, requests, rounds, say=lambda line: None, collected=None):
+        (figure,) = [r["figure"] for r in requests]
+        if not template:
+            sys.path.insert(0, base.cwd)
+            try:
+                template.update(time_function("pkg.bench:work", threads=1, quick=True))
+            finally:
+                sys.path.remove(base.cwd)
+                sys.modules.pop("pkg.bench", None), sys.modules.pop("pkg", None)
+        unit = template["median_s"] / work(base)
+        collected = collected or {"rounds": 0, "base": {figure: []}, "new": {figure: []}}
+        for _ in range(rounds):
+            moment = math.exp(rng.gauss(0, 0.08))
+            for side, interpreter in (("base", base), ("new", new)):
+                median = unit * work(interpreter) * moment * math.exp(rng.gauss(0, 0.01))
+                collected[side][figure].append({
+                    **template, "median_s": median, "iqr_s": median * 0.01,
+                    "samples": [median * math.exp(rng.gauss(0, 0.01)) for _ in range(6)],
+                    "canary_before_s": 0.004 * moment, "canary_after_s": 0.004 * moment})
+            collected["rounds"] += 1
+        return collected
+
+    monkeypatch.setattr(speed.ab, "time_interleaved", time_interleaved)
+
+
+def test_speed_judgement_on_generated_processes_finds_the_planted_commit(tmp_path, capsys, generated_sessions):
+    # bisect's whole speed path (ends, midpoints, compare's verdicts) on processes generated from a
+    # known machine: deterministic, and seconds instead of a minute of real timing (that is the
+    # slow test below).
+    repo = bench_history(tmp_path / "repo", slow_from=6, commits=8, slowdown=1.3)
+    status, report = bisect(capsys, repo, "--good", "HEAD~7", "--bad", "HEAD", "--figure", "pkg.bench:work",
+                            "--threads", "1", "--rounds", "4", "--out", str(tmp_path / "out"))
+    assert status == 0 and first_bad_subject(report) == "commit 6", json.dumps(report["steps"], indent=1)
+    ends = report["ends"]["measurements"][-1]
+    assert ends["compare_verdict"] == "regressed" and 1.2 < ends["ratio"] < 1.4
+    assert {s["measurements"][-1]["verdict"] for s in report["steps"]} == {"good", "bad"}
+    assert no_worktrees_left(repo)
+
+
+def test_speed_without_a_regression_on_generated_processes_names_no_culprit(tmp_path, capsys, generated_sessions):
+    repo = bench_history(tmp_path / "repo", slow_from=99, commits=4, slowdown=1.0)
+    status, report = bisect(capsys, repo, "--good", "HEAD~3", "--bad", "HEAD", "--figure", "pkg.bench:work",
+                            "--threads", "1", "--rounds", "4", "--out", str(tmp_path / "out"))
+    assert status == 1 and report["result"]["status"] == "no_regression" and report["steps"] == []
+
+
+@pytest.mark.slow  # real timing in fresh processes: 23 s, and at the mercy of the VM's noise
 def test_speed_finds_a_planted_slowdown_in_a_short_history(tmp_path, capsys):
     repo = bench_history(tmp_path / "repo", slow_from=3, commits=3, slowdown=2.0)
     status, report = bisect(capsys, repo, "--good", "HEAD~2", "--bad", "HEAD", "--figure", "pkg.bench:work",

@@ -108,9 +108,11 @@ NO_TIMINGS = TimingApi(open_worker=None, calibrate=lambda device, quick: {"flops
 
 
 def test_a_run_has_a_limits_step_per_limit_after_the_calibration():
-    _, _, steps = make_plan(device_request="cpu", quick=True, verdict_sources=[], timing=NO_TIMINGS)
+    _, _, steps = make_plan(device_request="cpu", quick=False, verdict_sources=[], timing=NO_TIMINGS)
     assert [s.kind for s in steps[:1 + len(CASES)]] == ["calibration"] + ["limits"] * len(CASES)
     assert [s.context["limit"] for s in steps[1:1 + len(CASES)]] == CASES.names()
+    _, _, quick = make_plan(device_request="cpu", quick=True, verdict_sources=[], timing=NO_TIMINGS)
+    assert [s.context.get("limit") for s in quick[1:]] == [spec.name for spec in CASES if spec.quick]
     _, _, only = make_plan(device_request="cpu", quick=True, verdict_sources=[], timing=NO_TIMINGS,
                            limit_names=[])
     assert [s.kind for s in only] == ["calibration"]
@@ -118,7 +120,7 @@ def test_a_run_has_a_limits_step_per_limit_after_the_calibration():
 
 def test_the_reports_first_screen_shows_the_machine_limits(tmp_path):
     path = run_suite(device_request="cpu", quick=True, out_dir=tmp_path / "r", report_dir=tmp_path / "report",
-                     verdict_sources=[], timing=NO_TIMINGS, stream=io.StringIO())
+                     verdict_sources=[], timing=NO_TIMINGS, stream=io.StringIO(), limit_names=CASES.names())
     records = results.load(path)["records"]
     assert sum(r["kind"] == "limit" for r in records) == 5 and sum(r["kind"] == "skipped" for r in records) == 1
     markdown = (tmp_path / "report" / "report.md").read_text()

@@ -54,33 +54,48 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     # One cheap limit, end to end; the rest are tests/test_limits.py's.
     proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--out", str(tmp_path / "results"),
                    "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box", "--limits", "launch_latency",
-                   timeout=540)
+                   # one source on the worker pool, two in this process; each is tested on its own elsewhere
+                   "--checks", "autograd,resume,ops", timeout=540)
     assert proc.returncode == 0, proc.stderr
     data = results.load(only_file(tmp_path / "results"))
     assert data["status"] == "complete" and data["machine"]["name"] == "ci box"
     assert data["peaks"] and data["peaks"][0]["flops_per_s"] > 0
     timings = [r for r in data["records"] if r["kind"] == "timing"]
     assert {r["model"] for r in timings} == {"speech_cnn"}
-    assert {"cpu", "cpu-ddp"} <= {r["setup"] for r in timings}
+    assert {r["setup"] for r in timings} == {"cpu"}
     assert [(r["limit"], r["variant"], r["unit"]) for r in data["records"] if r["kind"] == "limit"] == [
         ("launch_latency", "wall", "us")]
     assert "## Machine limits" in (tmp_path / "report" / "report.md").read_text()
     assert all(r["samples"] and r["median_s"] > 0 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
-    convergence = [r for r in data["records"] if r["kind"] == "convergence"]
-    assert [(r["model"], r["seed"], r["data"]) for r in convergence] == [("speech_cnn", s, "synthetic") for s in range(3)]
-    assert all(r["converged"] and r["quick"] for r in convergence)
-    for name in ("comparison.csv", "report.md", "report.html", "throughput.png", "convergence.png"):
+    assert data["run"]["verdict_sources"] == [f"suite.conformance.{name}:verdicts" for name in (
+        "autograd.verdicts", "parallel.resume", "ops.verdicts")]
+    assert {r["suite"] for r in data["records"] if r["kind"] == "conformance"} >= {"autograd", "ops"}
+    assert not [r for r in data["records"] if r["kind"] == "convergence"]  # full runs' (test below)
+    for name in ("comparison.csv", "report.md", "report.html", "throughput.png"):
         assert (tmp_path / "report" / name).exists()
     assert "[1/" in proc.stderr and "left)" in proc.stderr  # plain progress lines: stderr is a pipe
+    # where the time went: every step of the plan with its estimate and wall time, the slowest printed
+    steps, costs = data["run"]["steps"], data["run"]["costs_s"]
+    assert [s["kind"] for s in steps][:2] == ["calibration", "limits"] and steps[-1]["kind"] == "timing"
+    assert all(s["wall_s"] >= 0 and s["estimate_s"] >= 0 for s in steps)
+    assert sum(s["records"] for s in steps) == len(data["records"])
+    assert costs["total"] >= sum(s["wall_s"] for s in steps) + costs["report"]
+    slowest = max(steps, key=lambda s: s["wall_s"])
+    assert f"the slowest steps of {costs['total']:.0f} s" in proc.stderr and slowest["label"] in proc.stderr
 
 
 @pytest.mark.slow
 def test_the_full_quick_cpu_run_times_every_model_and_passes_every_check(tmp_path):
-    proc = run_cli("--device", "cpu", "--quick", "--out", str(tmp_path / "results"),
+    proc = run_cli("--device", "cpu", "--quick", "--convergence", "--out", str(tmp_path / "results"),
                    "--report-dir", str(tmp_path / "report"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = results.load(only_file(tmp_path / "results"))
+    convergence = [r for r in data["records"] if r["kind"] == "convergence"]
+    assert {(r["model"], r["seed"]) for r in convergence} == {(m, s) for m in ("mnist_cnn", "cifar10_lenet", "speech_cnn")
+                                                              for s in range(3)}
+    assert all(r["converged"] and r["quick"] for r in convergence)
+    assert (tmp_path / "report" / "convergence.png").exists()
     assert {r["model"] for r in data["records"] if r["kind"] == "timing"} == {"mnist_cnn", "cifar10_lenet",
                                                                               "speech_cnn"}
     verdicts = [r for r in data["records"] if r["kind"] == "conformance"]
@@ -92,13 +107,33 @@ def test_the_plan_marks_the_steps_that_run_on_the_worker_pool():
     from suite.conformance.sources import VERDICT_SOURCES
     from suite.runner import default_timing_api, plan
 
-    steps = plan(["cpu"], CASES.select(["speech_cnn"]), True, VERDICT_SOURCES, default_timing_api())
+    steps = plan(["cpu"], CASES.select(["speech_cnn"]), False, VERDICT_SOURCES, default_timing_api())
     on_pool = {(s.kind, s.context.get("source") or s.context.get("setup") or s.context.get("limit"))
                for s in steps if s.uses_worker_pool}
     assert on_pool == {("conformance", "suite.conformance.parallel.equivalence:verdicts"),
                        ("conformance", "suite.conformance.parallel.resume:verdicts"), ("limits", "collectives")}
     # DDP timings start their pools in the fresh worker processes that time them, not in the run's
     assert ("timing", "cpu-ddp") in {(s.kind, s.context.get("setup")) for s in steps}
+
+
+def test_a_quick_plan_leaves_the_pool_starts_and_the_training_runs_to_full_runs(capsys):
+    from suite.runner import make_plan
+
+    def kinds(quick, **options):
+        steps = make_plan(device_request="cpu", model_names=["speech_cnn"], quick=quick, **options)[2]
+        return {(s.kind, s.context.get("setup") or s.context.get("limit")) for s in steps}
+
+    full, quick = kinds(False, convergence=True), kinds(True)
+    left_out = {("limits", "collectives"), ("timing", "cpu-ddp"), ("timing", "cpu-compile"), ("convergence", None)}
+    assert left_out <= full and not left_out & quick and ("timing", "cpu") in quick
+    assert ("limits", "collectives") in kinds(True, limit_names=["collectives"])  # asked for by name
+    assert main(["run", "--quick", "--checks", "ops,nope", "--dry-run"]) == 2
+    assert "unknown check source 'nope'" in capsys.readouterr().err
+    # the CLI trains in full runs only, unless told otherwise
+    for args, trains in ((["--quick"], False), ([], True), (["--quick", "--convergence"], True),
+                         (["--no-convergence"], False)):
+        assert main(["run", "--device", "cpu", "--models", "speech_cnn", "--dry-run", *args]) == 0
+        assert ("convergence speech_cnn" in capsys.readouterr().out) is trains, args
 
 
 @pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"), (signal.SIGKILL, "running")],

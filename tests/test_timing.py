@@ -271,8 +271,9 @@ def test_iter_setups_reads_every_model_a_cpu_run_times_from_the_registry():
     cases = list(iter_setups(["cpu"], quick=True))
     timed = {(c.model, c.mode) for c in cases if c.kwargs["setup"] == "cpu"}
     assert timed == {(m, mode) for m in models_for("cpu") for mode in ("train", "eval")}
-    assert {c.kwargs["setup"] for c in cases} == {"cpu", "cpu-ddp"}
+    assert {c.kwargs["setup"] for c in cases} == {"cpu"}  # CPU DDP and compiled figures: full runs
     assert all(c.kwargs["quick"] for c in cases)
+    assert {c.kwargs["setup"] for c in iter_setups(["cpu"], models=["speech_cnn"])} >= {"cpu", "cpu-ddp", "cpu-compile"}
 
 
 def test_full_cpu_setups_sweep_threads_up_to_all_cores():

@@ -47,9 +47,10 @@ class TimingVariant(NamedTuple):
 CASES: Registry[TimingVariant] = Registry("variant")
 
 CASES.add(TimingVariant("cpu", {"setup": "cpu"}, (*MODES, SERVE), "cpu", sweep="threads"))
-# one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets
+# one thread per rank, so N ranks get N times what the 1-thread cpu baseline gets. Out of quick
+# runs: every timing process starts a pool of ranks that import torch, a third of a quick run's timings.
 CASES.add(TimingVariant("cpu-ddp", {"setup": "cpu-ddp", "world_size": 2, "threads": 1}, ("train",),
-                       "cpu", distributed=True, sweep="world_size", min_cores=2))
+                       "cpu", distributed=True, sweep="world_size", min_cores=2, quick=False))
 CASES.add(TimingVariant("cuda", {"setup": "cuda"}, (*MODES, SERVE), "cuda"))
 CASES.add(TimingVariant("cuda-amp_bf16", {"setup": "cuda", "dtype": "bfloat16"}, MODES, "cuda",
                        quick=False))

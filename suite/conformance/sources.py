@@ -21,6 +21,7 @@ class VerdictSource:
     verdicts: Callable[[str, bool], Iterable[dict]]  # (device, quick) -> verdict records
     estimated_s: tuple[float, float] = DEFAULT_ESTIMATE_S  # (quick, full) seconds on 2 cores, for --dry-run
     uses_worker_pool: bool = False  # the run starts the pool's fork server early for it
+    short_name: str = ""  # what `torchsuite run --checks` calls it
 
     @property
     def name(self) -> str:
@@ -28,13 +29,27 @@ class VerdictSource:
 
 
 VERDICT_SOURCES = [
-    VerdictSource(ddp_verdicts, (4.0, 8.0), uses_worker_pool=True),
-    VerdictSource(autograd_verdicts, (4.0, 40.0)),  # full: the workloads' minis add about 28 s
-    VerdictSource(function_verdicts, (1.0, 1.0)),  # fast either way: quick changes nothing
+    VerdictSource(ddp_verdicts, (4.0, 8.0), uses_worker_pool=True, short_name="parallel"),
+    VerdictSource(autograd_verdicts, (4.0, 40.0), short_name="autograd"),  # full: the workloads' minis add about 28 s
+    VerdictSource(function_verdicts, (5.0, 5.0), short_name="functions"),  # quick changes nothing
     # two batch sizes a case; inductor compiles dominate the full run (Adam under inductor 10 to 25 s),
     # and the standard workloads' minis under aot_eager add about 60 s
-    VerdictSource(compile_verdicts, (9.0, 150.0)),
-    VerdictSource(resume_verdicts, (1.0, 10.0), uses_worker_pool=True),  # DCP save and resume: 0.5 s quick in a run, 8 s full (2 and 4 ranks)
+    VerdictSource(compile_verdicts, (9.0, 150.0), short_name="compile"),
+    VerdictSource(resume_verdicts, (1.0, 10.0), uses_worker_pool=True, short_name="resume"),  # DCP save and resume: 0.5 s quick in a run, 8 s full (2 and 4 ranks)
     # OpInfo's op_db: quick, 70 ops at one sample; full, all of it: about 80 s of checks (2 cores)
-    VerdictSource(op_verdicts, (9.0, 90.0)),
+    VerdictSource(op_verdicts, (9.0, 90.0), short_name="ops"),
 ]
+
+
+def select_sources(names: list[str] | None) -> list[VerdictSource]:
+    """The sources `torchsuite run --checks` names, in the run's order (None: every one); an unknown
+    name raises UnknownCaseError listing the known ones."""
+    from suite.errors import UnknownCaseError
+
+    if names is None:
+        return list(VERDICT_SOURCES)
+    known = [source.short_name for source in VERDICT_SOURCES]
+    for name in names:
+        if name not in known:
+            raise UnknownCaseError("check source", name, known)
+    return [source for source in VERDICT_SOURCES if source.short_name in names]

@@ -67,3 +67,4 @@ def compiled_step(make_step: Callable[[], Callable[[], None]], device,
             yield step, CompileTimes(cold_s, warm_s)
     finally:
         _dynamo.reset()  # no compiled graph of this figure answers for the next one
+

@@ -100,6 +100,9 @@ def _ready_step(make_step, options: TimingOptions, device):
         yield make_step(), None
         return
     from suite.timing.compiled import compiled_step
+    from suite.vec_isa import share_vec_isa_probe
 
+    if options.compile_backend == "inductor" and device.type == "cpu":
+        share_vec_isa_probe()  # the machine's, not the model's: never part of a figure's compile time
     with compiled_step(make_step, device, options.measure_compile) as ready:
         yield ready

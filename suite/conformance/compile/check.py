@@ -307,6 +307,10 @@ def check_compile(model_fn: Callable[[], nn.Module], inputs, targets, *, loss_fn
     device = torch.device(device)
     if device.type != "cpu":
         require_device(device.type)
+    elif backend == "inductor":
+        from suite.vec_isa import share_vec_isa_probe
+
+        share_vec_isa_probe()  # its checks in parallel, once a process (and none in its children)
     batches = [(x.to(device), y.to(device)) for x, y in _batches(inputs, targets, steps, static_shapes)]
     report = CompileReport(backend_name(backend), mode, steps, batch_sizes=[len(x) for x, _ in batches],
                            compile_parts=compile_parts)
