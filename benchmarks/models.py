@@ -17,7 +17,8 @@ Absent hardware raises NotImplementedError in setup, which asv records as skippe
 Set TORCHSUITE_QUICK=1 for the core's quick settings (with `asv run --quick`), and
 TORCHSUITE_WORKLOADS to a workload set (suite.cases.models.models_for: default, article,
 standard, all) to time other models than a default `torchsuite run` times on each device, or
-TORCHSUITE_MODELS to comma-separated model names to time only those.
+TORCHSUITE_MODELS to comma-separated model names to time only those, TORCHSUITE_VARIANTS to
+comma-separated timing variants likewise.
 """
 import os
 
@@ -32,6 +33,12 @@ ONLY = [name.strip() for name in os.environ.get("TORCHSUITE_MODELS", "").split("
 # any device. asv walks every combination of the parameters, skipped ones too: the tests' quick asv
 # run took 41 s with all 17 registered models as parameters and 16 s with the 2 it times.
 MODEL_NAMES = ONLY or list(dict.fromkeys(models_for("cpu", WORKLOADS) + models_for("cuda", WORKLOADS)))
+# The variant parameter likewise: TORCHSUITE_VARIANTS=a,b (`torchsuite list --kind variant`), or every one.
+VARIANT_IDS = [name.strip() for name in os.environ.get("TORCHSUITE_VARIANTS", "").split(",") if name.strip()] or [
+    v.id for v in VARIANTS]
+for _name in VARIANT_IDS:
+    if _name not in VARIANT_BY_ID:
+        raise ValueError(f"TORCHSUITE_VARIANTS: unknown variant {_name!r}; known: {', '.join(VARIANT_BY_ID)}")
 IN_PROCESS_PEAKMEM_STEPS = 3
 MAX_ASV_SAMPLES = 100  # keeps result files small; the core's median needs no more
 _DEFAULT_OPTIONS = {"batch_size": None, "threads": None, "world_size": None, "setup": None,
@@ -61,7 +68,7 @@ def records_for_every_case():
 
     records = {}
     for model in MODEL_NAMES:
-        for variant in VARIANTS:
+        for variant in (VARIANT_BY_ID[name] for name in VARIANT_IDS):
             for mode in variant.modes:
                 if _skip_reason(model, mode, variant):
                     continue
@@ -84,7 +91,7 @@ class CoreClock:
 
 
 class Models:
-    params = (MODEL_NAMES, [*MODES, SERVE], [v.id for v in VARIANTS])
+    params = (MODEL_NAMES, [*MODES, SERVE], VARIANT_IDS)
     param_names = ["model", "mode", "variant"]
     timeout = 600
 

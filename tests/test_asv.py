@@ -56,7 +56,9 @@ def test_quick_asv_run_records_the_models_asked_for_on_cpu(tmp_path):
     config_path.write_text(json.dumps(config))
     # asv keeps its machine file in $HOME; a private one leaves the user's alone.
     # One model (what asv does for one it does for all): the default run's cost stays in hand.
-    env = {**os.environ, "HOME": str(tmp_path), "TORCHSUITE_QUICK": "1", "TORCHSUITE_MODELS": "speech_cnn"}
+    # cuda-ddp: a variant this machine may lack, which must be a skip
+    env = {**os.environ, "HOME": str(tmp_path), "TORCHSUITE_QUICK": "1", "TORCHSUITE_MODELS": "speech_cnn",
+           "TORCHSUITE_VARIANTS": "cpu,cuda-ddp"}
     machine = _asv(["machine", "--yes", "--machine", MACHINE, "--config", str(config_path)], env, tmp_path)
     assert machine.returncode == 0, machine.stderr
     run = _asv(["run", "--config", str(config_path), "-E", f"existing:{sys.executable}",

@@ -1,4 +1,6 @@
 """The check_function battery: what it passes, what it catches, and how it reports."""
+import functools
+
 import pytest
 import torch
 from torch.autograd import Function
@@ -21,6 +23,13 @@ BATTERY = ["forward", "reference_output", "gradcheck", "backward_reference", "gr
 
 
 def _report(case):
+    """Each case's report once a session: three tests read it."""
+    return _report_of(case.name)
+
+
+@functools.cache
+def _report_of(name: str):
+    case = FUNCTIONS.get(name)
     return check_function(case.function, case.inputs(), reference=case.reference,
                           backward_reference=case.backward_reference)
 

@@ -58,7 +58,7 @@ CASES.add(TimingVariant("cuda-channels_last", {"setup": "cuda", "channels_last":
                        quick=False))
 # The model under torch.compile (inductor), timed after compiling; compile times in the record.
 # Out of quick runs: on 2 cores a cold inductor compile costs 2.0 to 7.2 s a model, and every
-# timing process's first compile 14 to 21 s (inductor's imports and its CPU check; docs/compile.md).
+# timing process's first compile about 10 s more (inductor's imports; docs/compile.md).
 CASES.add(TimingVariant("cpu-compile", {"setup": "cpu-compile"}, MODES, "cpu", quick=False))
 CASES.add(TimingVariant("cuda-compile", {"setup": "cuda-compile"}, MODES, "cuda", quick=False))
 # world_size left to time_model: every GPU
