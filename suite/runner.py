@@ -278,7 +278,7 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             release_pools: Callable[[], None] = _close_pools,
             before_first_timing: Callable[[], None] | None = None) -> None:
     """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
-    timings = store.data["run"].setdefault("steps", [])
+    profile = store.data["run"].setdefault("steps", [])
     for index, step in enumerate(steps):
         if before_first_timing is not None and step.kind == "timing":
             before_first_timing()
@@ -300,7 +300,7 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
         if step.pool_key is not None and following != step.pool_key:
             release_pools()
         # Where the time went, beside what the plan expected: the run's cost profile (docs/run.md).
-        timings.append({"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
+        profile.append({"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
                         "wall_s": round(time.monotonic() - began, 3), "records": len(store.records) - count_before})
         progress.finish()
 

@@ -303,6 +303,26 @@ def test_run_verdicts_quick_are_the_quick_cases_and_carry_what_the_report_joins_
 FAST = {"quick": True, "min_run_time": 0.05, "batch_size": 8}
 
 
+def test_the_cache_copy_adds_entries_and_never_rewrites_one_a_process_may_have_loaded(tmp_path):
+    # A kernel library rewritten in place under a process that loaded it crashed that process at
+    # its next garbage collection: the run itself, after its compile checks loaded the same entry.
+    import shutil
+
+    from suite.timing.compiled import _add_if_absent
+
+    fresh, own = tmp_path / "fresh", tmp_path / "own"
+    for root, text in ((fresh, "rebuilt"), (own, "loaded")):
+        (root / "ab").mkdir(parents=True)
+        (root / "ab" / "kernel.so").write_text(text)
+    (fresh / "cd").mkdir()
+    (fresh / "cd" / "new.so").write_text("new")
+    loaded = (own / "ab" / "kernel.so").stat().st_ino
+    shutil.copytree(fresh, own, dirs_exist_ok=True, copy_function=_add_if_absent)
+    assert (own / "ab" / "kernel.so").read_text() == "loaded" and (own / "ab" / "kernel.so").stat().st_ino == loaded
+    assert (own / "cd" / "new.so").read_text() == "new"
+    assert sorted(p.name for p in own.rglob("*")) == ["ab", "cd", "kernel.so", "new.so"]  # no partial file left
+
+
 def test_a_compile_setup_is_timed_after_compiling_with_both_compile_times_recorded():
     record = time_model("speech_cnn", mode="eval", setup="cpu-compile", compile_backend="aot_eager", **FAST)
     assert (record["setup"], record["device"], record["world_size"], record["compile_backend"]) == \

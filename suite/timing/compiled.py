@@ -18,6 +18,7 @@ run paid a cold compile of every compiled figure, 40% of the run's timing.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -63,8 +64,22 @@ def compiled_step(make_step: Callable[[], Callable[[], None]], device,
             clear_caches()  # only the cache on disk answers, as it does for a new process
             step, warm_s = _first_step_s(make_step, device)
             # content-addressed entries: what the next process of the run would have compiled
-            shutil.copytree(cache_dir(), own_cache, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+            shutil.copytree(cache_dir(), own_cache, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"),
+                            copy_function=_add_if_absent)
             yield step, CompileTimes(cold_s, warm_s)
     finally:
         _dynamo.reset()  # no compiled graph of this figure answers for the next one
+
+
+def _add_if_absent(source: str, target: str) -> str:
+    """Copy a cache entry that the target cache lacks; never rewrite one it has. Another process
+    (the run itself, after its compile checks) may have that entry's kernel library loaded: a
+    library rewritten in place under it corrupts its mapped code and data, and the process died
+    of a segmentation fault at its next garbage collection (every full run, seen here). An entry
+    is named by its content, so the one present is as good; a new one appears whole (renamed)."""
+    if not os.path.exists(target):
+        partial = f"{target}.{os.getpid()}.partial"
+        shutil.copy2(source, partial)
+        os.replace(partial, target)
+    return target
 
