@@ -23,8 +23,8 @@ comma-separated timing variants likewise.
 import os
 
 from suite.cases.models import CASES as MODELS, models_for
-from suite.timing.plan import VARIANTS, VARIANT_BY_ID, modes_for, variant_applies, variant_skip_reason
-from suite.cases.variants import MODES, SERVE
+from suite.timing.plan import VARIANT_BY_ID, modes_for, variant_applies, variant_skip_reason
+from suite.cases.variants import CASES as VARIANT_CASES, MODES, SERVE
 
 QUICK = os.environ.get("TORCHSUITE_QUICK", "") not in ("", "0")
 WORKLOADS = os.environ.get("TORCHSUITE_WORKLOADS", "default")
@@ -34,11 +34,8 @@ ONLY = [name.strip() for name in os.environ.get("TORCHSUITE_MODELS", "").split("
 # run took 41 s with all 17 registered models as parameters and 16 s with the 2 it times.
 MODEL_NAMES = ONLY or list(dict.fromkeys(models_for("cpu", WORKLOADS) + models_for("cuda", WORKLOADS)))
 # The variant parameter likewise: TORCHSUITE_VARIANTS=a,b (`torchsuite list --kind variant`), or every one.
-VARIANT_IDS = [name.strip() for name in os.environ.get("TORCHSUITE_VARIANTS", "").split(",") if name.strip()] or [
-    v.id for v in VARIANTS]
-for _name in VARIANT_IDS:
-    if _name not in VARIANT_BY_ID:
-        raise ValueError(f"TORCHSUITE_VARIANTS: unknown variant {_name!r}; known: {', '.join(VARIANT_BY_ID)}")
+VARIANT_IDS = [v.id for v in VARIANT_CASES.select(
+    [name.strip() for name in os.environ.get("TORCHSUITE_VARIANTS", "").split(",") if name.strip()] or None)]
 IN_PROCESS_PEAKMEM_STEPS = 3
 MAX_ASV_SAMPLES = 100  # keeps result files small; the core's median needs no more
 _DEFAULT_OPTIONS = {"batch_size": None, "threads": None, "world_size": None, "setup": None,

@@ -165,7 +165,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
                 raise
         yield from figures.merged(figure)
 
-    probe_s = VEC_ISA_PROBE_S if any(r["kwargs"].get("setup") in COMPILE_SETUPS for r in requests) else 0.0
+    probe_s = VEC_ISA_PROBE_S if any(compiles_on_cpu(r["kwargs"]) for r in requests) else 0.0
     for round_index in range(count):
         ordered = compile_once(round_order(requests, round_index), round_index)
         this_round = _Round(api.open_worker, ordered)
@@ -280,11 +280,11 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
     """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
     profile = store.data["run"].setdefault("steps", [])
     for index, step in enumerate(steps):
+        began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
         if before_first_timing is not None and step.kind == "timing":
             before_first_timing()
             before_first_timing = None
         progress.start(step.kind, step.label)
-        began, count_before = time.monotonic(), len(store.records)
         try:
             with store.batched():
                 for record in step.produce():
@@ -342,10 +342,13 @@ def _restored_env(name: str):
             os.environ[name] = before
 
 
+def compiles_on_cpu(kwargs: dict) -> bool:
+    """Whether a timing compiles with inductor on the CPU: what its vector-ISA check is for."""
+    return kwargs.get("setup") == "cpu-compile"
+
+
 def _before_timings(steps: list[PlanStep]) -> Callable[[], None]:
     """Starts what the timings need, as early as it may start; returns what waits for it."""
-    from suite.timing.setups import COMPILE_SETUPS
-
     waits = []
     if any(step.uses_worker_pool for step in steps):
         from suite.distributed.pool import start_fork_server, wait_for_fork_server
@@ -354,7 +357,7 @@ def _before_timings(steps: list[PlanStep]) -> Callable[[], None]:
         # overlap the conformance steps, and the first timing waits until they are over.
         if start_fork_server():
             waits.append(wait_for_fork_server)
-    if any(step.kind == "timing" and step.context.get("setup") in COMPILE_SETUPS for step in steps):
+    if any(step.kind == "timing" and compiles_on_cpu(step.context) for step in steps):
         from suite.vec_isa import share_vec_isa_probe
 
         # Once here (free when a compile check already paid it), not once in every timing process.

@@ -15,29 +15,29 @@ VEC_ISA_ENV = "TORCHINDUCTOR_VEC_ISA_OK"
 
 
 def share_vec_isa_probe() -> bool:
-    """Run inductor's check here, its sets in parallel, and let child processes skip it.
+    """Run inductor's check here, before any compile is timed, and let child processes skip it.
 
-    The check's results land in inductor's own in-process cache, so this process's compiles do
-    not check again. When every set the CPU claims passed, TORCHINDUCTOR_VEC_ISA_OK=1 goes into
-    this process's environment, which children inherit: inductor then trusts the CPU's claims
-    without building (its extra AVX512-bf16 and AMX checks still run). When one failed, nothing
-    is set and each process checks for itself, as it would anyway. True when children skip it."""
-    if os.environ.get(VEC_ISA_ENV) is not None:
-        return os.environ[VEC_ISA_ENV] == "1"
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False  # one set to check there: nothing to share
-    from concurrent.futures import ThreadPoolExecutor
+    On x86 the sets are checked in parallel threads; when every set the CPU claims passed,
+    TORCHINDUCTOR_VEC_ISA_OK=1 goes into this process's environment, which children inherit:
+    inductor then trusts the CPU's claims without building (its extra AVX512-bf16 and AMX checks
+    still run). Either way this process's answer lands in inductor's own cache, so no compile
+    time measured after this includes the check. When a set fails, nothing is set and each
+    process checks for itself; when the check itself raises (no C++ compiler, say), inductor's
+    own compile will say so. True when children skip the check."""
+    try:
+        from torch._inductor import cpu_vec_isa
 
-    from torch._inductor import cpu_vec_isa
+        if os.environ.get(VEC_ISA_ENV) is None and platform.machine() in ("x86_64", "AMD64"):
+            from concurrent.futures import ThreadPoolExecutor
 
-    flags = cpu_vec_isa.x86_isa_checker()
-    claimed = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(flag in flags for flag in str(isa).split())]
-    if not claimed:
+            flags = cpu_vec_isa.x86_isa_checker()
+            claimed = [isa for isa in cpu_vec_isa.supported_vec_isa_list
+                       if all(flag in flags for flag in str(isa).split())]
+            # Each check is a compiler and an interpreter: threads overlap them (19 s to 12 s, cold, 2 cores).
+            with ThreadPoolExecutor(max(len(claimed), 1)) as pool:
+                if claimed and all(pool.map(bool, claimed)):
+                    os.environ[VEC_ISA_ENV] = "1"
+        cpu_vec_isa.valid_vec_isa_list()  # the rest of this process's check (bf16, AMX, other arches)
+    except Exception:  # noqa: BLE001 - the compile that follows raises what is wrong, in its own words
         return False
-    # Each check is a compiler and an interpreter: threads overlap them (19 s to 12 s, cold, 2 cores).
-    with ThreadPoolExecutor(len(claimed)) as pool:
-        passed = list(pool.map(bool, claimed))
-    if not all(passed):
-        return False
-    os.environ[VEC_ISA_ENV] = "1"
-    return True
+    return os.environ.get(VEC_ISA_ENV) == "1"

@@ -79,7 +79,10 @@ def _add_if_absent(source: str, target: str) -> str:
     is named by its content, so the one present is as good; a new one appears whole (renamed)."""
     if not os.path.exists(target):
         partial = f"{target}.{os.getpid()}.partial"
-        shutil.copy2(source, partial)
-        os.replace(partial, target)
+        try:
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
     return target
-
