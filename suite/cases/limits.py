@@ -47,11 +47,11 @@ KB = 1 << 10
 LIMITS = (
     LimitSpec("gemm", ("cpu", "cuda"), "n x n matmul, 2n^3 FLOP, best over the sizes", "GFLOP/s",
               sizes=(1024, 2048), quick_sizes=(1024,), variants=("float32", "bfloat16"),
-              gpu_variants=("tfloat32", "float16"), estimate_s=(2.5, 8.0)),
+              gpu_variants=("tfloat32", "float16"), estimate_s=(2.5, 12.0)),
     # STREAM's counting: copy moves 2 x 8 bytes an element, triad (a = b + s*c) 3 x 8.
     LimitSpec("memory_bandwidth", ("cpu", "cuda"),
               "float64 copy and STREAM triad over buffers of 4x the last-level cache (at least the size given)",
-              "GB/s", sizes=(256 * MB,), quick_sizes=(64 * MB,), variants=("copy", "triad"), estimate_s=(3.0, 6.0)),
+              "GB/s", sizes=(256 * MB,), quick_sizes=(64 * MB,), variants=("copy", "triad"), estimate_s=(3.0, 13.0)),
     LimitSpec("launch_latency", ("cpu", "cuda"),
               "wall time of one tiny op (x.add_(1) on one element); on GPUs also device time by CUDA events",
               "us", sizes=(1,), quick_sizes=(1,), variants=("wall",), gpu_variants=("device",), estimate_s=(1.0, 2.0)),
@@ -62,7 +62,7 @@ LIMITS = (
     LimitSpec("collectives", ("cpu", "cuda"),
               "gloo (CPU) or NCCL (GPU) collectives over 2 ranks of the worker pool; algbw and busbw as nccl-tests",
               "GB/s", sizes=(8 * KB, 1 * MB, 64 * MB), quick_sizes=(8 * KB, 4 * MB),
-              variants=("all_reduce", "all_gather", "reduce_scatter", "broadcast"), estimate_s=(8.0, 40.0),
+              variants=("all_reduce", "all_gather", "reduce_scatter", "broadcast"), estimate_s=(8.0, 48.0),
               sweep_variants=("all_reduce",), quick=False),  # its pool's start is most of its quick 8 s
 )
 
