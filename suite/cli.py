@@ -77,9 +77,13 @@ def _cmd_run(args) -> int:
     path = run_suite(device_request=args.device, model_names=models, quick=args.quick, out_dir=args.out,
                      report_dir=args.report_dir, machine_name=args.machine_name,
                      convergence=_convergence(args), limit_names=_names(args.limits),
-                     workloads=args.workloads, verdict_sources=_verdict_sources(args))
+                     workloads=args.workloads, verdict_sources=_verdict_sources(args),
+                     case_timeout_s=args.case_timeout)
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
-    return 0
+    from suite.results import load
+    from suite.runner import not_as_declared
+
+    return 1 if not_as_declared(load(path)["records"]) else 0
 
 
 def _convergence(args) -> bool:
@@ -214,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convergence", action=argparse.BooleanOptionalAction, default=None,
                    help="the time-to-accuracy runs on synthetic data (see `torchsuite converge`); default: in "
                         "full runs, not in quick ones")
+    p.add_argument("--case-timeout", type=float, default=None, metavar="S",
+                   help="seconds any one check, limit or convergence run may take before it is called hung and "
+                        "killed (default: each case's own budget; an op's is 120 s)")
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated times; run and write nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=_cmd_run)

@@ -2,7 +2,13 @@
 
 The plan is made before anything runs (so the progress bar knows its length and a bad model
 name or absent device fails before any work). Each step's records are saved as they arrive;
-a step that crashes becomes an error record, so one broken checker does not cost the run.
+a step that raises becomes an error record, so one broken checker does not cost the run.
+
+Every step that runs kernels runs outside this process: the timings in their fresh processes
+(suite.timing.processes), and the conformance checks, limits and convergence runs as tasks of one
+worker process (suite.isolation), started at the first and again only after a crash. A kernel
+that kills its process or hangs is a record (`crash`, `timeout`) naming its case, and the run goes
+on from the next case; the calibrations alone run here, before anything else.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from suite.errors import one_line
+from suite.isolation import LOST, IsolatedWorker, WorkerCrash
 from suite.progress import Progress
 from suite.results import ResultsStore
 from suite.timing.worker import PEAKS_ENV
@@ -70,10 +77,31 @@ class PlanStep:
     # share the pools; when the key changes they are closed, so that a run over many world
     # sizes never has more than one part's processes alive.
     pool_key: tuple | None = None
+    # ("module:function", JSON arguments): what `produce` calls, for the run's worker process
+    # (suite.isolation) to call instead; None: the step runs here (a test's stand-in).
+    task: tuple[str, tuple] | None = None
 
     @property
     def uses_worker_pool(self) -> bool:
         return self.pool_key is not None
+
+
+def _task(function: Callable, *args) -> tuple[str, tuple] | None:
+    """`function` as a worker's task, when it is the suite's own (a test's stand-in runs here)."""
+    if not function.__module__.startswith("suite.") or "<locals>" in function.__qualname__:
+        return None
+    return f"{function.__module__}:{function.__qualname__}", args
+
+
+def source_records(source: str, device: str, quick: bool) -> Iterable[dict]:
+    """A conformance source's records ("module:qualname" of its verdicts function): a worker's task."""
+    from suite.isolation import resolve
+    from suite.timing.settings import preserved_settings
+
+    # A check may switch TF32 off or make kernels deterministic: none of it may reach a timing.
+    with preserved_settings():
+        for verdict in resolve(source)(device, quick):
+            yield {"kind": "conformance", "device": device, **verdict}
 
 
 # --dry-run estimates
@@ -92,7 +120,6 @@ def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanSt
     def produce():
         from suite.timing.settings import preserved_settings
 
-        # A check may switch TF32 off or make kernels deterministic: none of it may reach a timing.
         with preserved_settings():
             for verdict in source.verdicts(device, quick):
                 yield {"kind": "conformance", "device": device, **verdict}
@@ -100,7 +127,9 @@ def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanSt
     return PlanStep("conformance", f"conformance {source.name} on {device}", produce,
                 {"stage": "conformance", "source": source.name, "device": device},
                 source.estimated_s[0 if quick else 1],
-                pool_key=("conformance", device) if source.uses_worker_pool else None)
+                pool_key=("conformance", device) if source.uses_worker_pool else None,
+                task=(f"{__name__}:source_records", (source.name, device, quick))
+                if _task(source.verdicts) else None)
 
 
 class _Figures:
@@ -119,18 +148,25 @@ class _Figures:
 
 
 class _Round:
-    """One fresh worker process timing every figure of a round in order, started at its first step."""
+    """One fresh worker process timing every figure of a round in order, started at its first
+    step; a worker lost to a crash or hang is replaced by a fresh one for the figures after."""
 
-    def __init__(self, open_worker: Callable, requests: list[dict]):
-        self.open_worker, self.requests, self.worker = open_worker, requests, None
+    def __init__(self, open_worker: Callable, requests: list[dict], round_index: int = 0):
+        self.open_worker, self.requests, self.round_index, self.worker = open_worker, requests, round_index, None
+        self.first = 0  # the current worker's first request
 
     def result(self, index: int) -> dict:
         if self.worker is None:
-            self.worker = self.open_worker(self.requests)
+            self.first = index
+            self.worker = self.open_worker(self.requests[index:])
         try:
-            return self.worker.result(index)
+            return self.worker.result(index - self.first)
+        except Exception:
+            if getattr(self.worker, "failure", None) is not None:  # lost: the next figure gets a fresh one
+                self.worker = None
+            raise
         finally:
-            if index == len(self.requests) - 1:
+            if index == len(self.requests) - 1 and self.worker is not None:
                 self.worker.close()
 
 
@@ -156,19 +192,22 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
     figures = _Figures()
     pool_setups = _pool_setups()
 
-    def produce(this_round: _Round, index: int, figure: str):
+    def produce(this_round: _Round, index: int, figure: str, context: dict):
         try:
             figures.records.setdefault(figure, []).append(this_round.result(index))
         except WorkerError as err:
             figures.errors.setdefault(figure, []).append(str(err))
-            if not figures.records.get(figure):
+            if err.outcome in LOST:  # every process a kernel killed is a finding, beside the others' figure
+                yield {"kind": "crash", **context, "outcome": err.outcome, "detail": str(err),
+                       "stderr_tail": err.stderr_tail, "process": this_round.round_index + 1}
+            elif not figures.records.get(figure):
                 raise
         yield from figures.merged(figure)
 
     probe_s = VEC_ISA_PROBE_S if any(compiles_on_cpu(r["kwargs"]) for r in requests) else 0.0
     for round_index in range(count):
         ordered = compile_once(round_order(requests, round_index), round_index)
-        this_round = _Round(api.open_worker, ordered)
+        this_round = _Round(api.open_worker, ordered, round_index)
         compiled_before = False  # a round is one process: its first compile pays inductor's set-up
         for index, request in enumerate(ordered):
             kwargs = request["kwargs"]
@@ -182,7 +221,7 @@ def _timing_steps(api: TimingApi, cases: list, quick: bool) -> list[PlanStep]:
             context = {"stage": "timing", "figure": request["figure"], "model": request["model"],
                        "mode": request["mode"], **kwargs}
             steps.append(PlanStep("timing", f"timing {request['figure']} (process {round_index + 1} of {count})",
-                              lambda r=this_round, i=index, f=request["figure"]: produce(r, i, f),
+                              lambda r=this_round, i=index, f=request["figure"], c=context: produce(r, i, f, c),
                               context, estimate))
     steps.append(PlanStep("timing", f"timing: each figure's interval from its {count} processes",
                       lambda: iter(figures.merged()), {"stage": "timing"}, 0.0))
@@ -209,16 +248,24 @@ def _convergence_step(device: str, spec, quick: bool) -> PlanStep:
     from suite.devices import require_device
 
     jobs = plan_runs([spec], runs=QUICK_RUNS if quick else DEFAULT_RUNS, data="synthetic")
-
-    def produce():
-        for job in jobs:
-            yield run_job(job, device=require_device(device), quick=quick)
-
-    task = spec.convergence.synthetic
+    target = spec.convergence.synthetic
     return PlanStep("convergence", f"convergence {spec.name} on {device}: {len(jobs)} seeded runs to "
-                f"{task.accuracy:g} held-out accuracy (synthetic)", produce,
+                f"{target.accuracy:g} held-out accuracy (synthetic)", lambda: convergence_records(spec.name, device, quick),
                 {"stage": "convergence", "model": spec.name, "device": device},
-                sum(job.estimate_s() for job in jobs))
+                sum(job.estimate_s() for job in jobs), task=_task(convergence_records, spec.name, device, quick))
+
+
+def convergence_records(model: str, device: str, quick: bool) -> Iterable[dict]:
+    """One model's seeded runs to its synthetic target: a worker's task, a case a seed."""
+    from suite.cases.models import CASES
+    from suite.convergence.runs import DEFAULT_RUNS, QUICK_RUNS, plan_runs, run_job
+    from suite.devices import require_device
+    from suite.isolation import case
+
+    for job in plan_runs([CASES.get(model)], runs=QUICK_RUNS if quick else DEFAULT_RUNS, data="synthetic"):
+        unfinished = {"kind": "crash", "stage": "convergence", "model": model, "device": device, "seed": job.seed}
+        if case(f"{model} seed {job.seed}", unfinished, budget_s=max(600.0, 10 * job.estimate_s())):
+            yield run_job(job, device=require_device(device), quick=quick)
 
 
 def _calibration_step(api: TimingApi, device: str, quick: bool) -> PlanStep:
@@ -239,7 +286,8 @@ def _limit_steps(api: TimingApi, device: str, quick: bool, names: list[str] | No
                      lambda s=spec: api.measure_limit(s.name, device, quick),
                      {"stage": "limits", "limit": spec.name, "device": device},
                      spec.estimate_s[0 if quick else 1] if device in spec.devices else 0.0,
-                     pool_key=("limits", device) if spec.name == "collectives" else None)
+                     pool_key=("limits", device) if spec.name == "collectives" else None,
+                     task=_task(api.measure_limit, spec.name, device, quick))
             for spec in LIMITS.select(names) if names is not None or spec.quick or not quick]
 
 
@@ -262,22 +310,32 @@ def plan(devices: list[str], models: list, quick: bool, verdict_sources: list[Ve
 
 def _error_record(step: PlanStep, err: BaseException) -> dict:
     last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
-    where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
+    where = f" at {last[0].filename}:{last[0].lineno}" if last and not getattr(err, "traceback", "") else ""
     return {"kind": "error", **step.context, "step": step.label,
             "detail": f"{one_line(err)}{where}",
-            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
+            "traceback": getattr(err, "traceback", "")  # a worker's task's own (suite.isolation.TaskError)
+            or "".join(traceback.format_exception(type(err), err, err.__traceback__))}
 
 
-def _close_pools() -> None:
+def _crash_record(step: PlanStep, crash: WorkerCrash) -> dict:
+    """A step whose worker died or hung outside any case it announced: the step is the case."""
+    return {"kind": "crash", **step.context, "step": step.label, "outcome": crash.outcome,
+            "detail": crash.detail, "stderr_tail": crash.stderr_tail}
+
+
+def _close_pools(worker: IsolatedWorker | None = None) -> None:
     from suite.distributed.pool import close_shared_pools
 
     close_shared_pools()
+    if worker is not None and worker.running:
+        worker.call("suite.distributed.pool:close_shared_pools")
 
 
 def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
-            release_pools: Callable[[], None] = _close_pools,
-            before_first_timing: Callable[[], None] | None = None) -> None:
-    """Run `steps` in order into `store`; pools are released as soon as their part of the run ends."""
+            release_pools: Callable[..., None] = _close_pools,
+            before_first_timing: Callable[[], None] | None = None, worker: IsolatedWorker | None = None) -> None:
+    """Run `steps` in order into `store`, each step with a task in `worker` when one is given;
+    pools are released as soon as their part of the run ends."""
     profile = store.data["run"].setdefault("steps", [])
     for index, step in enumerate(steps):
         began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
@@ -287,22 +345,37 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
         progress.start(step.kind, step.label)
         try:
             with store.batched():
-                for record in step.produce():
+                produced = worker.run(step.task[0], *step.task[1]) if worker and step.task else step.produce()
+                for record in produced:
                     if record.get("kind") == "peak":
                         store.add_peak(record)
                     else:
                         store.add(record)
-        except Exception as err:  # a crashing checker or timing is a finding, not the end of the run
+                    if record.get("outcome") in LOST and not record.get("passed"):
+                        what = " ".join(str(record[k]) for k in ("suite", "case", "check", "figure", "model", "seed")
+                                        if record.get(k) is not None)
+                        progress.note(f"{what or step.label}: {record.get('detail', '')}")
+        except WorkerCrash as crash:
+            store.add(_crash_record(step, crash))
+            progress.note(f"{crash.outcome} in {step.label}: {crash.detail}")
+        except Exception as err:  # a checker that raises is a finding, not the end of the run
             record = _error_record(step, err)
             store.add(record)
             progress.note(f"error in {step.label}: {record['detail']}")
         following = steps[index + 1].pool_key if index + 1 < len(steps) else None
         if step.pool_key is not None and following != step.pool_key:
-            release_pools()
+            release_pools(*([worker] if worker is not None else []))
         # Where the time went, beside what the plan expected: the run's cost profile (docs/run.md).
         profile.append({"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
                         "wall_s": round(time.monotonic() - began, 3), "records": len(store.records) - count_before})
         progress.finish()
+
+
+def not_as_declared(records: list[dict]) -> int:
+    """How many records say something was not as declared: a verdict that did not pass, a case
+    or step that crashed or hung, a step that raised. `torchsuite run` exits 1 when there is one."""
+    return sum(r.get("kind") in ("crash", "error") or (r.get("kind") == "conformance" and not r.get("passed"))
+               for r in records)
 
 
 def slowest_steps(steps: list[dict], count: int = 5) -> list[str]:
@@ -319,11 +392,13 @@ def describe_plan(steps: list[PlanStep]) -> list[dict]:
 
 def _summary(records: list[dict]) -> str:
     verdicts = [r for r in records if r.get("kind") == "conformance"]
-    failed = sum(not r.get("passed") for r in verdicts)
+    lost = sum(not r.get("passed") and r.get("outcome") in LOST for r in verdicts)
+    failed = sum(not r.get("passed") for r in verdicts) - lost
     count = lambda kind: sum(r.get("kind") == kind for r in records)  # noqa: E731
     flagged = sum(bool(set(r.get("flags") or []) - {"quick"}) for r in records if r.get("kind") == "timing")
     converged = sum(bool(r.get("converged")) for r in records if r.get("kind") == "convergence")
-    return (f"{len(verdicts) - failed} checks passed, {failed} failed, {count('error')} errors, "
+    return (f"{len(verdicts) - failed - lost} checks passed, {failed} failed, "
+            f"{lost + count('crash')} crashed or hung, {count('error')} errors, "
             f"{count('timing')} timings ({flagged} flagged), {count('limit')} limits, {count('skipped')} skipped"
             + (f", {converged}/{count('convergence')} convergence runs reached their target"
                if count("convergence") else ""))
@@ -350,7 +425,7 @@ def compiles_on_cpu(kwargs: dict) -> bool:
 def _before_timings(steps: list[PlanStep]) -> Callable[[], None]:
     """Starts what the timings need, as early as it may start; returns what waits for it."""
     waits = []
-    if any(step.uses_worker_pool for step in steps):
+    if any(step.uses_worker_pool and not step.task for step in steps):  # a pool here, not in the worker
         from suite.distributed.pool import start_fork_server, wait_for_fork_server
 
         # After the calibrations, which use every core: its seconds of importing torch
@@ -395,8 +470,11 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
               out_dir="results", report_dir="reports", machine_name: str | None = None,
               verdict_sources: list[VerdictSource] | None = None, timing: TimingApi | None = None,
               stream=None, convergence: bool = False, limit_names: list[str] | None = None,
-              workloads: str = "default") -> Path:
-    """Run everything, write the results file and this machine's report; the results file's path."""
+              workloads: str = "default", case_timeout_s: float | None = None) -> Path:
+    """Run everything, write the results file and this machine's report; the results file's path.
+
+    `case_timeout_s`: seconds any one case may take in the worker before it is called hung
+    (default: each case's own budget, suite.isolation)."""
     from suite.environment import capture
     from suite.timing.machine_state import snapshot
 
@@ -417,12 +495,13 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
     progress.note(f"writing results to {store.path}")
-    with store.recording(progress.close), _restored_env(PEAKS_ENV):
-        execute(calibrations, store, progress)
+    worker = IsolatedWorker(case_timeout_s)
+    with store.recording(progress.close), _restored_env(PEAKS_ENV), contextlib.closing(worker):
+        execute(calibrations, store, progress, worker=worker)
         # Timing workers take these calibrations, measured before anything else ran, instead of
         # measuring their own beside whatever the machine is doing by then (suite.timing.worker).
         os.environ[PEAKS_ENV] = json.dumps({"quick": quick, "peaks": store.data["peaks"]})
-        execute(rest, store, progress, before_first_timing=_before_timings(rest))
+        execute(rest, store, progress, before_first_timing=_before_timings(rest), worker=worker)
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")

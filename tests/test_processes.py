@@ -115,8 +115,9 @@ def fake_python(tmp_path, body: str) -> str:
 def test_a_worker_that_dies_is_a_one_line_error_for_what_it_had_not_answered(tmp_path):
     python = fake_python(tmp_path, "echo 'Fatal Python error: simulated' >&2; exit 3")
     worker = WorkerProcess([{"figure": "a", "kwargs": {}}], Interpreter(python=python))
-    with pytest.raises(WorkerError, match="exited with status 3 before answering: Fatal Python error: simulated"):
+    with pytest.raises(WorkerError, match="died of exit status 3 before answering: Fatal Python error: simulated") as lost:
         worker.result(0)
+    assert lost.value.outcome == "crash" and lost.value.stderr_tail == "Fatal Python error: simulated"
 
 
 def test_a_worker_that_hangs_is_killed_with_its_children(tmp_path, monkeypatch):
@@ -124,8 +125,9 @@ def test_a_worker_that_hangs_is_killed_with_its_children(tmp_path, monkeypatch):
     pid_file = tmp_path / "child.pid"
     python = fake_python(tmp_path, f"sleep 300 & echo $! > {pid_file}; wait")
     worker = WorkerProcess([{"figure": "a", "kwargs": {}}], Interpreter(python=python))
-    with pytest.raises(WorkerError, match="timed out after 1 s"):
+    with pytest.raises(WorkerError, match="timed out after 1 s") as lost:
         worker.result(0)
+    assert lost.value.outcome == "timeout"
     child = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):  # its whole process group went with it
         for _ in range(50):

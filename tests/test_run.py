@@ -270,3 +270,27 @@ def test_progress_is_plain_lines_in_a_pipe_and_a_redrawn_bar_on_a_terminal():
         progress.close("done")
     assert "\r" not in pipe.getvalue() and pipe.getvalue().splitlines()[0].startswith("[1/2] speech_cnn train")
     assert "\r\033[K[" in terminal.getvalue() and "#" in terminal.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, outcome", [("segv", "crash"), ("abort", "crash"), ("hang", "timeout")])
+def test_a_run_with_a_broken_kernel_finishes_every_step_and_names_it(tmp_path, monkeypatch, how, outcome):
+    """The op sweep meets aten::erf planted to crash or hang (tests/broken_kernels.py) in every
+    process: erf's verdicts say so, and everything after it still runs (suite.isolation)."""
+    tests = os.path.dirname(__file__)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("TORCHSUITE_IMPORT", "broken_kernels")
+    monkeypatch.setenv("BROKEN_KERNEL", f"erf:{how}")
+    proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--checks", "autograd,ops",
+                   "--limits", "launch_latency", "--case-timeout", "15", "--out", str(tmp_path / "results"),
+                   "--report-dir", str(tmp_path / "report"), timeout=540)
+    assert proc.returncode == 1, proc.stderr  # not as declared, never a signal
+    data = results.load(only_file(tmp_path / "results"))
+    assert data["status"] == "complete"
+    lost = [r for r in data["records"] if r.get("outcome") == outcome]
+    assert {(r["case"], r["check"]) for r in lost} == {
+        ("erf", f"{check} {dtype}") for check in ("forward", "backward") for dtype in ("float32", "bfloat16")}
+    assert all(r["passed"] is False for r in lost)
+    assert len([r for r in data["records"] if r.get("suite") == "ops" and r.get("case") == "exp"]) == 4
+    assert {r["mode"] for r in data["records"] if r["kind"] == "timing"} == {"train", "eval"}  # the steps after it
+    assert "erf" in (tmp_path / "report" / "report.md").read_text().split("## Crashes, hangs and out-of-memory")[1]

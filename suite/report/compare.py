@@ -16,6 +16,9 @@ quiet reruns of one plan moved 4-7% while each claimed 1%).
                 cannot see
     improved    faster by more than the threshold, and significantly (the mirror tests)
     unchanged   neither
+    regressed   also: a figure or check the baseline has whose case crashed, hung or ran out of
+                memory in NEW (suite.isolation): a kernel that kills its process is the worst
+                slowdown there is
     untrusted   a flagged figure on either side (noisy, contended, drift, few_samples,
                 throttled), fewer than 5 raw samples, or two runs whose machine ran at
                 different speeds: their canaries (the fixed matmul each torchsuite run times
@@ -113,11 +116,36 @@ def compare(baseline_path, new_path, threshold: float = 0.05) -> tuple[dict, lis
         machine_moved = f"the machine's speed differed: canary x{canaries[1] / canaries[0]:.3f}"
     labels = tables.row_label(joined)
     rows = [_row(label, r, threshold, machine_moved) for label, r in zip(labels, joined.to_dict("records"))]
+    rows += crashed_rows(base_loaded, new_loaded, {row.figure for row in rows})
     rows.sort(key=lambda row: row.ratio)
     header = {"baseline": _provenance(base_loaded, canaries[0]), "new": _provenance(new_loaded, canaries[1]),
               "threshold": threshold, "significance": SIGNIFICANCE,
               "counts": {v: sum(r.verdict == v for r in rows) for v in CHANGE_VERDICTS}}
     return header, rows
+
+
+def crashed_rows(base: sources.MachineResults, new: sources.MachineResults, compared: set[str]) -> list[Row]:
+    """A regressed row for each figure the baseline timed that NEW lost to a crash or hang (no
+    process of it finished), and for each check the baseline passed whose case crashed in NEW."""
+    from suite.isolation import LOST
+
+    rows = []
+    lost_figures = {c["figure"]: c for c in new.crashes if c.get("figure")}
+    timed_in_new = {t.get("figure") for t in new.timings}
+    for record in base.timings:
+        crash = lost_figures.get(record.get("figure"))
+        if crash is None or record["figure"] in timed_in_new or record["figure"] in compared:
+            continue
+        rows.append(Row(record["figure"], {k: record.get(k) for k in tables.KEY}, record["median_s"], math.nan,
+                        math.inf, None, None, None, None, "regressed",
+                        f"{crash.get('outcome', 'crash')} in the new run: {crash.get('detail', '')}"))
+    passed = {(v.get("suite"), v.get("case"), v.get("check"), v.get("device")) for v in base.verdicts if v.get("passed")}
+    for verdict in new.verdicts:
+        key = (verdict.get("suite"), verdict.get("case"), verdict.get("check"), verdict.get("device"))
+        if verdict.get("outcome") in LOST and not verdict.get("passed") and key in passed:
+            rows.append(Row("check " + " ".join(str(k) for k in key if k), {}, math.nan, math.nan, math.inf,
+                            None, None, None, None, "regressed", verdict.get("detail", "")))
+    return rows
 
 
 def process_medians(processes) -> list[float]:
@@ -204,9 +232,9 @@ def format_table(header: dict, rows: list[Row]) -> str:
                  f"of the samples with {ONE_PROCESS_ALLOWANCE:.0%} more margin")
     lines.append("")
     table = pd.DataFrame([{
-        "ratio": f"{r.ratio:.3f}",
+        "ratio": f"{r.ratio:.3f}" if math.isfinite(r.ratio) else "lost",
         "95% interval": f"[{r.ratio_ci_low:.3f}, {r.ratio_ci_high:.3f}]" if r.ratio_ci_low is not None else "",
-        "baseline": f"{r.baseline_median_s * 1e3:.3f} ms", "new": f"{r.new_median_s * 1e3:.3f} ms",
+        "baseline": _ms(r.baseline_median_s), "new": _ms(r.new_median_s),
         "verdict": r.verdict, "figure": r.figure, "why": r.why} for r in rows])
     lines.append(table.to_string(index=False, justify="left", formatters={
         "figure": lambda v: f"{v:<{table['figure'].str.len().max()}}",
@@ -214,6 +242,10 @@ def format_table(header: dict, rows: list[Row]) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in header["counts"].items())
     lines += ["", counts]
     return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if math.isfinite(seconds) else "n/a"
 
 
 def as_json(header: dict, rows: list[Row]) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from suite.isolation import LOST
+
 
 def environments(loaded) -> pd.DataFrame:
     columns = {}
@@ -44,8 +46,11 @@ def conformance(loaded, machines: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
     rows += [{"machine": m.machine_name, "suite": e.get("stage", "run"), "case": e.get("step", "?"),
               "check": "completed without error", "device": e.get("device", ""), "passed": False,
               "detail": e.get("detail", "")} for m in loaded for e in m.errors]
+    rows += [{"machine": m.machine_name, "suite": c.get("stage", "run"), "case": crash_subject(c),
+              "check": "completed without crashing", "device": c.get("device", ""), "passed": False,
+              "outcome": c.get("outcome", "crash"), "detail": c.get("detail", "")} for m in loaded for c in m.crashes]
     if not rows:
-        empty = pd.DataFrame(columns=["machine", "passed", "failed", "total"])
+        empty = pd.DataFrame(columns=["machine", "passed", "failed", "crashed", "total"])
         return empty, pd.DataFrame()
     frame = pd.DataFrame(rows)
     for column in ("suite", "case", "check", "device"):
@@ -53,14 +58,37 @@ def conformance(loaded, machines: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
     frame["passed"] = frame["passed"].astype(bool)
     # Two runs of one machine: the later file's verdict stands, as for timings.
     frame = frame.drop_duplicates(subset=["machine", "suite", "case", "check", "device"], keep="last")
-    summary = frame.groupby("machine")["passed"].agg(passed="sum", total="size").reindex(
+    # A case whose process died, hung or ran out of memory is counted apart from a wrong answer.
+    outcome = frame["outcome"].astype(str) if "outcome" in frame else pd.Series("", index=frame.index)
+    frame["crashed"] = ~frame["passed"] & outcome.isin(LOST)
+    summary = frame.groupby("machine").agg(passed=("passed", "sum"), crashed=("crashed", "sum"),
+                                           total=("passed", "size")).reindex(
         [m for m in machines if m in set(frame["machine"])])
-    summary["failed"] = summary["total"] - summary["passed"]
-    frame["verdict"] = np.where(frame["passed"], "pass", "FAIL")
+    summary["failed"] = summary["total"] - summary["passed"] - summary["crashed"]
+    frame["verdict"] = np.where(frame["passed"], "pass", np.where(frame["crashed"], outcome.str.upper(), "FAIL"))
     detail = frame.pivot_table(index=["suite", "case", "check", "device"], columns="machine",
                                values="verdict", aggfunc="first").reindex(columns=machines)
     detail = detail.astype(object).where(detail.notna(), "missing")  # a machine that did not run the check
-    return summary.reset_index()[["machine", "passed", "failed", "total"]], detail
+    return summary.reset_index()[["machine", "passed", "failed", "crashed", "total"]], detail
+
+
+def crash_subject(record: dict) -> str:
+    """What a crash record was running: a figure, a model's seed, a limit, or the step."""
+    if record.get("figure"):
+        return f"{record['figure']} (process {record['process']})" if record.get("process") else record["figure"]
+    if record.get("seed") is not None:
+        return f"{record.get('model')} seed {record['seed']}"
+    return record.get("limit") or record.get("step") or "?"
+
+
+def crashes(loaded) -> pd.DataFrame:
+    """Every case, figure or step whose process died, hung or ran out of memory."""
+    rows = [{"machine": m.machine_name, "what": f"{v.get('suite', '')} {v.get('case', '')} {v.get('check', '')}".strip(),
+             "outcome": v.get("outcome"), "detail": v.get("detail", "")}
+            for m in loaded for v in m.verdicts if not v.get("passed") and v.get("outcome") in LOST]
+    rows += [{"machine": m.machine_name, "what": f"{c.get('stage', '')} {crash_subject(c)}".strip(),
+              "outcome": c.get("outcome", "crash"), "detail": c.get("detail", "")} for m in loaded for c in m.crashes]
+    return pd.DataFrame(rows, columns=["machine", "what", "outcome", "detail"])
 
 
 PEAK_COLUMNS = ["machine", "device", "device_name", "dtype", "threads", "matmul_size", "GFLOP/s", "iqr_fraction",

@@ -65,6 +65,7 @@ def summary(loaded, comp: pd.DataFrame, conformance: pd.DataFrame, machines: lis
             "machine": machine,
             "checks passed": int(checks["passed"].sum()) if len(checks) else 0,
             "checks failed": int(checks["failed"].sum()) if len(checks) else 0,
+            "crashed": int(checks["crashed"].sum()) if len(checks) else 0,
             "timings": len(figures),
             "flagged timings": int((figures["marks"] != "").sum()) if len(figures) else 0,
             "geometric mean speedup": f"{np.exp(np.log(speedups).mean()):.3g} (n={len(speedups)})" if len(speedups) else "n/a",
@@ -154,8 +155,9 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
                            "the run (a --quick run times the CPU at all cores only).",
                            scaling, index=False, image="scaling.png"))
     if len(checks):
-        out.append(Section("Conformance", "Passed and failed checks per machine (crashed steps count as failed).",
-                           checks, index=False))
+        out.append(Section("Conformance", "Passed, failed and crashed checks per machine: a crashed check's "
+                           "process died, hung or ran out of memory (CRASH, TIMEOUT, OUT_OF_MEMORY below); a step "
+                           "that raised counts as failed, one whose process died as crashed.", checks, index=False))
         not_everywhere = verdicts[(verdicts != "pass").any(axis=1)] if len(verdicts) else verdicts
         out.append(Section("Checks that did not pass on every machine",
                            "" if len(not_everywhere) else "None: every check passed on every machine.",
@@ -164,6 +166,11 @@ def sections(loaded, baseline: str) -> tuple[list[Section], pd.DataFrame, pd.Dat
     flagged = comp[comp["flags"] != ""][["machine", *tables.KEY, "flags"]] if len(comp) else comp
     out.append(Section("Flags", "" if len(flagged) else "No flagged, missing or incomparable rows.",
                        flagged if len(flagged) else None, index=False))
+    lost = machine_facts.crashes(loaded)
+    if len(lost):
+        out.append(Section("Crashes, hangs and out-of-memory", "Each case whose process died (the signal or exit "
+                           "status), ran past its budget or out of memory; the run went on from the next case in a "
+                           "fresh process. The results file has each one's last lines of stderr.", lost, index=False))
     errors = [{"machine": m.machine_name, "step": e.get("step", ""), "detail": e.get("detail", "")}
               for m in loaded for e in m.errors]
     if errors:

@@ -28,6 +28,7 @@ class MachineResults:
     timings: list[dict] = field(default_factory=list)
     verdicts: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    crashes: list[dict] = field(default_factory=list)  # steps and figures whose process died or hung (suite.isolation)
     peaks: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     convergence: list[dict] = field(default_factory=list)  # time-to-accuracy runs (suite.convergence)
@@ -40,7 +41,7 @@ def _from_torchsuite(data: dict, source: str) -> MachineResults:
     loaded = MachineResults(machine["name"], machine, source, "torchsuite",
                             status=data.get("status", "complete"), peaks=list(data.get("peaks", [])))
     by_kind = {"timing": loaded.timings, "conformance": loaded.verdicts, "error": loaded.errors,
-               "skipped": loaded.skipped, "convergence": loaded.convergence, "limit": loaded.limits}
+               "crash": loaded.crashes, "skipped": loaded.skipped, "convergence": loaded.convergence, "limit": loaded.limits}
     for record in data["records"]:
         if isinstance(record, dict) and record.get("kind") in by_kind:
             by_kind[record["kind"]].append(record)

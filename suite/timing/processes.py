@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.errors import SuiteError
+from suite.isolation import exit_description, stderr_summary, stderr_tail
 from suite.timing.figure import FLAGS, above_peak
 from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, latency_percentiles, typical_log_variance
 
@@ -48,7 +49,12 @@ DISTURBED = {"contended", "drift", "throttled"}
 
 
 class WorkerError(SuiteError):
-    """A figure the worker process did not time: it raised, died or hung."""
+    """A figure the worker process did not time: it raised ("error"), died ("crash") or hung
+    ("timeout"); `stderr_tail`: the worker's last lines of stderr when it was lost."""
+
+    def __init__(self, message: str, outcome: str = "error", stderr_tail: str = ""):
+        super().__init__(message)
+        self.outcome, self.stderr_tail = outcome, stderr_tail
 
 
 def processes_for(quick: bool) -> int:
@@ -86,7 +92,7 @@ class WorkerProcess:
     def __init__(self, requests: list[dict], interpreter: Interpreter = Interpreter()):
         self.requests = requests
         self.answers: dict[int, dict] = {}
-        self.failure: str | None = None
+        self.failure: WorkerError | None = None  # how the process was lost, once it was
         self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
         env = {**os.environ, **interpreter.env}
         if interpreter.cwd:  # the code under test comes first on the path
@@ -116,7 +122,7 @@ class WorkerProcess:
             if "error" in answer:
                 raise WorkerError(answer["error"])
             return answer["record"]
-        raise WorkerError(self.failure)
+        raise self.failure
 
     def _read_one(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -124,13 +130,14 @@ class WorkerProcess:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
             while "\n" not in self._buffer:
                 if not selector.select(max(0.0, deadline - time.monotonic())):
-                    self._fail(f"the worker timed out after {timeout_s:.0f} s on one figure")
+                    self._fail(f"the worker timed out after {timeout_s:.0f} s on one figure", "timeout")
                     return
                 chunk = os.read(self.proc.stdout.fileno(), 1 << 16).decode("utf-8", "replace")
                 if not chunk:
                     self.proc.wait()
-                    self._fail(f"the worker exited with status {self.proc.returncode} "
-                               f"before answering: {self._last_stderr_line()}")
+                    self._fail(f"the worker died of {exit_description(self.proc.returncode)} "
+                               f"before answering: {stderr_summary(self._stderr_tail()) or 'nothing on stderr'}",
+                               "crash")
                     return
                 self._buffer += chunk
         line, self._buffer = self._buffer.split("\n", 1)
@@ -140,13 +147,12 @@ class WorkerProcess:
         except (ValueError, KeyError, TypeError):
             self._fail(f"the worker wrote a line that is not an answer: {line[:120]!r}")
 
-    def _last_stderr_line(self) -> str:
+    def _stderr_tail(self) -> str:
         self.stderr.seek(0)
-        lines = [line.strip() for line in self.stderr.read().splitlines() if line.strip()]
-        return lines[-1][:300] if lines else "nothing on stderr"
+        return stderr_tail(self.stderr.read())
 
-    def _fail(self, reason: str) -> None:
-        self.failure = reason
+    def _fail(self, reason: str, outcome: str = "error") -> None:
+        self.failure = WorkerError(reason, outcome, self._stderr_tail() if outcome != "error" else "")
         self.close()
 
     def close(self) -> None:

@@ -48,8 +48,14 @@ def seed_peaks() -> None:
 
 
 def main() -> int:
+    import faulthandler
+
+    from suite.isolation import import_user_modules
+
     protocol = sys.stdout
     sys.stdout = sys.stderr
+    faulthandler.enable(file=2, all_threads=False)  # a fatal signal leaves its Python stack for the crash record
+    import_user_modules()
     from suite.distributed.pool import close_shared_pools
     from suite.errors import one_line
     from suite.results import json_ready

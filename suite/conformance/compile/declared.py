@@ -9,6 +9,9 @@ import torch
 from suite.cases.expect import FAILS, NOT_COMPILED, expectation, outcome
 from suite.conformance.compile.check import RAISES, CompileReport, check_compile
 from suite.conformance.result import meets, verdict_record
+from suite.isolation import case as announce
+
+CASE_BUDGET_S = 900.0  # a cold inductor compile of a model and its optimizer takes 10 to 25 s on 2 cores
 
 
 def check_case(case, device: str = "cpu") -> CompileReport:
@@ -44,13 +47,17 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     for case in CASES:
         if (quick and not case.quick) or not case.in_run or (case.devices and torch.device(device).type not in case.devices):
             continue
+        identity = dict(model=case.model_name or None, backend=case.backend, mode=case.mode,
+                        expected=outcome(case.expect, "equivalence"))
+        # in a worker (suite.isolation), the verdict this becomes should its process die or hang
+        if not announce(case.name, verdict_record("compile", case.name, "equivalence", device=device, passed=False,
+                                                  detail="", seconds=0.0, **identity), CASE_BUDGET_S):
+            continue
         start = time.perf_counter()
         report = check_case(case, device)
         passed, detail = judge(case, report)
         yield verdict_record("compile", case.name, "equivalence", device=device, passed=passed, detail=detail,
-                             seconds=time.perf_counter() - start, model=case.model_name or None,
-                             backend=case.backend, mode=case.mode, expected=outcome(case.expect, "equivalence"),
-                             compile_passed=report.passed, compile_verdict=report.verdict,
+                             seconds=time.perf_counter() - start, **identity, compile_passed=report.passed, compile_verdict=report.verdict,
                              graph_breaks=report.graph_breaks, graphs_compiled=report.graphs_compiled,
                              recompiles=len(report.recompiles), batch_sizes=report.batch_sizes,
                              compile_s=report.compile_s)

@@ -12,11 +12,15 @@ One verdict per (op, variant, dtype, check):
 Outputs go through the sample's output_process_fn_grad first, as OpInfo's own comparisons do
 (it keeps what is well defined: the magnitudes of an SVD's vectors, not their signs).
 
-Outcomes: pass, fail, crash (the op raised), expected_failure, unexpected_pass (declared to
-fail, and did not), approximate (declared limited by its dtype's precision: the error is
-reported, not judged), skip (declared not to apply, or no autograd). `passed` means "as declared"
-(suite.conformance.result.meets): an expected failure passes, an unexpected pass does not.
-Nothing raises for a failing op: a crash is a verdict with the exception in one line.
+Outcomes: pass, fail, crash (the op raised, or in a worker killed its process: a signal, abort(),
+an exit), timeout (in a worker: past CASE_BUDGET_S), out_of_memory, expected_failure,
+unexpected_pass (declared to fail, and did not), approximate (declared limited by its dtype's
+precision: the error is reported, not judged), skip (declared not to apply, or no autograd).
+`passed` means "as declared" (suite.conformance.result.meets): an expected failure passes, an
+unexpected pass does not, and a case that killed its process never does. Nothing raises for a
+failing op: a crash is a verdict with the exception in one line. `torchsuite ops` and
+`torchsuite run` check in a worker process (suite.isolation), so that a kernel that kills its
+process is a verdict naming its op, dtype and sample, and the other ops are still judged.
 """
 from __future__ import annotations
 
@@ -35,9 +39,11 @@ from suite.cases.opinfo import CHECKS, OpCase, cases
 from suite.conformance.ops.compare import DEFAULT_TOLERANCES, Comparison, compare, tolerances
 from suite.conformance.result import meets
 from suite.errors import SuiteError, one_line
+from suite.isolation import case as announce_case, in_worker, where
 from suite.threads import torch_threads
 
-OUTCOMES = ("pass", "fail", "crash", "expected_failure", "unexpected_pass", "approximate", "skip")
+OUTCOMES = ("pass", "fail", "crash", "timeout", "out_of_memory", "expected_failure", "unexpected_pass",
+            "approximate", "skip")
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,8 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
                       tolerance=tolerance)
     worst, worst_sample, unchecked = None, "", ""
     for index, sample in enumerate(found):
+        if in_worker():  # a crash in this sample names it (suite.isolation)
+            where(sample=sample.summary())
         try:
             result = run(case, sample, device, _seed(case.name, dtype, index), rtol, atol)
         except _ReferenceRaised as error:
@@ -251,24 +259,40 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
     return _judge(case, check, dtype, expected, start, comparison=worst, sample=worst_sample, tolerance=tolerance)
 
 
-def iter_verdicts(selected: Iterable[OpCase], device: str, dtypes, checks, samples: int | None):
-    """Verdicts one at a time, on one thread, warnings silenced (the ops' deprecation notes)."""
+# Seconds one (op, dtype, check) may take in a worker before it is called hung: the slowest of
+# op_db's cases at every sample takes a few seconds on 2 cores.
+CASE_BUDGET_S = 120.0
+
+
+def iter_verdicts(selected: Iterable[OpCase], device: str, dtypes, checks, samples: int | None,
+                  pending: Callable[[OpVerdict], dict] | None = None):
+    """Verdicts one at a time, on one thread, warnings silenced (the ops' deprecation notes).
+
+    `pending`: in a worker (suite.isolation), the record a case becomes should its process die
+    or hang, from its verdict-to-be; each case is announced with it before it runs."""
     for case in selected:
         for dtype in case.dtypes(device):
             if dtype not in dtypes:
                 continue
             for check in checks:
+                if pending is not None and not announce_case(
+                        f"{case.name} {check} {dtype}", pending(_unfinished(case, check, device, dtype)), CASE_BUDGET_S):
+                    continue  # started by a worker that died: it has its verdict
                 with torch_threads(1), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     yield check_case(case, check, device, dtype, samples)
 
 
-def check_ops(ops=None, device: str = "cpu", dtypes=None, checks=CHECKS, samples: int | None = None,
-              progress: Callable[[OpVerdict], object] | None = None) -> OpsReport:
-    """Check OpInfo's ops (all of op_db when `ops` is None) on `device` in `dtypes` (default every
-    checked dtype OpInfo says the op supports there: float32, bfloat16, float16), at most
-    `samples` sample inputs each (default all). Never raises for a failing op; raises SuiteError
-    for an unknown op, dtype or check, and ImportError without expecttest and hypothesis."""
+def _unfinished(case: OpCase, check: str, device: str, dtype: torch.dtype) -> OpVerdict:
+    expected = case.expect(check, device, dtype)
+    return OpVerdict(case=case.name, op=case.op, variant=case.variant, dtype=str(dtype).replace("torch.", ""),
+                     check=check, outcome="crash", expected="passes" if expected is None else expected.outcome,
+                     passed=False)
+
+
+def validated(ops, dtypes, checks, samples: int | None) -> tuple[list[OpCase], tuple, tuple]:
+    """(cases, dtypes, checks) as check_ops takes them; SuiteError for an unknown op, dtype or
+    check, or fewer than one sample."""
     from suite.cases.opinfo import CHECKED_DTYPES
 
     selected = cases(ops)
@@ -279,6 +303,16 @@ def check_ops(ops=None, device: str = "cpu", dtypes=None, checks=CHECKS, samples
         raise SuiteError(f"unknown check {unknown[0]!r}; checks: {', '.join(CHECKS)}")
     if samples is not None and samples < 1:
         raise SuiteError(f"samples must be at least 1, got {samples}")
+    return selected, wanted, checks
+
+
+def check_ops(ops=None, device: str = "cpu", dtypes=None, checks=CHECKS, samples: int | None = None,
+              progress: Callable[[OpVerdict], object] | None = None) -> OpsReport:
+    """Check OpInfo's ops (all of op_db when `ops` is None) on `device` in `dtypes` (default every
+    checked dtype OpInfo says the op supports there: float32, bfloat16, float16), at most
+    `samples` sample inputs each (default all). Never raises for a failing op; raises SuiteError
+    for an unknown op, dtype or check, and ImportError without expecttest and hypothesis."""
+    selected, wanted, checks = validated(ops, dtypes, checks, samples)
     report = OpsReport(device)
     for verdict in iter_verdicts(selected, device, wanted, checks, samples):
         report.verdicts.append(verdict)

@@ -29,9 +29,31 @@ def record(verdict: OpVerdict, device: str) -> dict:
                           max_abs=verdict.max_abs, sample=verdict.sample, tolerance=verdict.tolerance)
 
 
+def from_record(found: dict) -> OpVerdict:
+    """The OpVerdict a record (`record`'s, or a worker's crash record made from it) stands for."""
+    fields = {name: found.get(name) for name in OpVerdict.__dataclass_fields__ if name in found}
+    return OpVerdict(**{**fields, "check": found["check"].split(" ")[0], "sample": found.get("sample") or "",
+                        "detail": found.get("detail") or "", "tolerance": found.get("tolerance") or "",
+                        "seconds": found.get("seconds") or 0.0})
+
+
+def _records(selected, device: str, dtypes, checks, samples: int | None) -> Iterator[dict]:
+    for verdict in iter_verdicts(selected, device, dtypes, checks, samples, pending=lambda v: record(v, device)):
+        yield record(verdict, device)
+
+
 def verdicts(device: str, quick: bool) -> Iterator[dict]:
     import torch
 
     dtypes = tuple(getattr(torch, d) for d in QUICK_DTYPES) if quick else CHECKED_DTYPES
-    for verdict in iter_verdicts(cases(QUICK_OPS if quick else None), device, dtypes, CHECKS, QUICK_SAMPLES if quick else None):
-        yield record(verdict, device)
+    yield from _records(cases(QUICK_OPS if quick else None), device, dtypes, CHECKS, QUICK_SAMPLES if quick else None)
+
+
+def selected(ops: list[str] | None, device: str, dtypes: list[str] | None, checks: list[str],
+             samples: int | None) -> Iterator[dict]:
+    """`torchsuite ops`'s selection as records, for a worker (suite.isolation); bad names raise
+    SuiteError before any case, as check_ops does."""
+    from suite.conformance.ops.check import validated
+
+    chosen, wanted, checks = validated(ops, dtypes, checks, samples)
+    yield from _records(chosen, device, wanted, checks, samples)
