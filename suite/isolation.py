@@ -51,8 +51,8 @@ LOST = (CRASH, TIMEOUT, OUT_OF_MEMORY)  # the outcomes of a case that did not fi
 CASE_BUDGET_S = 300.0  # a case that announces no budget of its own
 TASK_BUDGET_S = 3600.0  # a task's time outside its announced cases (one that announces none)
 STDERR_TAIL_LINES, STDERR_TAIL_CHARS = 12, 2000
-# Modules every worker (and the CLI) imports first, comma-separated: an out-of-tree backend's
-# package, or a test's planted kernel.
+# Modules every worker process (these and the timing processes) imports first, comma-separated:
+# an out-of-tree backend's package, or a test's planted kernel (tests/broken_kernels.py).
 IMPORT_ENV = "TORCHSUITE_IMPORT"
 
 
@@ -307,9 +307,13 @@ def resolve(task: str):
     return target
 
 
-def _free_device_memory() -> None:
+def free_device_memory() -> None:
+    """After an out-of-memory error: the allocator's cached blocks back to the device."""
+    import gc
+
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -351,7 +355,7 @@ def main() -> int:
 
             oom = isinstance(err, torch.OutOfMemoryError)
             if oom:
-                _free_device_memory()
+                free_device_memory()
             _send({"raised": one_line(err), "outcome": OUT_OF_MEMORY if oom else CRASH,
                    "traceback": traceback.format_exc()[-STDERR_TAIL_CHARS:]})
         else:

@@ -292,3 +292,34 @@ def main_compare(base, new) -> int:
     from suite.cli import main
 
     return main(["compare", str(base), str(new), "--out", str(Path(base).parent / "compare")])
+
+
+@pytest.mark.slow  # 11 s; the boundary's own Ctrl-C test above is in the default run
+def test_ctrl_c_while_a_run_recovers_from_a_crashed_op_leaves_an_interrupted_file_and_no_worker(tmp_path, monkeypatch):
+    from suite.conformance.sources import select_sources
+    from suite.runner import TimingApi, run_suite
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("TORCHSUITE_IMPORT", "broken_kernels")  # the worker's aten::erf kills it
+    monkeypatch.setenv("BROKEN_KERNEL", "erf:segv")
+    workers = []
+    real_start = IsolatedWorker._start
+
+    def start(self):
+        workers.append(self)
+        if self.started == 1:  # the fresh process after erf's crash: Ctrl-C arrives now
+            raise KeyboardInterrupt
+        real_start(self)
+
+    monkeypatch.setattr(IsolatedWorker, "_start", start)
+    no_timings = TimingApi(open_worker=None, calibrate=lambda device, quick: {"flops_per_s": 1.0},
+                           iter_setups=lambda devices, quick, models: [])
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(device_request="cpu", quick=True, out_dir=tmp_path / "r", report_dir=tmp_path / "report",
+                  verdict_sources=select_sources(["ops"]), timing=no_timings, limit_names=[], stream=io.StringIO())
+    data = results.load(next((tmp_path / "r").glob("*.json")))
+    assert data["status"] == "interrupted"
+    crashed = [r for r in data["records"] if r.get("outcome") == CRASH]
+    assert [(r["case"], "SIGSEGV" in r["detail"]) for r in crashed] == [("erf", True)]
+    assert len(data["records"]) > 1  # the ops before erf are kept
+    assert not workers[0].running and not (tmp_path / "report").exists()

@@ -37,6 +37,8 @@ def wrong_neg():
             if x.dtype == torch.bfloat16:
                 if kind == "raise":
                     raise RuntimeError("a bfloat16 kernel that raises on purpose")
+                if kind == "oom":
+                    raise torch.OutOfMemoryError("planted: out of memory")
                 return x * -1.0625  # wrong by 6 %: far beyond bfloat16's rounding
             return x * -1
 
@@ -152,6 +154,15 @@ def test_the_report_of_two_machines_lists_the_ops_whose_verdicts_differ(tmp_path
     assert "| abs " not in differ
     assert "## Ops (OpInfo): outcomes per device and dtype" in text
     assert "## Ops not as declared" in text
+
+
+def test_an_op_out_of_memory_is_a_verdict_of_its_own_and_the_next_op_goes_on(wrong_neg):
+    wrong_neg("oom")
+    report = check_ops(["neg", "abs"], dtypes=["bfloat16", "float32"], checks=["forward"], samples=1)
+    outcomes = {(v.case, v.dtype): v.outcome for v in report.verdicts}
+    assert outcomes == {("neg", "bfloat16"): "out_of_memory", ("neg", "float32"): "pass",
+                        ("abs", "bfloat16"): "pass", ("abs", "float32"): "pass"}
+    assert not report.passed and "OutOfMemoryError" in report.verdict("neg", "forward", "bfloat16").detail
 
 
 def test_verdict_records_are_plain_json():

@@ -39,7 +39,7 @@ from suite.cases.opinfo import CHECKS, OpCase, cases
 from suite.conformance.ops.compare import DEFAULT_TOLERANCES, Comparison, compare, tolerances
 from suite.conformance.result import meets
 from suite.errors import SuiteError, one_line
-from suite.isolation import case as announce_case, in_worker, where
+from suite.isolation import case as announce_case, free_device_memory, in_worker, where
 from suite.threads import torch_threads
 
 OUTCOMES = ("pass", "fail", "crash", "timeout", "out_of_memory", "expected_failure", "unexpected_pass",
@@ -194,7 +194,7 @@ def _backward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: f
 
 def _judge(case: OpCase, check: str, dtype: torch.dtype, expected: Expect | None, start: float, *,
            comparison: Comparison | None = None, crash: str = "", sample: str = "", tolerance: str = "",
-           skip: str = "") -> OpVerdict:
+           skip: str = "", out_of_memory: bool = False) -> OpVerdict:
     declared = "passes" if expected is None else expected.outcome
     common = dict(case=case.name, op=case.op, variant=case.variant, dtype=str(dtype).replace("torch.", ""),
                   check=check, expected=declared, sample=sample, tolerance=tolerance)
@@ -206,7 +206,7 @@ def _judge(case: OpCase, check: str, dtype: torch.dtype, expected: Expect | None
     elif expected is not None and expected.outcome == APPROXIMATE:
         outcome = "approximate"  # its error is reported, not judged
     else:
-        outcome = "crash" if crash else "fail" if failed else "pass"
+        outcome = "out_of_memory" if out_of_memory else "crash" if crash else "fail" if failed else "pass"
     what = crash or (f"error {comparison.error:.3g} x allowed, {comparison.detail}" if comparison.error
                      else "equal to float64" if comparison.max_abs == 0 else
                      f"within the tolerance ({comparison.detail})")
@@ -245,6 +245,11 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
         except _ReferenceRaised as error:
             return _judge(case, check, dtype, expected, start, crash=f"the float64 reference raised {error}",
                           sample=sample.summary(), tolerance=tolerance)
+        except torch.OutOfMemoryError as error:  # its own verdict; the next op starts with the cache freed
+            del error  # its traceback holds the sample's tensors
+            free_device_memory()
+            return _judge(case, check, dtype, expected, start, crash="raised torch.OutOfMemoryError",
+                          sample=sample.summary(), tolerance=tolerance, out_of_memory=True)
         except Exception as error:
             return _judge(case, check, dtype, expected, start, crash=f"raised {one_line(error)}",
                           sample=sample.summary(), tolerance=tolerance)
