@@ -165,6 +165,30 @@ def test_an_op_out_of_memory_is_a_verdict_of_its_own_and_the_next_op_goes_on(wro
     assert not report.passed and "OutOfMemoryError" in report.verdict("neg", "forward", "bfloat16").detail
 
 
+def test_a_kernel_that_ignores_its_inputs_strides_fails_on_the_non_contiguous_copy():
+    def exp(x):  # reads the input's memory as if it were contiguous, as a kernel with a stride bug does
+        flat = x.as_strided((x.numel(),), (1,), x.storage_offset())
+        return (torch.special.expm1(flat) + 1).reshape(x.shape)
+
+    library = torch.library.Library("aten", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            library.impl("exp", exp, "CPU")
+        report = check_ops(["exp", "neg"], dtypes=["float32"], checks=["forward"])
+    finally:
+        library._destroy()
+    bad = report.verdict("exp", "forward", "float32")
+    assert bad.outcome == "fail" and bad.sample.startswith("non-contiguous: SampleInput(") and \
+        "on the sample's non-contiguous copy" in bad.detail, bad
+    assert report.verdict("neg", "forward", "float32").outcome == "pass"
+
+
+def test_ops_whose_meaning_is_their_strides_are_checked_contiguous_only():
+    as_strided = opinfo.cases(["as_strided"])[0]  # and its partial_views variant
+    assert not as_strided.strided("cpu", torch.float32) and opinfo.cases(["exp"])[0].strided("cpu", torch.float32)
+
+
 def test_verdict_records_are_plain_json():
     verdict = check_ops(["sin"], dtypes=["float32"], checks=["forward"], samples=1).verdicts[0]
     rec = record(verdict, "cpu")

@@ -242,6 +242,17 @@ class OpCase:
                 return fails(check, why=f"OpInfo expects {_where(decorate)} to fail")
         return None
 
+    def strided(self, device: str, dtype: torch.dtype) -> bool:
+        """Whether the op is checked on non-contiguous copies of its samples too: unless OpInfo's
+        own test of them (TestCommon.test_noncontiguous_samples) is skipped or expected to fail
+        here (an op whose meaning is its input's strides: as_strided, view_as_complex; sparse
+        inputs, which have none)."""
+        device_type = torch.device(device).type
+        return not any(hasattr(decorate, "is_active") and decorate.is_active(
+            "TestCommon", "test_noncontiguous_samples", device_type, dtype, {})
+            and any(skip_reason(d) is not None or is_expected_failure(d) for d in decorate.decorators)
+            for decorate in self.info.decorators)
+
     def tolerance(self, check: str, device: str, dtype: torch.dtype) -> tuple[float, float] | None:
         """(rtol, atol) the op declares for `dtype` in the tests of `check`, the loosest if several."""
         found = []

@@ -153,13 +153,41 @@ class _ReferenceRaised(Exception):
     pass
 
 
-def _forward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float) -> Comparison:
-    actual = _call(case, _copy(sample, device, False, False), seed)
+# The layouts each sample is checked in: as OpInfo makes it, and a non-contiguous copy of the same
+# values (OpInfo's SampleInput.noncontiguous(): every tensor a strided view with NaN between its
+# elements), as real programs pass them: a kernel that ignores its input's strides reads the NaN.
+CONTIGUOUS, NONCONTIGUOUS = "contiguous", "non-contiguous"
+LAYOUTS = {CONTIGUOUS: lambda sample: sample, NONCONTIGUOUS: lambda sample: sample.noncontiguous()}
+
+
+def _layouts(case: OpCase, device: str, dtype: torch.dtype) -> dict:
+    return LAYOUTS if case.strided(device, dtype) else {CONTIGUOUS: LAYOUTS[CONTIGUOUS]}
+
+
+class _CopyRaised(Exception):
+    """The op raised on a non-contiguous copy of a sample it took as OpInfo made it."""
+
+
+def _each_layout(layouts: dict, run: Callable) -> dict:
+    """run(make) for each layout's maker, in order; what a copy raises says which copy it was."""
+    found = {}
+    for layout, make in layouts.items():
+        try:
+            found[layout] = run(make)
+        except Exception as error:
+            if layout == CONTIGUOUS or isinstance(error, torch.OutOfMemoryError):
+                raise
+            raise _CopyRaised(f"on its {layout} copy: {one_line(error)}") from error
+    return found
+
+
+def _forward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float, layouts: dict) -> dict[str, Comparison]:
+    actual = _each_layout(layouts, lambda make: _call(case, make(_copy(sample, device, False, False)), seed))
     try:
         reference = _call(case, _copy(sample, "cpu", True, False), seed)
     except Exception as error:
         raise _ReferenceRaised(one_line(error)) from error
-    return compare(actual, reference, rtol, atol)
+    return {layout: compare(out, reference, rtol, atol) for layout, out in actual.items()}
 
 
 def _outputs_and_inputs(case: OpCase, sample, seed: int) -> tuple[list, list]:
@@ -176,25 +204,28 @@ def _vjp(outputs: list, inputs: list, cotangents: list) -> list:
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
 
 
-def _backward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float) -> Comparison | str:
+def _backward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float,
+              layouts: dict) -> dict[str, Comparison] | str:
     outputs, inputs = _outputs_and_inputs(case, _copy(sample, device, False, True), seed)
     if not outputs or not inputs:
         return "no differentiable output" if inputs else "no input requires a gradient"
     generator = torch.Generator().manual_seed(seed)
-    # one cotangent, rounded to the output's dtype, so that both runs get the same values
+    # one cotangent, rounded to the output's dtype, so that every run gets the same values
     cotangents = [torch.randn(o.shape, generator=generator, dtype=torch.complex128 if o.is_complex() else torch.float64)
                   .to(o.dtype) for o in outputs]
-    grads = _vjp(outputs, inputs, cotangents)
+    grads = {CONTIGUOUS: _vjp(outputs, inputs, cotangents)}
+    grads.update(_each_layout({k: v for k, v in layouts.items() if k != CONTIGUOUS}, lambda make: _vjp(
+        *_outputs_and_inputs(case, make(_copy(sample, device, False, True)), seed), cotangents)))
     try:
         reference = _vjp(*_outputs_and_inputs(case, _copy(sample, "cpu", True, True), seed), cotangents)
     except Exception as error:
         raise _ReferenceRaised(one_line(error)) from error
-    return compare(grads, reference, rtol, atol)
+    return {layout: compare(found, reference, rtol, atol) for layout, found in grads.items()}
 
 
 def _judge(case: OpCase, check: str, dtype: torch.dtype, expected: Expect | None, start: float, *,
            comparison: Comparison | None = None, crash: str = "", sample: str = "", tolerance: str = "",
-           skip: str = "", out_of_memory: bool = False) -> OpVerdict:
+           skip: str = "", out_of_memory: bool = False, layout: str = CONTIGUOUS) -> OpVerdict:
     declared = "passes" if expected is None else expected.outcome
     common = dict(case=case.name, op=case.op, variant=case.variant, dtype=str(dtype).replace("torch.", ""),
                   check=check, expected=declared, sample=sample, tolerance=tolerance)
@@ -212,6 +243,8 @@ def _judge(case: OpCase, check: str, dtype: torch.dtype, expected: Expect | None
                      f"within the tolerance ({comparison.detail})")
     if comparison is not None and comparison.error and not failed:
         what = f"error {comparison.error:.3g} x allowed (within), {comparison.detail}"
+    if comparison is not None and comparison.error and layout != CONTIGUOUS:
+        what += f", on the sample's {layout} copy"
     why = f" [{expected.why}]" if expected is not None else ""
     return OpVerdict(**common, outcome=outcome, passed=meets(expected, failed),
                      error=None if comparison is None else comparison.error,
@@ -231,17 +264,18 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
     rtol, atol = tolerances(dtype, case.tolerance(check, device, dtype))
     tolerance = f"rtol {rtol:.3g}, atol {atol:.3g} + rtol x the output's largest magnitude"
     run = _forward if check == "forward" else _backward
+    layouts = _layouts(case, device, dtype)
     try:
         found = _samples(case, device, dtype, check == "backward", samples)
     except Exception as error:
         return _judge(case, check, dtype, expected, start, crash=f"making sample inputs raised {one_line(error)}",
                       tolerance=tolerance)
-    worst, worst_sample, unchecked = None, "", ""
+    worst, worst_sample, worst_layout, unchecked = None, "", CONTIGUOUS, ""
     for index, sample in enumerate(found):
         if in_worker():  # a crash in this sample names it (suite.isolation)
             where(sample=sample.summary())
         try:
-            result = run(case, sample, device, _seed(case.name, dtype, index), rtol, atol)
+            result = run(case, sample, device, _seed(case.name, dtype, index), rtol, atol, layouts)
         except _ReferenceRaised as error:
             return _judge(case, check, dtype, expected, start, crash=f"the float64 reference raised {error}",
                           sample=sample.summary(), tolerance=tolerance)
@@ -250,18 +284,24 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
             free_device_memory()
             return _judge(case, check, dtype, expected, start, crash="raised torch.OutOfMemoryError",
                           sample=sample.summary(), tolerance=tolerance, out_of_memory=True)
+        except _CopyRaised as error:
+            return _judge(case, check, dtype, expected, start, crash=f"raised {error}",
+                          sample=f"{NONCONTIGUOUS}: {sample.summary()}", tolerance=tolerance)
         except Exception as error:
             return _judge(case, check, dtype, expected, start, crash=f"raised {one_line(error)}",
                           sample=sample.summary(), tolerance=tolerance)
         if isinstance(result, str):
             unchecked = result
             continue
-        if worst is None or result.error > worst.error:
-            worst, worst_sample = result, sample.summary()
+        for layout, comparison in result.items():  # the contiguous one first: it names a tie
+            if worst is None or comparison.error > worst.error:
+                worst, worst_layout = comparison, layout
+                worst_sample = (f"{layout}: " if layout != CONTIGUOUS else "") + sample.summary()
     if worst is None:
         return _judge(case, check, dtype, expected, start,
                       skip=f"no sample to check ({unchecked})" if unchecked else "OpInfo gives no sample input")
-    return _judge(case, check, dtype, expected, start, comparison=worst, sample=worst_sample, tolerance=tolerance)
+    return _judge(case, check, dtype, expected, start, comparison=worst, sample=worst_sample, tolerance=tolerance,
+                  layout=worst_layout)
 
 
 # Seconds one (op, dtype, check) may take in a worker before it is called hung: the slowest of
