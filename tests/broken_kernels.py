@@ -1,10 +1,11 @@
 """A planted broken kernel for the crash-isolation tests (suite.isolation), imported by every
-torchsuite process through TORCHSUITE_IMPORT=broken_kernels (with tests/ on PYTHONPATH).
+torchsuite worker process through TORCHSUITE_IMPORT=broken_kernels (with tests/ on PYTHONPATH).
 
 BROKEN_KERNEL="erf:segv" replaces the CPU kernel of aten::erf, through torch.library, with one
 that does what a broken kernel does: segv (SIGSEGV to its own process), abort (abort()), exit
 (os._exit(3) inside the kernel), hang (sleeps for an hour), raise (a RuntimeError) or oom (a
-torch.OutOfMemoryError, as a GPU allocator raises it). Without BROKEN_KERNEL it changes nothing.
+torch.OutOfMemoryError, as a GPU allocator raises it). Without BROKEN_KERNEL it changes nothing
+(and imports no torch: tests/isolation_tasks.py uses `misbehave` alone).
 """
 from __future__ import annotations
 
@@ -12,25 +13,36 @@ import os
 import signal
 import time
 
-import torch
-
 OP, _, HOW = os.environ.get("BROKEN_KERNEL", "").partition(":")
 
 
-def _broken(*args, **kwargs):
-    if HOW == "segv":
+def misbehave(how: str, what: str = "kernel") -> None:
+    """Do what a broken kernel does (see the module's doc); "print" writes to stdout, anything
+    else returns."""
+    if how == "segv":
         os.kill(os.getpid(), signal.SIGSEGV)
-    elif HOW == "abort":
+    elif how == "abort":
         os.abort()
-    elif HOW == "exit":
+    elif how == "exit":
         os._exit(3)
-    elif HOW == "hang":
+    elif how == "hang":
         time.sleep(3600)
-    elif HOW == "oom":
-        raise torch.OutOfMemoryError(f"planted: out of memory in {OP}")
-    raise RuntimeError(f"planted: a broken {OP} kernel")
+    elif how == "raise":
+        raise RuntimeError(f"planted: a broken {what}")
+    elif how == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError(f"planted: out of memory in {what}")
+    elif how == "print":
+        print("a check that prints to stdout")  # must not reach a worker's channel
+
+
+def _broken(*args, **kwargs):
+    misbehave(HOW or "raise", f"{OP} kernel")
 
 
 if OP:
+    import torch
+
     _LIBRARY = torch.library.Library("aten", "IMPL")  # kept alive: the registration lives with it
     _LIBRARY.impl(OP, _broken, "CPU")

@@ -1,34 +1,15 @@
 """Tasks for tests/test_isolation.py's worker processes (suite.isolation): each announces its
-cases, and the case named by `bad` does what a broken kernel does. No torch: a worker starts in
-a fraction of a second."""
+cases, and the case named by `bad` does what a broken kernel does (broken_kernels.misbehave). No
+torch: a worker starts in a fraction of a second."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
+
+from broken_kernels import misbehave
 
 from suite.errors import SuiteError
 from suite.isolation import case, where
-
-
-def _misbehave(how: str) -> None:
-    if how == "segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif how == "abort":
-        os.abort()
-    elif how == "exit":
-        os._exit(3)
-    elif how == "hang":
-        time.sleep(3600)
-    elif how == "raise":
-        raise RuntimeError("planted")
-    elif how == "oom":
-        import torch
-
-        raise torch.OutOfMemoryError("planted: out of memory")
-    elif how == "print":
-        print("a check that prints to stdout")  # must not reach the channel
 
 
 def cases(names: list[str], bad: str = "", how: str = "segv"):
@@ -39,14 +20,14 @@ def cases(names: list[str], bad: str = "", how: str = "segv"):
         for sample in range(3):
             where(sample=f"sample {sample}")
             if name == bad and sample == 1:
-                _misbehave(how)
+                misbehave(how, "case")
         yield {"kind": "conformance", "case": name, "check": "c", "passed": True, "pid": os.getpid()}
 
 
 def no_cases(how: str = "segv"):
     """A task that announces no case: it is its own case."""
     yield {"kind": "conformance", "case": "first", "check": "c", "passed": True}
-    _misbehave(how)
+    misbehave(how, "case")
 
 
 def bad_input():

@@ -44,7 +44,7 @@ def test_a_case_that_dies_or_raises_is_its_record_and_the_task_goes_on(worker, h
     assert (records[0]["pid"] != records[2]["pid"]) == lost  # a fresh process only after a death
     assert worker.started == (2 if lost else 1)
     if how == "segv":  # faulthandler's report names the Python frame that was running
-        assert "Fatal Python error: Segmentation fault" in bad["detail"] and "_misbehave" in bad["stderr_tail"]
+        assert "Fatal Python error: Segmentation fault" in bad["detail"] and "in misbehave" in bad["stderr_tail"]
 
 
 def test_a_case_past_its_budget_is_killed_and_called_a_timeout():
