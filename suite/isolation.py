@@ -228,15 +228,16 @@ class IsolatedWorker:
                 elif "raised" in message:
                     if current is None:
                         raise TaskError(message["raised"], message.get("traceback", ""))
-                    yield self._case_record(current, message.get("outcome", CRASH),
-                                            f"raised {message['raised']}", message.get("traceback", ""))
+                    yield self._case_record(current, message.get("outcome", CRASH), f"raised {message['raised']}",
+                                            message.get("traceback", ""), from_stderr=False)
                     break  # the same worker goes on after the cases already started
                 elif message.get("end"):
                     return
 
     @staticmethod
-    def _case_record(case: dict, outcome: str, detail: str, tail: str) -> dict:
-        said = stderr_summary(tail)
+    def _case_record(case: dict, outcome: str, detail: str, tail: str, from_stderr: bool = True) -> dict:
+        """The case's record, lost: `tail` is the dead worker's stderr, or what the case raised."""
+        said = stderr_summary(tail) if from_stderr else ""
         return {**case["record"], "passed": False, "outcome": outcome,
                 "detail": f"{outcome.replace('_', ' ')}: {detail}" + (f"; stderr: {said}" if said else ""),
                 "stderr_tail": tail}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from suite.errors import one_line
+from suite.errors import SuiteError, one_line
 from suite.isolation import LOST, IsolatedWorker, WorkerCrash
 from suite.progress import Progress
 from suite.results import ResultsStore
@@ -96,11 +96,16 @@ def _task(function: Callable, *args) -> tuple[str, tuple] | None:
 def source_records(source: str, device: str, quick: bool) -> Iterable[dict]:
     """A conformance source's records ("module:qualname" of its verdicts function): a worker's task."""
     from suite.isolation import resolve
+
+    return _verdict_records(resolve(source), device, quick)
+
+
+def _verdict_records(verdicts: Callable, device: str, quick: bool) -> Iterable[dict]:
     from suite.timing.settings import preserved_settings
 
     # A check may switch TF32 off or make kernels deterministic: none of it may reach a timing.
     with preserved_settings():
-        for verdict in resolve(source)(device, quick):
+        for verdict in verdicts(device, quick):
             yield {"kind": "conformance", "device": device, **verdict}
 
 
@@ -117,14 +122,8 @@ INDUCTOR_START_S, VEC_ISA_PROBE_S = 8.0, 12.0
 
 
 def _conformance_step(source: VerdictSource, device: str, quick: bool) -> PlanStep:
-    def produce():
-        from suite.timing.settings import preserved_settings
-
-        with preserved_settings():
-            for verdict in source.verdicts(device, quick):
-                yield {"kind": "conformance", "device": device, **verdict}
-
-    return PlanStep("conformance", f"conformance {source.name} on {device}", produce,
+    return PlanStep("conformance", f"conformance {source.name} on {device}",
+                lambda: _verdict_records(source.verdicts, device, quick),
                 {"stage": "conformance", "source": source.name, "device": device},
                 source.estimated_s[0 if quick else 1],
                 pool_key=("conformance", device) if source.uses_worker_pool else None,
@@ -328,7 +327,10 @@ def _close_pools(worker: IsolatedWorker | None = None) -> None:
 
     close_shared_pools()
     if worker is not None and worker.running:
-        worker.call("suite.distributed.pool:close_shared_pools")
+        try:
+            worker.call("suite.distributed.pool:close_shared_pools")
+        except SuiteError:  # it died closing them: a fresh worker takes the next step, with no pool
+            worker.close()
 
 
 def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
