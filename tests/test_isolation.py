@@ -49,10 +49,8 @@ def test_a_case_that_dies_or_raises_is_its_record_and_the_task_goes_on(worker, h
 
 def test_a_case_past_its_budget_is_killed_and_called_a_timeout():
     worker = IsolatedWorker(case_budget_s=1.0)
-    try:
-        began = time.monotonic()
+    try:  # the hang sleeps an hour: pytest's own limit, not a timing here, would catch a budget ignored
         records = list(worker.run("isolation_tasks:cases", NAMES, "a", "hang"))
-        assert time.monotonic() - began < 20
     finally:
         worker.close()
     assert [(r["case"], r["outcome"] if "outcome" in r else "ok") for r in records] == [
