@@ -15,15 +15,20 @@ write_sides.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import subprocess
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 from suite.errors import SuiteError
 from suite.timing.processes import Interpreter, WorkerError, WorkerProcess, code_root, merge_figures, round_order
 
-DEFAULT_ROUNDS = 4
+DEFAULT_ROUNDS = 4  # the rounds a session starts with; it adds two at a time while a figure is open
+DEFAULT_MAX_TIME_S = 240.0  # the time a session may take to decide (--max-time)
+OPEN = ("undecided", "untrusted")  # compare's verdicts that more rounds may settle
 
 
 class Checkouts:
@@ -120,11 +125,64 @@ def figure_requests(models: list[str] | None, device: str, setups: list[str], th
     return [{"figure": c.id, "model": c.model, "mode": c.mode, "kwargs": c.kwargs} for c in cases]
 
 
-def run_ab(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int, out_dir,
-           say=lambda line: None) -> tuple[Path, Path]:
-    """Time both builds in alternating fresh processes; the two results files (base, new)."""
-    collected = time_interleaved(base, new, requests, rounds, say)
-    return write_sides(collected, {"base": base, "new": new}, out_dir)
+def run_ab(base: Interpreter, new: Interpreter, requests: list[dict], out_dir, *, rounds: int = DEFAULT_ROUNDS,
+           max_time_s: float = DEFAULT_MAX_TIME_S, threshold: float = 0.05,
+           say=lambda line: None) -> tuple[dict, list]:
+    """Time both builds in alternating fresh processes until compare decides every figure or the
+    time is up; compare's (header, rows) on the two results files written under out_dir."""
+    from suite.report import compare
+
+    sides = {"base": base, "new": new}
+
+    def judged(collected: dict) -> tuple[bool, tuple]:
+        with tempfile.TemporaryDirectory(prefix="torchsuite-ab-") as scratch:
+            header, rows = compare.compare(*write_sides(collected, sides, scratch), threshold=threshold)
+        return not [r for r in rows if r.verdict in OPEN], (header, rows)
+
+    collected, _ = time_until_decided(base, new, requests, rounds, max_time_s, judged, say)
+    header, rows = compare.compare(*write_sides(collected, sides, out_dir), threshold=threshold)
+    header["seconds"], header["rounds"] = collected["seconds"], collected["rounds"]
+    return header, rows
+
+
+def what_would_decide(header: dict, rows: list) -> list[str]:
+    """A line for each figure still open after a session, saying what would settle it."""
+    per_round = header["seconds"] / max(1, header["rounds"])
+    lines = []
+    for row in rows:
+        if row.verdict not in OPEN:
+            continue
+        if row.processes_to_decide:
+            rounds = max(row.processes_to_decide, header["rounds"] + 2)
+            advice = (f"about {row.processes_to_decide} rounds would decide it at the spread seen: "
+                      f"--max-time {math.ceil(rounds * per_round / 10) * 10:.0f} (about {per_round:.0f} s a round)")
+        elif row.verdict == "untrusted":
+            advice = "more rounds on a quieter machine (fewer disturbances of one side only)"
+        else:
+            advice = "its change is the threshold itself: a smaller or larger --threshold decides it"
+        lines.append(f"{row.figure}: {row.verdict} after {header['rounds']} rounds ({row.why}); {advice}")
+    return lines
+
+
+def time_until_decided(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int, max_time_s: float,
+                       judged, say=lambda line: None, collected: dict | None = None) -> tuple[dict, object]:
+    """`rounds` interleaved rounds, then two more at a time (an A B and a B A) while
+    `judged(collected)` -> (settled, judgement) says something is still open and another two rounds
+    fit in `max_time_s` at the pace so far. (collected, the last judgement); collected["seconds"]
+    is the time its rounds took in all."""
+    started = time.monotonic()
+    spent_before = (collected or {}).get("seconds", 0.0)
+    collected = time_interleaved(base, new, requests, rounds, say, collected)
+    done = rounds
+    while True:
+        collected["seconds"] = spent_before + time.monotonic() - started
+        settled, judgement = judged(collected)
+        elapsed = time.monotonic() - started
+        if settled or elapsed + 2 * elapsed / done > max_time_s:
+            return collected, judgement
+        say(f"not decided after {collected['rounds']} rounds ({elapsed:.0f} s of {max_time_s:.0f}): two more")
+        collected = time_interleaved(base, new, requests, 2, say, collected)
+        done += 2
 
 
 def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int,
@@ -135,7 +193,8 @@ def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], 
     if rounds < 2:
         raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {rounds}")
     sides = {"base": base, "new": new}
-    collected = collected or {"rounds": 0, **{side: {r["figure"]: [] for r in requests} for side in sides}}
+    collected = collected or {"rounds": 0, "session": uuid.uuid4().hex,
+                              **{side: {r["figure"]: [] for r in requests} for side in sides}}
     done = collected["rounds"]
     for round_index in range(done, done + rounds):
         order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
@@ -144,7 +203,8 @@ def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], 
             try:
                 for index, request in enumerate(worker.requests):
                     try:
-                        collected[side][request["figure"]].append(worker.result(index))
+                        record = {**worker.result(index), "round": round_index}  # pairs it with the other side's
+                        collected[side][request["figure"]].append(record)
                     except WorkerError as err:
                         say(f"{side} round {round_index + 1}: {request['figure']}: {err}")
             finally:
@@ -155,7 +215,9 @@ def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], 
 
 
 def write_sides(collected: dict, sides: dict[str, Interpreter], out_dir) -> tuple[Path, Path]:
-    """Each side's figures merged across its processes, as a results file under out_dir/<side>/."""
+    """Each side's figures merged across its processes, as a results file under out_dir/<side>/
+    (replacing the one an earlier call wrote there for the same session)."""
+    written = collected.setdefault("files", {})
     from suite.environment import capture
     from suite.results import ResultsStore
 
@@ -164,14 +226,21 @@ def write_sides(collected: dict, sides: dict[str, Interpreter], out_dir) -> tupl
         merged = merge_figures(collected[side])
         if not merged:
             raise SuiteError(f"{side} ({interpreter.label}) timed no figure; see the lines above")
-        machine = capture(f"ab-{side}")
+        if "machine" not in collected:  # once a session: a session judged as it goes writes its sides often
+            collected["machine"] = capture("ab")
         first = next(iter(merged.values()))
-        machine.update(torch=first.get("torch"), suite_commit=interpreter.label)
+        machine = {**collected["machine"], "name": f"ab-{side}", "torch": first.get("torch"),
+                   "suite_commit": interpreter.label}
         store = ResultsStore(Path(out_dir) / side, machine, run={"ab": side, "build": interpreter.label,
                                                                   "python": interpreter.python,
-                                                                  "rounds": collected["rounds"]})
+                                                                  "rounds": collected["rounds"],
+                                                                  "session": collected.get("session")})
         for figure, record in merged.items():
             store.add({**record, "figure": figure})
         store.finish("complete")
         paths.append(store.path)
+        earlier = Path(written.get(side, store.path))  # a session judged as it goes writes its sides again
+        if earlier != store.path and earlier.parent == store.path.parent:
+            earlier.unlink(missing_ok=True)
+        written[side] = str(store.path)
     return paths[0], paths[1]

@@ -12,6 +12,11 @@ import sys
 from suite.errors import SuiteError
 
 EXIT_USER_ERROR = 2
+# ab and bisect time at one torch thread unless told otherwise: on a VM whose second vCPU comes and
+# goes, one-thread figures move far less between processes (docs/compare.md).
+AB_THREADS = 1
+THREADS_HELP = ("torch threads per process (default 1: figures that hold still on shared machines; 0: every core, "
+                "to gate multi-threaded code too)")
 
 
 def _cmd_list(args) -> int:
@@ -153,6 +158,13 @@ def _cmd_compare(args) -> int:
     return compare.exit_status(rows)
 
 
+def _threads(args) -> int | None:
+    """ab's and bisect's --threads: None for every core (0)."""
+    if args.threads < 0:
+        raise SuiteError(f"--threads must be 0 (every core) or more, got {args.threads}")
+    return args.threads or None
+
+
 def _cmd_ab(args) -> int:
     import contextlib
 
@@ -167,16 +179,22 @@ def _cmd_ab(args) -> int:
         raise SuiteError("give two git refs (BASE NEW) or --base-python and --new-python")
     if not args.threshold > 0:
         raise SuiteError(f"--threshold must be positive, got {args.threshold}")
+    if not args.max_time > 0:
+        raise SuiteError(f"--max-time must be positive, got {args.max_time}")
+    if args.rounds < 2:
+        raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {args.rounds}")
     models = args.models.split(",") if args.models else None
-    requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","), args.threads)
+    requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","), _threads(args))
     say = lambda line: print(f"torchsuite ab: {line}", file=sys.stderr, flush=True)  # noqa: E731
     builds = (contextlib.nullcontext(ab.builds_from_pythons(args.base_python, args.new_python))
               if args.base_python else ab.builds_from_refs(args.base, args.new, args.repo))
     with builds as (base, new):
-        base_path, new_path = ab.run_ab(base, new, requests, args.rounds or ab.DEFAULT_ROUNDS, args.out, say)
-    header, rows = compare.compare(base_path, new_path, threshold=args.threshold)
+        header, rows = ab.run_ab(base, new, requests, args.out, rounds=args.rounds, max_time_s=args.max_time,
+                                 threshold=args.threshold, say=say)
     compare.write_outputs(args.out, header, rows)
     print(compare.dumps(header, rows) if args.json else compare.format_table(header, rows))
+    for line in ab.what_would_decide(header, rows):
+        say(line)
     return compare.exit_status(rows)
 
 
@@ -185,8 +203,8 @@ def _cmd_bisect(args) -> int:
 
     say = lambda line: print(f"torchsuite bisect: {line}", file=sys.stderr, flush=True)  # noqa: E731
     report = command.bisect(good=args.good, bad=args.bad, figure=args.figure, check=args.check,
-                            pythons=args.pythons, repo=args.repo, device=args.device, threads=args.threads,
-                            rounds=args.rounds, threshold=args.threshold, out=args.out, say=say)
+                            pythons=args.pythons, repo=args.repo, device=args.device, threads=_threads(args),
+                            rounds=args.rounds, max_time_s=args.max_time, threshold=args.threshold, out=args.out, say=say)
     command.write_report(report, args.out)
     print(command.dumps(report) if args.json else command.format_text(report))
     return command.exit_status(report)
@@ -264,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="comma-separated model names (default every registered model)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--setups", default=None, help="comma-separated timing setups (default cpu; cuda on --device cuda)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default all cores; 1 steadies a VM's figures)")
-    p.add_argument("--rounds", type=int, default=None, help="fresh processes per build (default 4)")
+    p.add_argument("--threads", type=int, default=AB_THREADS, help=THREADS_HELP)
+    p.add_argument("--rounds", type=int, default=4, help="rounds of one fresh process per build to start with; more "
+                   "follow, two at a time, while a figure is undecided (default 4)")
+    p.add_argument("--max-time", type=float, default=240.0, metavar="S",
+                   help="seconds the session may take to decide every figure (default 240)")
     p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", default="results/ab", help="both builds' results files, compare.json and compare.txt (default results/ab/)")
@@ -283,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pythons", nargs="+", default=None, metavar="PYTHON",
                    help="instead of refs: Python environments (venv directories or interpreters) in order, good first, bad last")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default all cores; 1 steadies a VM's figures)")
-    p.add_argument("--rounds", type=int, default=4, help="fresh processes per side in each A/B session (default 4)")
+    p.add_argument("--threads", type=int, default=AB_THREADS, help=THREADS_HELP)
+    p.add_argument("--rounds", type=int, default=4, help="rounds each A/B session starts with (default 4)")
+    p.add_argument("--max-time", type=float, default=240.0, metavar="S",
+                   help="seconds each A/B session may take to decide (default 240)")
     p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", default="results/bisect", help="bisect.json and each A/B session's files (default results/bisect/)")

@@ -234,7 +234,7 @@ def generated_sessions(monkeypatch):
                 sys.path.remove(base.cwd)
                 sys.modules.pop("pkg.bench", None), sys.modules.pop("pkg", None)
         unit = template["median_s"] / work(base)
-        collected = collected or {"rounds": 0, "base": {figure: []}, "new": {figure: []}}
+        collected = collected or {"rounds": 0, "session": f"generated-{rng.random()}", "base": {figure: []}, "new": {figure: []}}
         for _ in range(rounds):
             moment = math.exp(rng.gauss(0, 0.08))
             for side, interpreter in (("base", base), ("new", new)):
@@ -242,7 +242,7 @@ def generated_sessions(monkeypatch):
                 collected[side][figure].append({
                     **template, "median_s": median, "iqr_s": median * 0.01, "flags": ["quick"],  # not the template's
                     "samples": [median * math.exp(rng.gauss(0, 0.01)) for _ in range(6)],
-                    "canary_before_s": 0.004 * moment, "canary_after_s": 0.004 * moment})
+                    "canary_before_s": 0.004 * moment, "canary_after_s": 0.004 * moment, "round": collected["rounds"]})
             collected["rounds"] += 1
         return collected
 

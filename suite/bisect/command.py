@@ -1,7 +1,8 @@
 """`torchsuite bisect`: the ends first, then the steps, then one report (text or JSON) and its exit status.
 
 Exit status: 0 when one first bad item was found; 1 when there is no single culprit (the ends
-show no regression, or items that could not be judged leave a range); 2 on bad input (an
+show no regression, or could not be decided in the time allowed, or items that could not be
+judged leave a range); 2 on bad input (an
 unknown ref, a bad selector, a check absent at an end), one line on stderr.
 """
 from __future__ import annotations
@@ -15,12 +16,12 @@ from suite import ab
 from suite.bisect import search
 from suite.bisect.builds import CommitBuilds, PythonBuilds
 from suite.bisect.check import CheckJudge
-from suite.bisect.speed import SpeedJudge
+from suite.bisect.speed import UNDECIDED, SpeedJudge
 from suite.errors import SuiteError
 from suite.results import json_ready, write_json_atomically
 from suite.target import parse_target
 
-FOUND, RANGE, NO_REGRESSION = "found", "range", "no_regression"
+FOUND, RANGE, NO_REGRESSION, GAVE_UP = "found", "range", "no_regression", "undecided"
 MODES = ("train", "eval")
 
 
@@ -81,7 +82,8 @@ def make_builds(good: str | None, bad: str | None, pythons: list[str] | None, re
 
 
 def bisect(*, good=None, bad=None, figure=None, check=None, pythons=None, repo=None, device="cpu",
-           threads=None, rounds=ab.DEFAULT_ROUNDS, threshold=0.05, out="results/bisect",
+           threads=None, rounds=ab.DEFAULT_ROUNDS, max_time_s=ab.DEFAULT_MAX_TIME_S, threshold=0.05,
+           out="results/bisect",
            say=lambda line: None) -> dict:
     """The bisect's report (see format_text); raises SuiteError on bad input."""
     if (figure is None) == (check is None):
@@ -91,7 +93,7 @@ def bisect(*, good=None, bad=None, figure=None, check=None, pythons=None, repo=N
     started = time.monotonic()
     with make_builds(good, bad, pythons, repo) as builds:
         if requests:
-            judge = SpeedJudge(builds, requests, rounds, threshold, out, say)
+            judge = SpeedJudge(builds, requests, rounds, threshold, out, say, max_time_s)
         else:
             judge = CheckJudge(builds, selector, device, say)
         items = builds.items
@@ -112,7 +114,10 @@ def bisect(*, good=None, bad=None, figure=None, check=None, pythons=None, repo=N
 
         outcome = search.bisect(len(items), judge_step) if regressed else None
         used = len(builds.used)
-    if outcome is None:
+    if outcome is None and requests and end_runs[-1].verdict == UNDECIDED:
+        status, reason = GAVE_UP, (f"whether the bad end is slower than the good end could not be decided in "
+                                   f"--max-time {max_time_s:.0f} s: {end_runs[-1].reason}")
+    elif outcome is None:
         status, reason = NO_REGRESSION, _no_regression_reason(end_runs, requests is not None)
     elif outcome.found:
         status, reason = FOUND, ""
@@ -143,8 +148,6 @@ def bisect(*, good=None, bad=None, figure=None, check=None, pythons=None, repo=N
 
 def _no_regression_reason(end_runs, speed: bool) -> str:
     last = end_runs[-1]
-    if speed and last.verdict == "undecided":
-        return f"a regression from the good end to the bad one could not be confirmed ({last.reason})"
     if speed:
         return f"the bad end is not slower than the good end beyond the threshold ({last.compare_verdict}: {last.reason})"
     where = "good end" if last.name.startswith("good") else "bad end"
@@ -203,6 +206,8 @@ def format_text(report: dict) -> str:
     elif result["status"] == RANGE:
         lines.append(f"no single culprit: the first bad {report['items_kind']} is one of "
                      + ", ".join(c["label"] for c in result["candidates"]) + f" ({result['reason']})")
+    elif result["status"] == GAVE_UP:
+        lines.append(f"gave up: {result['reason']}")
     else:
         lines.append(f"no regression to bisect: {result['reason']}")
     if result["skipped"]:

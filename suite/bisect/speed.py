@@ -1,23 +1,24 @@
 """Judging an item by its speed: an interleaved A/B against the good end, `torchsuite ab`'s rule.
 
-Each session times the good end and the item in alternating fresh processes (suite.ab), writes
-both sides as results files and takes `torchsuite compare`'s row of the figure. The item is
+Each item gets one session: it times the good end and the item in alternating fresh processes
+(suite.ab), writes both sides as results files and takes `torchsuite compare`'s row of the
+figure, judged on the session's rounds, each the two sides' processes back to back. The item is
 
     bad        when compare calls it `regressed` against the good end (slower beyond the
-               threshold, p < 0.01 between processes);
-    good       when it is `unchanged` or `improved`, no slower than the threshold, and the
-               upper end of its ratio's 95% interval is below the bad end's ratio: not merely
-               no evidence of the regression, but evidence that it is absent;
-    undecided  otherwise: `untrusted` (a flagged figure, the machine's speed moved), or within
-               noise (slower beyond the threshold without significance, or an interval that
-               still reaches the bad end's ratio).
+               threshold, p < 0.01);
+    good       when it is no slower than the threshold and the upper end of its ratio's 95%
+               interval is below the bad end's ratio: not merely no evidence of the regression,
+               but evidence that it is absent;
+    undecided  otherwise: slower beyond the threshold without significance, an interval that
+               still reaches the bad end's ratio, or `untrusted` (too few rounds where a
+               disturbance hit both sides alike).
 
-An undecided item is measured again, then skipped if still undecided. Within noise, the second
-session's rounds are pooled with the first's (the rounds go on alternating) and judged on all
-its processes: more processes, more power. Untrusted, the second session starts afresh: a
-flagged process would flag the pooled figure too (suite.timing.processes).
-The ends are judged first, the same way: without a regression from good to bad there is nothing
-to find, and no culprit is named.
+While an item is undecided, the session goes on, two rounds at a time, until it decides or
+`--max-time` is spent (suite.ab.time_until_decided); still undecided, the item is skipped. The
+ends are judged first, the same way, except that the good end's verdict needs compare's
+`unchanged` (its interval rules a change beyond the threshold out): without a regression from
+good to bad there is nothing to find, and no culprit is named; undecided, bisect gives up and
+says what would decide.
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ from suite.errors import SuiteError
 from suite.report import compare
 
 UNDECIDED = "undecided"
-SESSIONS_PER_ITEM = 2  # the first, and one more when the first cannot decide
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,14 @@ def decide(row: compare.Row, threshold: float, bad_ratio: float | None) -> tuple
         return BAD, row.why
     if row.verdict == "untrusted":
         return UNDECIDED, row.why
+    if bad_ratio is None:  # the ends: no regression only where compare rules one out
+        return (GOOD, row.why) if row.verdict in ("unchanged", "improved") else (UNDECIDED, row.why)
     if row.ratio > 1 + threshold:
         return UNDECIDED, f"within noise: {row.ratio - 1:+.1%} but not significant (p = {_p(row)})"
-    if bad_ratio is not None and (row.ratio_ci_high is None or row.ratio_ci_high >= bad_ratio):
+    if row.ratio_ci_high is None or row.ratio_ci_high >= bad_ratio:
         return UNDECIDED, (f"within noise: its interval reaches {_high(row)}, the bad end's ratio is "
                            f"{bad_ratio:.3f}")
-    return GOOD, f"{row.ratio - 1:+.1%}, its interval below {bad_ratio:.3f}" if bad_ratio else f"{row.ratio - 1:+.1%}"
+    return GOOD, f"{row.ratio - 1:+.1%}, its interval below {bad_ratio:.3f}"
 
 
 def _p(row: compare.Row) -> str:
@@ -81,35 +83,36 @@ def _high(row: compare.Row) -> str:
 class SpeedJudge:
     """A/B sessions of items against the good end (index 0) for one figure."""
 
-    def __init__(self, builds, requests: list[dict], rounds: int, threshold: float, out_dir, say):
+    def __init__(self, builds, requests: list[dict], rounds: int, threshold: float, out_dir, say,
+                 max_time_s: float = ab.DEFAULT_MAX_TIME_S):
         if rounds < 2:
             raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {rounds}")
         if not threshold > 0:
             raise SuiteError(f"--threshold must be positive, got {threshold}")
+        if not max_time_s > 0:
+            raise SuiteError(f"--max-time must be positive, got {max_time_s}")
         self.builds, self.requests, self.rounds, self.threshold = builds, requests, rounds, threshold
-        self.out_dir, self.say = Path(out_dir), say
+        self.out_dir, self.say, self.max_time_s = Path(out_dir), say, max_time_s
         self.bad_ratio: float | None = None
         self.sessions_run = 0
         self.processes_run = 0
 
     def measure(self, index: int, name: str) -> list[Session]:
-        """Sessions of item `index` against the good end until one decides, at most SESSIONS_PER_ITEM."""
+        """One session of item `index` against the good end, going on until it decides or its time is up."""
         good, item = self.builds.interpreter(0), self.builds.interpreter(index)
-        collected, sessions = None, []
-        for attempt in range(1, SESSIONS_PER_ITEM + 1):
-            started = time.monotonic()
-            collected = ab.time_interleaved(good, item, self.requests, self.rounds, self.say, collected)
-            self.sessions_run += 1
-            self.processes_run += 2 * self.rounds
-            session_name = name if attempt == 1 else f"{name}-again"
-            sessions.append(self._judge_session(session_name, collected, good, item, time.monotonic() - started))
-            verdict, reason = sessions[-1].verdict, sessions[-1].reason
-            if verdict != UNDECIDED:
-                break
-            if sessions[-1].compare_verdict in ("untrusted", ""):
-                collected = None  # a fresh session: the flagged processes would flag a pooled figure
-            self.say(f"{name}: undecided ({reason}); measuring again")
-        return sessions
+        started = time.monotonic()
+
+        def judged(collected: dict) -> tuple[bool, Session]:
+            session = self._judge_session(name, collected, good, item, time.monotonic() - started)
+            return session.verdict != UNDECIDED or session.ratio is None, session
+
+        collected, session = ab.time_until_decided(good, item, self.requests, self.rounds, self.max_time_s,
+                                                   judged, self.say)
+        self.sessions_run += 1
+        self.processes_run += 2 * collected["rounds"]
+        if session.verdict == UNDECIDED:
+            self.say(f"{name}: undecided after {collected['rounds']} rounds ({session.reason})")
+        return [session]
 
     def _judge_session(self, name: str, collected: dict, good, item, seconds: float) -> Session:
         (figure,) = collected["base"]

@@ -42,6 +42,8 @@ import pandas as pd
 from suite.errors import SuiteError
 from suite.report import sources, tables
 from suite.results import json_ready, write_json_atomically
+from suite.timing.processes import DISTURBED
+from suite.timing.stats import LogRatio, paired_log_ratio
 
 SIGNIFICANCE = 0.01
 # Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
@@ -72,6 +74,7 @@ class Row:
     p_faster: float | None
     verdict: str
     why: str
+    processes_to_decide: int | None = None  # undecided: processes a side that would decide, at the spread seen
 
 
 def _one_side(path) -> tuple[sources.MachineResults, pd.DataFrame]:
@@ -90,6 +93,12 @@ def canary_s(loaded: sources.MachineResults) -> float | None:
     values = [t.get(k) for t in loaded.timings for k in ("canary_before_s", "canary_after_s")]
     values = [v for v in values if isinstance(v, (int, float)) and v > 0]
     return statistics.median(values) if values else None
+
+
+def interleaved(base: sources.MachineResults, new: sources.MachineResults) -> bool:
+    """Whether the two files are the sides of one interleaved session (torchsuite ab, bisect)."""
+    session = base.run.get("session")
+    return bool(session) and session == new.run.get("session")
 
 
 def _p_values(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:
@@ -115,7 +124,8 @@ def compare(baseline_path, new_path, threshold: float = 0.05) -> tuple[dict, lis
     if all(canaries) and abs(canaries[1] / canaries[0] - 1) > threshold:
         machine_moved = f"the machine's speed differed: canary x{canaries[1] / canaries[0]:.3f}"
     labels = tables.row_label(joined)
-    rows = [_row(label, r, threshold, machine_moved) for label, r in zip(labels, joined.to_dict("records"))]
+    paired = interleaved(base_loaded, new_loaded)
+    rows = [_row(label, r, threshold, machine_moved, paired) for label, r in zip(labels, joined.to_dict("records"))]
     rows += crashed_rows(base_loaded, new_loaded, {row.figure for row in rows})
     rows.sort(key=lambda row: row.ratio)
     header = {"baseline": _provenance(base_loaded, canaries[0]), "new": _provenance(new_loaded, canaries[1]),
@@ -155,60 +165,132 @@ def process_medians(processes) -> list[float]:
     return [p["median_s"] for p in processes if isinstance(p, dict) and (p.get("median_s") or 0) > 0]
 
 
-def between_process_test(r: dict) -> tuple[float, float, float, float] | None:
-    """(p_slower, p_faster, ratio interval low, high) from both sides' process medians, or None
-    when a side has fewer than two processes or no spread."""
-    from suite.timing.stats import t_quantile
-    from scipy.stats import t
-
+def between_process_estimate(r: dict) -> LogRatio | None:
+    """log(new / base) from both sides' process medians, each side with its own between-process
+    spread (process_log_sd); None when a side has fewer than two processes or no spread."""
     sides = []
     for side in ("base", "new"):
         medians, log_sd = process_medians(r[f"processes_{side}"]), r[f"process_log_sd_{side}"]
         if len(medians) < 2 or not isinstance(log_sd, (int, float)) or math.isnan(log_sd):
             return None
         # each side's own degrees of freedom: its figures share the machine's moments (suite.timing.processes)
-        sides.append((statistics.fmean(math.log(m) for m in medians), log_sd ** 2 / len(medians), len(medians) - 1))
-    (mean_base, var_base, df_base), (mean_new, var_new, df_new) = sides
-    difference, standard_error, df = mean_new - mean_base, math.sqrt(var_base + var_new), df_base + df_new
+        sides.append((statistics.fmean(math.log(m) for m in medians), log_sd ** 2 / len(medians), len(medians)))
+    (mean_base, var_base, n_base), (mean_new, var_new, n_new) = sides
+    standard_error = math.sqrt(var_base + var_new)
     if standard_error == 0:
         return None
-    statistic = difference / standard_error
-    half = t_quantile(0.975, df) * standard_error
-    return (float(t.sf(statistic, df)), float(t.cdf(statistic, df)),
-            math.exp(difference - half), math.exp(difference + half))
+    return LogRatio(mean_new - mean_base, standard_error, n_base + n_new - 2, min(n_base, n_new))
 
 
-def _row(label: str, r: dict, threshold: float, machine_moved: str | None) -> Row:
-    base_samples = tables.as_samples(r["samples_base"])
-    new_samples = tables.as_samples(r["samples_new"])
+def paired_rounds(r: dict, threshold: float) -> tuple[list[float], list[int], bool]:
+    """An interleaved session's rounds: each round's log(new / base) of its two processes; the
+    rounds left out because a disturbance (contended, drift, throttled) hit one side's process and
+    not the other's (a disturbance that hit both hit them alike: the round stays); and whether the
+    processes were taken against their canaries.
+
+    Each process's median is taken against its own canary (the geometric mean of the canary times
+    around it): a process that a busy neighbour slowed all along, canaries included, is scaled
+    back. Unless the builds move the canary themselves (a torch whose matmul got slower): when the
+    rounds' canary ratios have a median beyond half the threshold, the raw medians are judged."""
+    def by_round(processes) -> dict:
+        return {p["round"]: p for p in processes or () if isinstance(p, dict) and isinstance(p.get("round"), int)
+                and (p.get("median_s") or 0) > 0}
+
+    def canary(p: dict) -> float | None:
+        times = [p.get("canary_before_s"), p.get("canary_after_s")]
+        return math.sqrt(times[0] * times[1]) if all(isinstance(t, (int, float)) and t > 0 for t in times) else None
+
+    base, new = by_round(r["processes_base"]), by_round(r["processes_new"])
+    kept, lopsided = [], []
+    for index in sorted(set(base) & set(new)):
+        if bool(set(base[index].get("flags") or ()) & DISTURBED) != bool(set(new[index].get("flags") or ()) & DISTURBED):
+            lopsided.append(index)
+        else:
+            kept.append((base[index], new[index]))
+    figure = [math.log(n["median_s"] / b["median_s"]) for b, n in kept]
+    canaries = [(canary(b), canary(n)) for b, n in kept]
+    if not kept or not all(all(pair) for pair in canaries):
+        return figure, lopsided, False
+    moved = [math.log(n / b) for b, n in canaries]
+    if abs(statistics.median(moved)) > math.log(1 + threshold) / 2:  # the builds moved the canary
+        return figure, lopsided, False
+    return [f - m for f, m in zip(figure, moved)], lopsided, True
+
+
+def judge(ratio: float, interval: tuple[float, float] | None, p_slower: float, p_faster: float,
+          margin: float) -> str:
+    """regressed or improved: beyond the margin, significantly; unchanged: the interval lies within
+    [1/margin, margin], so it rules a change out; undecided: neither."""
+    if ratio > margin and p_slower < SIGNIFICANCE:
+        return "regressed"
+    if ratio < 1 / margin and p_faster < SIGNIFICANCE:
+        return "improved"
+    if interval is not None and 1 / margin <= interval[0] and interval[1] <= margin:
+        return "unchanged"
+    return "undecided"
+
+
+def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paired: bool) -> Row:
     ratio = r["median_s_new"] / r["median_s_base"]
     flags = (set(r["figure_flags_base"] or ()) | set(r["figure_flags_new"] or ())) & UNTRUSTED_FLAGS
-    p_slower = p_faster = None
-    between = between_process_test(r)
-    if between is not None:
-        p_slower, p_faster, low, high = between
-        margin, basis = 1 + threshold, "between processes"
-    else:
-        low, high = tables.median_ratio_interval(r["samples_new"], r["samples_base"])  # median(new) / median(base)
-        low, high = (None, None) if math.isnan(low) else (low, high)
-        if min(len(base_samples), len(new_samples)) >= MIN_SAMPLES_TO_JUDGE:
-            p_slower, p_faster = _p_values(base_samples, new_samples)
-        margin = (1 + threshold) * (1 + ONE_PROCESS_ALLOWANCE)
-        basis = f"one process a side: beyond the threshold by {ONE_PROCESS_ALLOWANCE:.0%} more"
-    if flags:
-        verdict, why = "untrusted", "flagged: " + ", ".join(sorted(flags))
-    elif p_slower is None:
-        verdict, why = "untrusted", f"fewer than {MIN_SAMPLES_TO_JUDGE} raw samples on a side"
-    elif machine_moved:
-        verdict, why = "untrusted", machine_moved
-    elif ratio > margin and p_slower < SIGNIFICANCE:
-        verdict, why = "regressed", f"{ratio - 1:+.1%}, p = {p_slower:.2g} ({basis})"
-    elif ratio < 1 / margin and p_faster < SIGNIFICANCE:
-        verdict, why = "improved", f"{ratio - 1:+.1%}, p = {p_faster:.2g} ({basis})"
-    else:
-        verdict, why = "unchanged", "" if between is not None else basis
     key = {k: r[k] for k in tables.KEY}
-    return Row(label, key, r["median_s_base"], r["median_s_new"], ratio, low, high, p_slower, p_faster, verdict, why)
+    margin = 1 + threshold
+
+    def row(verdict, why, interval=None, p=(None, None), needed=None, ratio=ratio) -> Row:
+        low, high = interval or (None, None)
+        return Row(label, key, r["median_s_base"], r["median_s_new"], ratio, low, high, p[0], p[1], verdict, why, needed)
+
+    if paired:
+        log_ratios, lopsided, against_canary = paired_rounds(r, threshold)
+        estimate = paired_log_ratio(log_ratios)
+        left_out = (f"; {len(lopsided)} round(s) left out, disturbed on one side only ({', '.join(sorted(flags))})"
+                    if lopsided else "")
+        if estimate is None:
+            return row("untrusted", f"{len(log_ratios)} round(s) with both sides alike: too few to judge{left_out}")
+        basis = (f"{estimate.n} interleaved rounds" + (", each process against its canary" if against_canary else "")
+                 + left_out)
+        ratio = math.exp(estimate.difference)
+    else:
+        estimate = between_process_estimate(r)
+        basis = "between processes"
+        if flags:
+            return row("untrusted", "flagged: " + ", ".join(sorted(flags)))
+        if machine_moved:
+            return row("untrusted", machine_moved)
+    if estimate is not None:
+        p, interval = estimate.p_values(), estimate.interval()
+        needed = estimate.processes_to_decide(margin, SIGNIFICANCE)
+    else:  # one process a side: its samples, with the rerun-to-rerun movement one process cannot see
+        interval = tables.median_ratio_interval(r["samples_new"], r["samples_base"])  # median(new) / median(base)
+        interval = None if math.isnan(interval[0]) else interval
+        samples = tables.as_samples(r["samples_base"]), tables.as_samples(r["samples_new"])
+        if min(map(len, samples)) < MIN_SAMPLES_TO_JUDGE:
+            return row("untrusted", f"fewer than {MIN_SAMPLES_TO_JUDGE} raw samples on a side", interval)
+        p, needed = _p_values(*samples), None
+        margin *= 1 + ONE_PROCESS_ALLOWANCE
+        basis = f"one process a side: beyond the threshold by {ONE_PROCESS_ALLOWANCE:.0%} more"
+    verdict = judge(ratio, interval, *p, margin)
+    if verdict == "regressed":
+        why = f"{ratio - 1:+.1%}, p = {p[0]:.2g} ({basis})"
+    elif verdict == "improved":
+        why = f"{ratio - 1:+.1%}, p = {p[1]:.2g} ({basis})"
+    elif verdict == "unchanged":
+        why = f"within {margin - 1:.1%} ({basis})"
+    else:
+        span = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "no interval"
+        if estimate is None:
+            advice = "several processes a side would decide (torchsuite run or ab time figures in several)"
+        elif needed is None:
+            advice = f"it sits on the {margin - 1:.0%} threshold: no number of processes would decide"
+        else:
+            advice = f"about {needed} processes a side would decide (now {estimate.n})"
+        slower = ratio >= 1
+        if (ratio > margin if slower else ratio < 1 / margin):
+            what = f"not significant (p = {p[0] if slower else p[1]:.2g})"
+        else:
+            what = f"its interval {span} does not rule out a change beyond {margin - 1:.1%}"
+        why = f"{ratio - 1:+.1%} but {what}: {advice} ({basis})"
+    return row(verdict, why, interval, p, needed, ratio)
 
 
 def _provenance(loaded: sources.MachineResults, canary: float | None) -> dict:

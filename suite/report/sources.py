@@ -33,13 +33,15 @@ class MachineResults:
     skipped: list[dict] = field(default_factory=list)
     convergence: list[dict] = field(default_factory=list)  # time-to-accuracy runs (suite.convergence)
     limits: list[dict] = field(default_factory=list)  # the machine's limits (suite.timing.limits)
+    run: dict = field(default_factory=dict)  # how the file was made (torchsuite's `run` header)
 
 
 def _from_torchsuite(data: dict, source: str) -> MachineResults:
     data = results.validate(data, source)
     machine = data["machine"]
     loaded = MachineResults(machine["name"], machine, source, "torchsuite",
-                            status=data.get("status", "complete"), peaks=list(data.get("peaks", [])))
+                            status=data.get("status", "complete"), peaks=list(data.get("peaks", [])),
+                            run=data["run"] if isinstance(data.get("run"), dict) else {})
     by_kind = {"timing": loaded.timings, "conformance": loaded.verdicts, "error": loaded.errors,
                "crash": loaded.crashes, "skipped": loaded.skipped, "convergence": loaded.convergence, "limit": loaded.limits}
     for record in data["records"]:

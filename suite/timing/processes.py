@@ -42,7 +42,8 @@ PROCESSES, QUICK_PROCESSES = 4, 3
 INTERPRETER_START_S = 3.0
 # Fields that describe one process's measurement; a merged record lists them per process.
 PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps", "warmup_s",
-               "stop_reason", "attempts", "flags", "canary_before_s", "canary_after_s", "peak_mem_bytes")
+               "stop_reason", "attempts", "flags", "canary_before_s", "canary_after_s", "peak_mem_bytes",
+               "round")  # round: the process's round in an interleaved session (suite.ab), which pairs the sides
 # A process's flags that its figure keeps; noisy, quick and one_process are the figure's own to say.
 PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "above_peak", "quick", "one_process"))
 DISTURBED = {"contended", "drift", "throttled"}

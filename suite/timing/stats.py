@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 # A figure whose IQR is 10% of its median or more is not to be trusted alone: the threshold of
 # Measurement's own warning ("This could indicate system fluctuation").
@@ -122,3 +123,78 @@ def between_process_interval(process_medians: list[float], log_sd: float | None,
     center = sum(logs) / len(logs)
     half = t_quantile(1 - (1 - confidence) / 2, df) * log_sd / math.sqrt(len(logs))
     return math.exp(center - half), math.exp(center + half)
+
+
+# How many processes a side an estimate may ask for before "more processes" stops being advice.
+MAX_PROCESSES_TO_DECIDE = 400
+
+
+@dataclass(frozen=True)
+class LogRatio:
+    """An estimate of log(new / base) for one figure: the difference of mean log process medians
+    (or the mean of paired rounds' log ratios), its standard error from `n` processes a side, and
+    the t distribution's degrees of freedom. `unit_sd` is the standard error at one process a
+    side (standard_error * sqrt(n)): what more processes divide."""
+
+    difference: float
+    standard_error: float
+    df: int
+    n: int
+
+    @property
+    def unit_sd(self) -> float:
+        return self.standard_error * math.sqrt(self.n)
+
+    def p_values(self) -> tuple[float, float]:
+        """(p that new is no slower, p that new is no faster): one-sided t tests."""
+        from scipy.stats import t
+
+        statistic = self.difference / self.standard_error
+        return float(t.sf(statistic, self.df)), float(t.cdf(statistic, self.df))
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """The ratio's two-sided interval."""
+        half = t_quantile(1 - (1 - confidence) / 2, self.df) * self.standard_error
+        return math.exp(self.difference - half), math.exp(self.difference + half)
+
+    def processes_to_decide(self, margin: float, significance: float, confidence: float = 0.95) -> int | None:
+        """Processes a side at which this estimate, with the spread it has now, would be decided:
+        significant beyond `margin` (regressed or improved), or its interval inside [1/margin,
+        margin] (unchanged). None when no count up to MAX_PROCESSES_TO_DECIDE would (the estimate
+        sits on the margin)."""
+        edge, size = math.log(margin), abs(self.difference)
+        extra_df = self.df - (self.n - 1)  # two unpaired sides have more degrees of freedom than n - 1
+        for n in range(self.n, MAX_PROCESSES_TO_DECIDE + 1):
+            standard_error, df = self.unit_sd / math.sqrt(n), n - 1 + extra_df
+            beyond = size > edge and t_quantile(1 - significance, df) * standard_error < size
+            within = size < edge and t_quantile(1 - (1 - confidence) / 2, df) * standard_error < edge - size
+            if beyond or within:
+                return n
+        return None
+
+
+# The share of an interleaved session's rounds trimmed from each end before its rounds are
+# averaged: on a VM with a busy neighbour one process in ten ran at half speed, unflagged, and
+# one such round moves a plain mean by 5%.
+PAIRED_TRIM = 0.2
+
+
+def paired_log_ratio(log_ratios: list[float], trim: float = PAIRED_TRIM) -> LogRatio | None:
+    """The estimate from an interleaved session's rounds, each one log(new / base) of the two
+    processes the round ran back to back: the machine's moment, shared by both, cancels. Yuen's
+    trimmed mean: the `trim` share of rounds at each end left out of the mean, its standard
+    error from the winsorized variance, n - 2g - 1 degrees of freedom (g rounds trimmed a side;
+    under five rounds none are, and it is Student's paired t). None under two rounds or
+    without spread."""
+    n = len(log_ratios)
+    g = int(trim * n)
+    kept = n - 2 * g
+    if kept < 2:
+        return None
+    ordered = sorted(log_ratios)
+    winsorized = [min(max(x, ordered[g]), ordered[n - g - 1]) for x in ordered]
+    spread = statistics.variance(winsorized)
+    if not spread > 0:
+        return None
+    standard_error = math.sqrt((n - 1) * spread / (kept * (kept - 1)))
+    return LogRatio(statistics.fmean(ordered[g:n - g]), standard_error, kept - 1, n)
