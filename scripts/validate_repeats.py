@@ -146,10 +146,15 @@ def ab_sessions(args, out: Path, planted: Interpreter | None) -> None:
     this = Interpreter(cwd=str(code_root()))
     requests = figure_requests(args.models.split(","), "cpu", ["cpu"], args.threads)
     quiet, slowed = [], []
+
+    def session(base: Interpreter, new: Interpreter, where: Path) -> tuple[Path, Path]:
+        header, _ = run_ab(base, new, requests, where, rounds=args.ab)  # and more rounds while undecided
+        return Path(header["baseline"]["file"]), Path(header["new"]["file"])
+
     for index in range(args.runs):
-        quiet.append(run_ab(this, this, requests, args.ab, out / f"ab-quiet-{index}"))
+        quiet.append(session(this, this, out / f"ab-quiet-{index}"))
         if planted:
-            slowed.append(run_ab(this, planted, requests, args.ab, out / f"ab-slowed-{index}"))
+            slowed.append(session(this, planted, out / f"ab-slowed-{index}"))
         print(f"session {index + 1} of {args.runs} done", flush=True)
     print(f"\n{args.runs} ab sessions of {args.ab} rounds, {args.models}, threads: {args.threads or 'all cores'} "
           f"(results in {out})")
