@@ -220,6 +220,7 @@ def generated_sessions(monkeypatch):
 
     rng = random.Random(7)
     template = {}
+    settings = {"process_sd": 0.01}  # a test may make its processes scatter more
 
     def work(interpreter) -> int:
         return int(re.search(r"^N = (\d+)$", (Path(interpreter.cwd) / "pkg" / "bench.py").read_text(), re.M)[1])
@@ -238,7 +239,7 @@ def generated_sessions(monkeypatch):
         for _ in range(rounds):
             moment = math.exp(rng.gauss(0, 0.08))
             for side, interpreter in (("base", base), ("new", new)):
-                median = unit * work(interpreter) * moment * math.exp(rng.gauss(0, 0.01))
+                median = unit * work(interpreter) * moment * math.exp(rng.gauss(0, settings["process_sd"]))
                 collected[side][figure].append({
                     **template, "median_s": median, "iqr_s": median * 0.01, "flags": ["quick"],  # not the template's
                     "samples": [median * math.exp(rng.gauss(0, 0.01)) for _ in range(6)],
@@ -247,6 +248,7 @@ def generated_sessions(monkeypatch):
         return collected
 
     monkeypatch.setattr(speed.ab, "time_interleaved", time_interleaved)
+    return settings
 
 
 def test_speed_judgement_on_generated_processes_finds_the_planted_commit(tmp_path, capsys, generated_sessions):
@@ -268,6 +270,17 @@ def test_speed_without_a_regression_on_generated_processes_names_no_culprit(tmp_
     status, report = bisect(capsys, repo, "--good", "HEAD~3", "--bad", "HEAD", "--figure", "pkg.bench:work",
                             "--threads", "1", "--rounds", "4", "--out", str(tmp_path / "out"))
     assert status == 1 and report["result"]["status"] == "no_regression" and report["steps"] == []
+
+
+def test_ends_that_cannot_be_decided_in_time_are_a_give_up_not_no_regression(tmp_path, capsys, generated_sessions):
+    # processes that scatter by 10%: four rounds cannot show a 20% slowdown, and the time allows no more
+    generated_sessions["process_sd"] = 0.1
+    repo = bench_history(tmp_path / "repo", slow_from=3, commits=4, slowdown=1.2)
+    status, report = bisect(capsys, repo, "--good", "HEAD~3", "--bad", "HEAD", "--figure", "pkg.bench:work",
+                            "--max-time", "0.01", "--out", str(tmp_path / "out"))
+    assert status == 1 and report["result"]["status"] == "undecided" and report["steps"] == [], report["ends"]
+    assert "could not be decided in --max-time 0.01 s" in report["result"]["reason"] and report["processes"] == 8
+    assert report["ends"]["measurements"][-1]["compare_verdict"] == "undecided"
 
 
 @pytest.mark.slow  # real timing in fresh processes: 23 s, and at the mercy of the VM's noise

@@ -116,7 +116,7 @@ def bisect(*, good=None, bad=None, figure=None, check=None, pythons=None, repo=N
         used = len(builds.used)
     if outcome is None and requests and end_runs[-1].verdict == UNDECIDED:
         status, reason = GAVE_UP, (f"whether the bad end is slower than the good end could not be decided in "
-                                   f"--max-time {max_time_s:.0f} s: {end_runs[-1].reason}")
+                                   f"--max-time {max_time_s:g} s: {end_runs[-1].reason}")
     elif outcome is None:
         status, reason = NO_REGRESSION, _no_regression_reason(end_runs, requests is not None)
     elif outcome.found:
