@@ -243,7 +243,7 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paire
     if paired:
         log_ratios, lopsided, against_canary = paired_rounds(r, threshold)
         estimate = paired_log_ratio(log_ratios)
-        left_out = (f"; {len(lopsided)} round(s) left out, disturbed on one side only ({', '.join(sorted(flags))})"
+        left_out = (f"; {len(lopsided)} round(s) left out, disturbed on one side only ({', '.join(sorted(flags & DISTURBED))})"
                     if lopsided else "")
         if estimate is None:
             return row("untrusted", f"{len(log_ratios)} round(s) with both sides alike: too few to judge{left_out}")
