@@ -15,16 +15,22 @@ quiet reruns of one plan moved 4-7% while each claimed 1%).
                 threshold plus ONE_PROCESS_ALLOWANCE, the rerun-to-rerun movement one process
                 cannot see
     improved    faster by more than the threshold, and significantly (the mirror tests)
-    unchanged   neither
+    unchanged   the ratio's 95% interval lies within [1/margin, margin]: a change is ruled out
+    undecided   neither: with the processes a side that would decide it at the spread seen
     regressed   also: a figure or check the baseline has whose case crashed, hung or ran out of
                 memory in NEW (suite.isolation): a kernel that kills its process is the worst
                 slowdown there is
-    untrusted   a flagged figure on either side (noisy, contended, drift, few_samples,
-                throttled), fewer than 5 raw samples, or two runs whose machine ran at
-                different speeds: their canaries (the fixed matmul each torchsuite run times
+    untrusted   two runs: a flagged figure on either side (noisy, contended, drift,
+                few_samples, throttled), fewer than 5 raw samples, or two runs whose machine ran
+                at different speeds: their canaries (the fixed matmul each torchsuite run times
                 around every figure, median over the run) differ by more than the threshold.
                 A VM that is 20% slower this hour than last would otherwise look like a
                 regression of every figure.
+
+The two sides of one `torchsuite ab` session (the same `run.session`) are judged on the session's
+rounds instead (paired_rounds): each round's two processes ran back to back, each is taken against
+its own canary, and a trimmed paired t test of the rounds' log ratios cancels the machine's drift;
+only a round disturbed on one side only is left out, and too few rounds left is `untrusted`.
 
 Exit status: 1 when any figure regressed, 0 otherwise, 2 on bad input.
 """
