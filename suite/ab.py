@@ -164,25 +164,31 @@ def what_would_decide(header: dict, rows: list) -> list[str]:
     return lines
 
 
+def check_session(rounds: int, max_time_s: float) -> None:
+    """SuiteError for a session's options that cannot work (before any checkout is made)."""
+    if rounds < 2:
+        raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {rounds}")
+    if not max_time_s > 0:
+        raise SuiteError(f"--max-time must be positive, got {max_time_s}")
+
+
 def time_until_decided(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int, max_time_s: float,
-                       judged, say=lambda line: None, collected: dict | None = None) -> tuple[dict, object]:
+                       judged, say=lambda line: None) -> tuple[dict, object]:
     """`rounds` interleaved rounds, then two more at a time (an A B and a B A) while
     `judged(collected)` -> (settled, judgement) says something is still open and another two rounds
     fit in `max_time_s` at the pace so far. (collected, the last judgement); collected["seconds"]
     is the time its rounds took in all."""
+    check_session(rounds, max_time_s)
     started = time.monotonic()
-    spent_before = (collected or {}).get("seconds", 0.0)
-    collected = time_interleaved(base, new, requests, rounds, say, collected)
-    done = rounds
+    collected = time_interleaved(base, new, requests, rounds, say)
     while True:
-        collected["seconds"] = spent_before + time.monotonic() - started
+        collected["seconds"] = time.monotonic() - started
         settled, judgement = judged(collected)
         elapsed = time.monotonic() - started
-        if settled or elapsed + 2 * elapsed / done > max_time_s:
+        if settled or elapsed + 2 * elapsed / collected["rounds"] > max_time_s:
             return collected, judgement
         say(f"not decided after {collected['rounds']} rounds ({elapsed:.0f} s of {max_time_s:.0f}): two more")
         collected = time_interleaved(base, new, requests, 2, say, collected)
-        done += 2
 
 
 def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], rounds: int,

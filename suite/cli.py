@@ -179,10 +179,7 @@ def _cmd_ab(args) -> int:
         raise SuiteError("give two git refs (BASE NEW) or --base-python and --new-python")
     if not args.threshold > 0:
         raise SuiteError(f"--threshold must be positive, got {args.threshold}")
-    if not args.max_time > 0:
-        raise SuiteError(f"--max-time must be positive, got {args.max_time}")
-    if args.rounds < 2:
-        raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {args.rounds}")
+    ab.check_session(args.rounds, args.max_time)
     models = args.models.split(",") if args.models else None
     requests = ab.figure_requests(models, args.device, (args.setups or args.device).split(","), _threads(args))
     say = lambda line: print(f"torchsuite ab: {line}", file=sys.stderr, flush=True)  # noqa: E731

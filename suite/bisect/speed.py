@@ -85,12 +85,9 @@ class SpeedJudge:
 
     def __init__(self, builds, requests: list[dict], rounds: int, threshold: float, out_dir, say,
                  max_time_s: float = ab.DEFAULT_MAX_TIME_S):
-        if rounds < 2:
-            raise SuiteError(f"--rounds must be at least 2 (a figure's spread needs two processes), got {rounds}")
+        ab.check_session(rounds, max_time_s)
         if not threshold > 0:
             raise SuiteError(f"--threshold must be positive, got {threshold}")
-        if not max_time_s > 0:
-            raise SuiteError(f"--max-time must be positive, got {max_time_s}")
         self.builds, self.requests, self.rounds, self.threshold = builds, requests, rounds, threshold
         self.out_dir, self.say, self.max_time_s = Path(out_dir), say, max_time_s
         self.bad_ratio: float | None = None
