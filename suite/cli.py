@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from suite.cases.fleet import FLEET_MACHINES
 from suite.errors import SuiteError
 
 EXIT_USER_ERROR = 2
@@ -148,6 +149,18 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_ingest(args) -> int:
+    from suite.report import store
+
+    summary = store.ingest(args.files, args.store, workers=args.workers)
+    for line in summary.errors:
+        print(f"torchsuite: error: {line}", file=sys.stderr)
+    print(f"ingested {len(summary.ingested)} files into {args.store}"
+          + (f"; {len(summary.already)} already there" if summary.already else "")
+          + (f"; {len(summary.errors)} unreadable" if summary.errors else ""))
+    return EXIT_USER_ERROR if summary.errors else 0
+
+
 def _cmd_compare(args) -> int:
     from suite.report import compare
 
@@ -257,14 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_converge)
 
     p = sub.add_parser("report", help="merge results files of several machines into tables and plots")
-    p.add_argument("files", nargs="+", help="torchsuite results, pytest-benchmark JSON or asv result files")
+    p.add_argument("files", nargs="+", help="torchsuite results, pytest-benchmark JSON or asv result files, or "
+                   f"results stores (torchsuite ingest); past {FLEET_MACHINES} machines, the fleet report")
     p.add_argument("--baseline", default=None, help="machine the speedups are relative to (default the first file's)")
     p.add_argument("--out", default="reports", help="directory for the report (default reports/)")
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser("ingest", help="load results files into a results store (Parquet, for DuckDB): a fleet's")
+    p.add_argument("files", nargs="+", help="torchsuite results, pytest-benchmark JSON or asv result files")
+    p.add_argument("--store", required=True, help="the store's directory (made when absent); a file it holds is skipped")
+    p.add_argument("--workers", type=int, default=None, help="processes reading files (default one a core)")
+    p.set_defaults(func=_cmd_ingest)
+
     p = sub.add_parser("compare", help="the regression gate: exit 1 when NEW is slower than BASELINE, for real")
-    p.add_argument("baseline", help="results file to compare against (torchsuite, pytest-benchmark JSON or asv)")
-    p.add_argument("new", help="results file to judge")
+    p.add_argument("baseline", help="results file to compare against (torchsuite, pytest-benchmark JSON or asv), "
+                   "or STORE@MACHINE: that machine's latest run in a results store")
+    p.add_argument("new", help="results file (or STORE@MACHINE) to judge")
     p.add_argument("--threshold", type=float, default=0.05, help="slowdown that counts, as a fraction (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--out", default=None, help="also write compare.json and compare.txt into this directory")

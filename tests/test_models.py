@@ -63,7 +63,7 @@ ONE_CASE_OF_EACH_KIND = {"model": "mnist_cnn", "defect": "mnist_fc1_input_size",
                          "function": "saved_input", "torch_function": "checkpoint_reentrant",
                          "parallel": "mnist_cnn_w2", "resume": "fsdp_adam_warmup_2to4",
                          "variant": "cpu-ddp", "compile": "mnist_cnn_aot_eager_train",
-                         "limit": "gemm"}
+                         "limit": "gemm", "fleet_rule": "limit"}
 
 
 def test_every_kind_reads_the_registry_that_declares_its_cases():

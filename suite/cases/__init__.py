@@ -22,6 +22,7 @@ _KIND_MODULES = {
     "variant": "variants",
     "compile": "compile",
     "limit": "limits",  # the machine's limits: GEMM, memory bandwidth, launch latency, copies, collectives
+    "fleet_rule": "fleet",  # which machines of a fleet are off (suite.report.fleet)
 }
 
 

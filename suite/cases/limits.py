@@ -27,6 +27,7 @@ class LimitSpec:
     # These variants are timed at every size, the others at the largest only (None: all at every size).
     sweep_variants: tuple[str, ...] | None = None
     quick: bool = True  # measured by `torchsuite run --quick` when --limits names none
+    per_size: bool = False  # each size is a figure of its own (a fleet compares size with size); else one per variant
 
     def figures(self, device: str, quick: bool) -> list[tuple[str, int]]:
         """(variant, size) of each figure, variant by variant."""
@@ -63,7 +64,7 @@ LIMITS = (
               "gloo (CPU) or NCCL (GPU) collectives over 2 ranks of the worker pool; algbw and busbw as nccl-tests",
               "GB/s", sizes=(8 * KB, 1 * MB, 64 * MB), quick_sizes=(8 * KB, 4 * MB),
               variants=("all_reduce", "all_gather", "reduce_scatter", "broadcast"), estimate_s=(8.0, 48.0),
-              sweep_variants=("all_reduce",), quick=False),  # its pool's start is most of its quick 8 s
+              sweep_variants=("all_reduce",), quick=False, per_size=True),  # its pool's start is most of its quick 8 s
 )
 
 

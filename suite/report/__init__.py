@@ -1,5 +1,10 @@
 """`torchsuite report`: merge result files of any number of machines into CSV, Markdown, HTML and plots.
 
+Inputs are results files and results stores (suite.report.store), in any mix. Up to
+FLEET_MACHINES machines get the report of a column each; past that, the fleet report
+(suite.report.fleet): distributions across machines and the machines that are off. Files of a
+fleet are ingested into a store inside the staging directory first, and it is dropped after.
+
 Everything is written into a temp directory beside the output directory and moved in only
 once all of it succeeded, so a bad input never leaves a half-written report behind.
 """
@@ -11,11 +16,13 @@ import tempfile
 from pathlib import Path
 
 from suite.errors import SuiteError
-from suite.report import convergence, machines, plots, render, sources, tables
+from suite.cases.fleet import FLEET_MACHINES
+from suite.report import convergence, fleet, machines, plots, render, sources, store, tables
+from suite.results import ResultsFileError
 
 
 def load_all(paths) -> list[sources.MachineResults]:
-    loaded = [sources.load_any(p) for p in paths]
+    loaded = store.load_inputs(paths)
     if not loaded:
         raise tables.EmptyResultsError("no results files given")
     if not convergence.has_convergence(loaded):  # a `torchsuite converge` file has only these
@@ -48,9 +55,10 @@ class ReportOutputError(SuiteError):
 
 
 def build_report(paths, out_dir="reports", baseline: str | None = None) -> list[Path]:
-    """Write the report of `paths` into out_dir; the paths written."""
-    loaded = load_all(paths)
-    baseline = tables.choose_baseline(loaded, baseline)
+    """Write the report of `paths` (results files and stores) into out_dir; the paths written."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise tables.EmptyResultsError("no results files given")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReportOutputError(f"{out_dir} exists and is not a directory")
@@ -60,7 +68,7 @@ def build_report(paths, out_dir="reports", baseline: str | None = None) -> list[
     except OSError as err:
         raise ReportOutputError(f"cannot write a report beside {out_dir}: {err}") from None
     try:
-        _write_into(staging, loaded, baseline)
+        _write_report(paths, staging, baseline)
         out_dir.mkdir(exist_ok=True)
         written = []
         for item in sorted(staging.iterdir()):
@@ -69,3 +77,26 @@ def build_report(paths, out_dir="reports", baseline: str | None = None) -> list[
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_report(paths: list[str], staging: Path, baseline: str | None) -> None:
+    stores = [p for p in paths if store.is_store(p)]
+    files = [p for p in paths if p not in stores]
+    if not stores and len(files) <= FLEET_MACHINES:  # a column each, without a store's detour
+        loaded = load_all(files)
+        _write_into(staging, loaded, tables.choose_baseline(loaded, baseline))
+        return
+    if files:  # a fleet's files: through a store of their own, made here and dropped with the staging
+        ingested = store.ingest(files, staging / ".store")
+        if ingested.errors:
+            more = f" (and {len(ingested.errors) - 1} more unreadable files)" if len(ingested.errors) > 1 else ""
+            raise ResultsFileError(ingested.errors[0] + more)
+        stores.append(staging / ".store")
+    try:
+        if fleet.is_fleet(store.machine_count(stores)):
+            fleet.write(fleet.diagnose(stores), staging)
+        else:
+            loaded = load_all(stores)
+            _write_into(staging, loaded, tables.choose_baseline(loaded, baseline))
+    finally:
+        shutil.rmtree(staging / ".store", ignore_errors=True)

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError
-from suite.report import sources, tables
+from suite.report import sources, store, tables
 from suite.results import json_ready, write_json_atomically
 from suite.timing.processes import DISTURBED
 from suite.timing.stats import LogRatio, paired_log_ratio
@@ -84,7 +84,7 @@ class Row:
 
 
 def _one_side(path) -> tuple[sources.MachineResults, pd.DataFrame]:
-    loaded = sources.load_any(path)
+    loaded = store.load_input(path)
     table = tables.long_table([loaded])
     if not len(table):
         raise NothingToCompareError(f"{path}: no timing figures to compare")

@@ -194,9 +194,9 @@ def write_plot(loaded, directory: Path) -> Path | None:
     groups = _groups(loaded)
     if not groups:
         return None
-    from suite.report.plots import _pyplot, _save
+    from suite.report.plots import _save, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(key[1] for key in groups))
     series = list(dict.fromkeys((k[0], k[2], k[3], k[4]) for k in groups))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -114,7 +114,7 @@ LIMITS_TEXT = ("Measured by the timing core on each machine (suite.timing.limits
                "figure before trusting it.")
 
 
-def _size(record: dict) -> str:
+def limit_size(record: dict) -> str:
     size = record.get("size")
     if not isinstance(size, (int, float)) or record.get("limit") in ("gemm", "launch_latency"):
         return "" if size is None else str(size)
@@ -135,7 +135,7 @@ def limits(loaded) -> pd.DataFrame:
                 continue
             value = r.get("value")
             rows[key] = {"machine": m.machine_name, "device": r.get("device"), "limit": r.get("limit"),
-                         "variant": r.get("variant"), "size": _size(r),
+                         "variant": r.get("variant"), "size": limit_size(r),
                          "value": f"{value:.4g}" if isinstance(value, (int, float)) else "n/a",
                          "unit": r.get("unit", ""), "flags": ", ".join(r.get("flags") or []),
                          "_size": r.get("size") or 0}

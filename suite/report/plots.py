@@ -13,7 +13,7 @@ import pandas as pd
 from suite.report.tables import INTERVAL_OF, row_label
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -76,7 +76,7 @@ def _save(fig, path: Path) -> Path:
 
 def write_plots(comp: pd.DataFrame, scaling: pd.DataFrame, machines: list[str], baseline: str,
                 directory: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     present = comp[~comp["missing"]].assign(label=row_label)
     written = []
     try:

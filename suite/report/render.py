@@ -189,8 +189,8 @@ def _flat(pivot: pd.DataFrame) -> pd.DataFrame:
     return pivot.rename_axis(columns=None).reset_index()
 
 
-def to_markdown(parts: list[Section]) -> str:
-    lines = ["# torchsuite report", "", f"Generated {utc_now()}.", ""]
+def to_markdown(parts: list[Section], title: str = "torchsuite report") -> str:
+    lines = [f"# {title}", "", f"Generated {utc_now()}.", ""]
     for part in parts:
         lines += [f"## {part.title}", ""]
         if part.text:
@@ -209,8 +209,8 @@ th,td{border:1px solid #ccc;padding:0.2em 0.5em;text-align:left}
 img{max-width:100%}"""
 
 
-def to_html(parts: list[Section], image_dir: Path) -> str:
-    body = [f"<h1>torchsuite report</h1><p>Generated {html.escape(utc_now())}.</p>"]
+def to_html(parts: list[Section], image_dir: Path, title: str = "torchsuite report") -> str:
+    body = [f"<h1>{html.escape(title)}</h1><p>Generated {html.escape(utc_now())}.</p>"]
     for part in parts:
         body.append(f"<h2>{html.escape(part.title)}</h2>")
         if part.text:
@@ -220,5 +220,5 @@ def to_html(parts: list[Section], image_dir: Path) -> str:
         if part.image and (image_dir / part.image).exists():
             data = base64.b64encode((image_dir / part.image).read_bytes()).decode("ascii")
             body.append(f'<img alt="{html.escape(part.title)}" src="data:image/png;base64,{data}">')
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>torchsuite report</title>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

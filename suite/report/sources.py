@@ -34,6 +34,8 @@ class MachineResults:
     convergence: list[dict] = field(default_factory=list)  # time-to-accuracy runs (suite.convergence)
     limits: list[dict] = field(default_factory=list)  # the machine's limits (suite.timing.limits)
     run: dict = field(default_factory=dict)  # how the file was made (torchsuite's `run` header)
+    started_at: str = ""  # when the run began (UTC, ISO 8601), where the file says
+    suite_version: str = ""  # the torchsuite that wrote it (torchsuite files)
 
 
 def _from_torchsuite(data: dict, source: str) -> MachineResults:
@@ -41,7 +43,8 @@ def _from_torchsuite(data: dict, source: str) -> MachineResults:
     machine = data["machine"]
     loaded = MachineResults(machine["name"], machine, source, "torchsuite",
                             status=data.get("status", "complete"), peaks=list(data.get("peaks", [])),
-                            run=data["run"] if isinstance(data.get("run"), dict) else {})
+                            run=data["run"] if isinstance(data.get("run"), dict) else {},
+                            started_at=str(data.get("started_at") or ""), suite_version=str(data.get("suite_version") or ""))
     by_kind = {"timing": loaded.timings, "conformance": loaded.verdicts, "error": loaded.errors,
                "crash": loaded.crashes, "skipped": loaded.skipped, "convergence": loaded.convergence, "limit": loaded.limits}
     for record in data["records"]:
@@ -86,7 +89,7 @@ def _from_pytest_benchmark(data: dict, source: str) -> MachineResults:
            "python": info.get("python_version"), "torch": stack.get("version"), "cuda": stack.get("cuda"),
            "cudnn": stack.get("cudnn"), "gpus": stack.get("gpus"),
            "source_format": f"pytest-benchmark {data.get('version', '')}"}
-    loaded = MachineResults(name, env, source, "pytest-benchmark")
+    loaded = MachineResults(name, env, source, "pytest-benchmark", started_at=str(data.get("datetime") or ""))
     for bench in data.get("benchmarks") or []:
         stats = bench.get("stats") or {}
         if "median" not in stats:

@@ -58,7 +58,7 @@ class EmptyResultsError(SuiteError):
 def long_table(loaded) -> pd.DataFrame:
     """One row per timing of every machine; later files win over earlier ones for the same machine and key."""
     rows = [{"machine": m.machine_name, "source": m.source, **{k: v for k, v in t.items() if k != "flags"},
-             "figure_flags": t.get("flags"), "threads_setting": _threads_setting(t.get("threads"), m.environment)}
+             "figure_flags": t.get("flags"), "threads_setting": threads_setting(t.get("threads"), m.environment)}
             for m in loaded for t in m.timings]
     extra = ["samples", "figure_flags", *COMPARABILITY]
     if not rows:
@@ -131,7 +131,7 @@ def _settings_key(settings) -> str | None:
     return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "threads")
 
 
-def _threads_setting(threads, environment: dict) -> str:
+def threads_setting(threads, environment: dict) -> str:
     cores = environment.get("usable_cores") or environment.get("cores")
     if threads is None or pd.isna(threads):
         return "all"  # formats that do not say ran with the default, every core
@@ -249,14 +249,24 @@ def _flags(row, baseline: str) -> str:
 
 
 def row_label(frame: pd.DataFrame) -> pd.Series:
-    """model / mode / setup (xN), the way a reader names a row."""
-    label = frame["model"] + " " + frame["mode"] + " " + frame["setup"]
+    """Each row's figure_label."""
     world = frame["world_size"].astype("string").fillna("?")  # "?": a file that did not say how many
-    label = label.where(world == "1", label + " x" + world)
-    label = label.where(frame["dtype"].isin(["float32", ""]), label + " " + frame["dtype"])
-    label = label.where(~frame["channels_last"].astype(bool), label + " channels_last")
-    threads = frame["threads_setting"].astype(str)
-    return label.where(threads == "all", label + " " + threads + "t")
+    return pd.Series([figure_label(*row) for row in zip(frame["model"], frame["mode"], frame["setup"], world,
+                                                        frame["dtype"], frame["channels_last"],
+                                                        frame["threads_setting"].astype(str))],
+                     index=frame.index, dtype=object)
+
+
+def figure_label(model, mode, setup, world_size, dtype, channels_last, threads_setting: str) -> str:
+    """model mode setup (xN) (dtype) (channels_last) (Nt), the way a reader names a figure."""
+    label = f"{model} {mode} {setup}"
+    if str(world_size) != "1":
+        label += f" x{world_size}"
+    if dtype not in ("float32", "", None):
+        label += f" {dtype}"
+    if channels_last:
+        label += " channels_last"
+    return label if threads_setting == "all" else f"{label} {threads_setting}t"
 
 
 def shown(value: float, marks: str, missing: bool, digits: int = 4, low=None, high=None, note: str = "") -> str:
