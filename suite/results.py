@@ -237,17 +237,24 @@ def upgrade(data: dict) -> dict:
 
 
 def read_json(path) -> object:
+    return parse_json(read_text(path), path)
+
+
+def read_text(path) -> str:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultsFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ResultsFileError(f"{path}: cannot read: {err}") from None
+
+
+def parse_json(text: str, source) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ResultsFileError(f"{path}: not valid JSON (truncated?): {err}") from None
+        raise ResultsFileError(f"{source}: not valid JSON (truncated?): {err}") from None
 
 
 def load(path) -> dict:

@@ -192,9 +192,10 @@ def _from_asv(data: dict, source: str, path: Path) -> MachineResults:
     return loaded
 
 
-def load_any(path) -> MachineResults:
+def load_any(path, text: str | None = None) -> MachineResults:
+    """The results file at `path` (whose text, when given, is `text`), whatever its format."""
     path = Path(path)
-    data = results.read_json(path)
+    data = results.read_json(path) if text is None else results.parse_json(text, path)
     if isinstance(data, dict):
         if data.get("format") == results.FORMAT or "schema_version" in data:
             return _from_torchsuite(data, str(path))

@@ -4,9 +4,9 @@
 reads (suite.report.sources); the JSON files stay the truth. DIR holds:
 
     torchsuite-store.json   the manifest: format, schema version, and the Parquet parts of each table
-    runs/                   one row per ingested file: run_id (its SHA-256), machine, stack, and `results`,
-                            the whole file as sources read it (JSON text), from which report and compare
-                            rebuild it exactly
+    runs/                   one row per ingested file: run_id (its SHA-256), machine, stack, and `results`:
+                            a torchsuite file's own text, or another format's as sources read it (JSON
+                            text), from which report and compare rebuild the file's results exactly
     timings/ limits/ verdicts/ convergence/ errors/ crashes/ skipped/
                             one row per record of that kind (MachineResults' lists, by the same names): run_id, machine, key (the figure or check, named as the
                             report names it), value and unit (the figure a fleet compares), passed,
@@ -31,14 +31,15 @@ from suite.cases.limits import CASES as LIMITS
 from suite.errors import SuiteError, one_line
 from suite.report import machines as machine_tables
 from suite.report import sources, tables
-from suite.results import ResultsFileError, json_ready, write_json_atomically
+from suite.results import ResultsFileError, json_ready, read_text, write_json_atomically
 from suite.timing.setups import ONE_DEVICE_SETUPS
 
 MANIFEST = "torchsuite-store.json"
 FORMAT = "torchsuite-store"
 SCHEMA_VERSION = 1
 # Rows a worker holds before it writes a part: bounds its memory (a full run has ~3,300 records).
-ROWS_PER_PART = 400_000
+ROWS_PER_PART = 100_000
+RUNS_PER_PART = 50  # a run's row holds its whole file (a full run's is about 1.5 MB)
 
 STR, INT, FLOAT, BOOL = "string", "int64", "double", "bool"
 COMMON = {"run_id": STR, "machine": STR, "key": STR, "value": FLOAT, "unit": STR, "passed": BOOL, "flags": STR}
@@ -99,29 +100,27 @@ def _number(value):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _common(table: str, record: dict, environment: dict) -> dict:
+def _common(table: str, record: dict, environment: dict) -> tuple:
+    """(key, value, unit, passed, flags) of a record of `table`."""
     flags = record.get("flags")
-    row = {"flags": " ".join(f for f in flags if isinstance(f, str)) if isinstance(flags, list) else None,
-           "value": None, "unit": None, "passed": None}
+    flags = " ".join(f for f in flags if isinstance(f, str)) if isinstance(flags, list) else None
+    if table == "verdicts":
+        return verdict_key(record), None, None, record.get("passed") is True, flags
     if table == "timings":
-        row.update(key=timing_key(record, environment), value=_number(record.get("median_s")), unit="s")
-    elif table == "limits":
-        row.update(key=limit_key(record), value=_number(record.get("value")), unit=record.get("unit"))
-    elif table == "verdicts":
-        row.update(key=verdict_key(record), passed=record.get("passed") is True)
-    elif table == "convergence":
-        row.update(key=f"{record.get('model')} seed {record.get('seed')}",
-                   value=_number(record.get("time_to_target_s")), unit="s")
-    elif table == "crashes":
-        row.update(key=f"{record.get('stage', 'run')} {machine_tables.crash_subject(record)}", passed=False)
-    elif table == "errors":
-        row.update(key=f"{record.get('stage', 'run')} {record.get('step', '?')}", passed=False)
-    else:
-        row.update(key=f"{record.get('stage', '')} {record.get('limit') or record.get('device') or ''}".strip())
-    return row
+        return timing_key(record, environment), _number(record.get("median_s")), "s", None, flags
+    if table == "limits":
+        return limit_key(record), _number(record.get("value")), record.get("unit"), None, flags
+    if table == "convergence":
+        return (f"{record.get('model')} seed {record.get('seed')}", _number(record.get("time_to_target_s")), "s",
+                None, flags)
+    if table == "crashes":
+        return f"{record.get('stage', 'run')} {machine_tables.crash_subject(record)}", None, None, False, flags
+    if table == "errors":
+        return f"{record.get('stage', 'run')} {record.get('step', '?')}", None, None, False, flags
+    return f"{record.get('stage', '')} {record.get('limit') or record.get('device') or ''}".strip(), None, None, None, flags
 
 
-def run_row(run_id: str, loaded: sources.MachineResults) -> dict:
+def run_row(run_id: str, loaded: sources.MachineResults, text: str) -> dict:
     env = loaded.environment
     gpus = env.get("gpus")
     return {"run_id": run_id, "machine": loaded.machine_name, "source": loaded.source, "format": loaded.format,
@@ -130,11 +129,15 @@ def run_row(run_id: str, loaded: sources.MachineResults) -> dict:
             "cpu": env.get("cpu"), "cores": env.get("cores"),
             "gpus": ", ".join(map(str, gpus)) if isinstance(gpus, list) else gpus,
             "quick": loaded.run.get("quick"), "records": sum(len(getattr(loaded, table)) for table in TABLES),
-            "results": json.dumps({f.name: getattr(loaded, f.name) for f in fields(loaded)}, default=str)}
+            "results": text if loaded.format == "torchsuite" else json.dumps(
+                {f.name: getattr(loaded, f.name) for f in fields(loaded)}, default=str)}
 
 
-def loaded_from_json(text: str) -> sources.MachineResults:
-    return sources.MachineResults(**json.loads(text))
+def loaded_from_json(text: str, source: str) -> sources.MachineResults:
+    data = json.loads(text)
+    if "records" in data:  # a torchsuite file's own text
+        return sources.load_any(source, text)
+    return sources.MachineResults(**data)
 
 
 # -- writing -------------------------------------------------------------------------------------------
@@ -142,16 +145,30 @@ def loaded_from_json(text: str) -> sources.MachineResults:
 class _Columns:
     """Rows of one table, held column by column until written as a Parquet part."""
 
-    def __init__(self, store: Path, table: str, schema: dict, batch: str):
+    def __init__(self, store: Path, table: str, schema: dict, batch: str, rows_per_part: int = ROWS_PER_PART):
         self.store, self.table, self.schema, self.batch = store, table, schema, batch
+        self.rows_per_part = rows_per_part
+        self.own = [name for name in schema if name not in COMMON]  # the record's own fields
         self.columns = {name: [] for name in schema}
         self.rows, self.parts = 0, []
 
     def add(self, row: dict) -> None:
         for name, column in self.columns.items():
             column.append(row.get(name))
+        self._added()
+
+    def add_record(self, record: dict, run_id: str, machine: str, common: tuple) -> None:
+        """A record of a record table: COMMON's fields (common: key, value, unit, passed, flags) and its own."""
+        columns = self.columns
+        for name, value in zip(COMMON, (run_id, machine, *common)):
+            columns[name].append(value)
+        for name in self.own:
+            columns[name].append(record.get(name))
+        self._added()
+
+    def _added(self) -> None:
         self.rows += 1
-        if self.rows >= ROWS_PER_PART:
+        if self.rows >= self.rows_per_part:
             self.flush()
 
     def flush(self) -> None:
@@ -195,31 +212,31 @@ def _coerce(value, kind: str):
 class _WorkerResult:
     parts: dict = field(default_factory=dict)  # table -> part names
     ingested: list = field(default_factory=list)  # (path, run_id, machine)
-    errors: list = field(default_factory=list)  # one line each
+    errors: list = field(default_factory=list)  # (path, one line) each
 
 
 def _ingest_files(store: str, batch: str, files: list[tuple[str, str]]) -> _WorkerResult:
     """Load each (path, run_id) and write its rows as Parquet parts of batch `batch`."""
     store_path = Path(store)
-    writers = {"runs": _Columns(store_path, "runs", RUNS, batch)}
+    writers = {"runs": _Columns(store_path, "runs", RUNS, batch, RUNS_PER_PART)}
     writers.update({t: _Columns(store_path, t, {**COMMON, **cols}, batch) for t, cols in TABLES.items()})
     result = _WorkerResult()
     for path, run_id in files:
         try:
-            loaded = sources.load_any(path)
+            text = read_text(path)
+            loaded = sources.load_any(path, text)
         except ResultsFileError as err:
-            result.errors.append(str(err))
+            result.errors.append((path, str(err)))
             continue
         except Exception as err:  # a file of the right format whose content is not what it says
-            result.errors.append(f"{path}: {one_line(err)}")
+            result.errors.append((path, f"{path}: {one_line(err)}"))
             continue
         for table in TABLES:
-            writer = writers[table]
+            add = writers[table].add_record
             for record in getattr(loaded, table):
                 if isinstance(record, dict):
-                    writer.add({**record, **_common(table, record, loaded.environment),
-                                "run_id": run_id, "machine": loaded.machine_name})
-        writers["runs"].add(run_row(run_id, loaded))
+                    add(record, run_id, loaded.machine_name, _common(table, record, loaded.environment))
+        writers["runs"].add(run_row(run_id, loaded, text))
         result.ingested.append((path, run_id, loaded.machine_name))
     for table, writer in writers.items():
         writer.flush()
@@ -240,7 +257,7 @@ def file_id(path) -> str:
 class IngestSummary:
     ingested: list  # (path, run_id, machine) of each file added
     already: list  # paths whose content the store held
-    errors: list  # one line per file that could not be read
+    errors: list  # one line per file that could not be read, in the order given
 
 
 def ingest(paths, store_dir, workers: int | None = None) -> IngestSummary:
@@ -253,12 +270,13 @@ def ingest(paths, store_dir, workers: int | None = None) -> IngestSummary:
     store.mkdir(parents=True, exist_ok=True)
     _remove_orphans(store, manifest)
     known = set(run_ids(store)) if manifest["parts"].get("runs") else set()
+    paths = list(map(str, paths))
     todo, already, errors = [], [], []
-    for path in map(str, paths):
+    for path in paths:
         try:
             run_id = file_id(path)
         except OSError as err:
-            errors.append(f"{path}: cannot read: {err.strerror or err}")
+            errors.append((path, f"{path}: cannot read: {err.strerror or err}"))
             continue
         if run_id in known:
             already.append(path)
@@ -283,7 +301,8 @@ def ingest(paths, store_dir, workers: int | None = None) -> IngestSummary:
         errors += result.errors
     if ingested:
         write_json_atomically(store / MANIFEST, manifest)
-    return IngestSummary(ingested, already, errors)
+    order = {path: i for i, path in reversed(list(enumerate(paths)))}
+    return IngestSummary(ingested, already, [line for _, line in sorted(errors, key=lambda e: order[e[0]])])
 
 
 def _new_manifest() -> dict:
@@ -327,7 +346,7 @@ def connect(stores):
     without parts is an empty view of its columns."""
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False})
     for table, schema in (("runs", RUNS), *((t, {**COMMON, **c}) for t, c in TABLES.items())):
         files = parts(stores, table)
         if files:
@@ -339,6 +358,8 @@ def connect(stores):
     return con
 
 
+# DuckDB's working memory when it reads a store (beyond it, it spills to a temporary directory).
+MEMORY_LIMIT = "1GB"
 _SQL = {STR: "VARCHAR", INT: "BIGINT", FLOAT: "DOUBLE", BOOL: "BOOLEAN"}
 
 
@@ -352,8 +373,8 @@ def load_runs(stores, machine: str | None = None) -> list[sources.MachineResults
     """Every run of the stores (or one machine's), oldest first, as sources would load its file."""
     con = connect(stores)
     where, params = ("WHERE machine = ?", [machine]) if machine is not None else ("", [])
-    rows = con.execute(f"SELECT results FROM runs {where} ORDER BY started_at, run_id", params).fetchall()
-    return [loaded_from_json(text) for (text,) in rows]
+    rows = con.execute(f"SELECT results, source FROM runs {where} ORDER BY started_at, run_id", params).fetchall()
+    return [loaded_from_json(text, source) for text, source in rows]
 
 
 def load_machine(spec: str) -> sources.MachineResults:
