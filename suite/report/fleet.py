@@ -146,7 +146,8 @@ def _verdicts(con, rule: FleetRule):
         JOIN latest l ON r.run_id = l.run_id GROUP BY l.cohort, r.key, r.machine""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE tally AS
-        SELECT cohort, key, machines, passed, machines - passed AS failed FROM (
+        SELECT cohort, key, machines::BIGINT AS machines, passed::BIGINT AS passed, (machines - passed)::BIGINT AS failed
+        FROM (
             SELECT v.cohort, v.key,
                    CASE WHEN any_value(v.incident) THEN any_value(s.size) ELSE count(*) END AS machines,
                    CASE WHEN any_value(v.incident) THEN any_value(s.size) - count(*) ELSE sum(v.passed::INT) END
