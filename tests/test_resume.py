@@ -1,22 +1,24 @@
-"""A run saved with torch.distributed.checkpoint and resumed trains as one that never stopped.
+"""A run saved and resumed trains as the same distributed run that never stopped.
 
 The cases come from suite.cases.resume and run on the shared pools (one per world size). The
-default run keeps one resharded FSDP2 case (2 to 4 ranks, Adam, a warm-up schedule), the
-planted lost optimizer state and the quick verdicts; the rest of the matrix is `slow`. The
-report's own logic is tested on hand-made rank outcomes, without processes.
+default run keeps one resharded FSDP2 case (2 to 4 ranks, Adam, a warm-up schedule), the quick
+verdicts (BatchNorm under DDP, exact; DCP without the optimizer), and the planted user
+checkpoints and non-persistent counter; the rest of the matrix (ResNet-18 among it) is `slow`.
+The report's own logic is tested on hand-made rank outcomes, without processes.
 """
 
 import pytest
 import torch
 
 from suite.cases.expect import FAILS
-from suite.cases.resume import CASES, RESUME_CAUSES, ResumeCase, warmup
-from suite.cases.parallel import adam, sgd_momentum, tiny_mlp
-from suite.conformance.parallel.resume import (AFTER_LOAD, AFTER_RESUME, BEFORE_SAVE, DIVERGES_AFTER_RESUME,
-                                               LOSS_CURVE, OPTIMIZER_STATE, _CAUSES, _RESTORED,
+from suite.cases.resume import CASES, RESUME_CAUSES, ResumeCase, TorchSave, warmup
+from suite.cases.parallel import adam, batchnorm_mlp, sgd_momentum, tiny_mlp
+from suite.conformance.parallel.resume import (AFTER_LOAD, AFTER_RESUME, DIVERGES_AFTER_RESUME, LOSS_CURVE,
+                                               OPTIMIZER_STATE, RNG_STATE, _CAUSES, _RESTORED,
                                                build_resume_report, check_case, check_resume, judge, verdicts)
 
-DEFAULT = {"fsdp_adam_warmup_2to4", "ddp_adam_optimizer_not_saved_2to2"}
+DEFAULT = {"fsdp_adam_warmup_2to4", "ddp_counter_buffer_2to2", "ddp_torch_save_without_optimizer_2to2",
+           "ddp_dropout_torch_save_without_rng_2to2"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,6 +44,21 @@ def test_quick_verdicts_are_records_that_pass():
     assert [r["case"] for r in records] == [c.name for c in CASES if c.quick]
     assert all(r["passed"] and r["check"] == "resume" and r["kind"] == "conformance" for r in records), records
     assert any("expected to fail: optimizer_state_not_restored" in r["detail"] for r in records)
+    assert any("BatchNorm" in c.title for c in CASES if c.quick and not c.expect)
+
+
+@pytest.mark.distributed
+def test_a_user_checkpoint_that_leaves_out_the_optimizer_is_named_and_a_complete_one_is_exact():
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    for saved, expected in ((TorchSave(optimizer=False), "optimizer state 0.weight momentum_buffer"),
+                            (TorchSave(), None)):
+        report = check_resume(batchnorm_mlp, x, y, loss_fn=torch.nn.functional.cross_entropy,
+                              optimizer_fn=sgd_momentum, save_fn=saved.save, load_fn=saved.load)
+        assert report.checkpoint == str(saved)
+        if expected is None:
+            assert report.passed, report.detail
+        else:
+            assert (report.phase, report.reason) == (AFTER_LOAD, OPTIMIZER_STATE) and expected in report.detail
 
 
 # -- the declared matrix -------------------------------------------------------------------------
@@ -54,12 +71,13 @@ def test_the_matrix_covers_every_required_configuration():
     fsdp_sizes = {(c.world_size, c.resume_world_size) for c in kept if c.wrapper == "fsdp"}
     assert {(2, 2), (2, 4), (4, 2)} <= fsdp_sizes
     lost = {e.cause for c in CASES for e in c.expect if e.outcome == FAILS}
-    assert lost == {"optimizer_state_not_restored", "lr_schedule_not_restored"}
+    assert lost == set(RESUME_CAUSES) - {"parameters_not_restored"}
+    assert any(c.checkpoint is not None for c in kept) and any(c.model.__name__ == "resnet18_cifar" for c in kept)
     assert any(c.quick for c in CASES) and all(c.world_size == c.resume_world_size == 2 for c in CASES if c.quick)
 
 
 def test_every_declared_cause_is_one_the_checker_names_and_explains():
-    assert set(RESUME_CAUSES) <= set(_RESTORED.values()) and set(RESUME_CAUSES) <= set(_CAUSES)
+    assert set(RESUME_CAUSES) <= set(_RESTORED.values()) | {RNG_STATE} and set(RESUME_CAUSES) <= set(_CAUSES)
     for case in CASES:
         text = case.describe()
         assert "\n" not in text and case.name and f"on {case.resume_world_size} ranks" in text
@@ -77,30 +95,42 @@ def test_check_resume_refuses_a_save_outside_the_run_and_a_batch_the_second_grou
         check_resume(tiny_mlp, x, y, loss_fn=torch.nn.functional.cross_entropy, steps=2, saved_at=2)
     with pytest.raises(ValueError, match="does not split into 3"):
         check_resume(tiny_mlp, x, y, loss_fn=torch.nn.functional.cross_entropy, resume_world_size=3)
+    with pytest.raises(ValueError, match="both save_fn and load_fn"):
+        check_resume(tiny_mlp, x, y, loss_fn=torch.nn.functional.cross_entropy, save_fn=TorchSave().save)
 
 
 # -- what the report says, from hand-made rank outcomes ------------------------------------------
 
-def _record(step, first=None, loss=1.0, reference_loss=1.0, what="every tensor"):
+def _saved(*losses, ranks=2):
+    return [{"rank": rank, "traits": {}, "records": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)]}
+            for rank in range(ranks)]
+
+
+def _record(step, first=None, loss=1.0, reference_loss=1.0, what="every tensor", rng_differs=()):
     record = {"step": step, "what": what, "max": {"parameter": 0.0 if first is None else first[2]},
               "first": first, "dtypes": ["float32"], "grads_scaled_by_world_size": False}
     if what == "every tensor":
         record.update(loss=loss, reference_loss=reference_loss)
+    else:
+        record["rng_differs"] = list(rng_differs)
     return record
 
 
-def _outcomes(*records, ranks=2):
+def _outcomes(*records, ranks=4):
     return [{"rank": rank, "traits": {}, "records": list(records)} for rank in range(ranks)]
 
 
-def _report(first, second):
-    return build_resume_report(first, second, wrapper="fsdp", world_sizes=(2, 4), steps=4, saved_at=2,
-                               backend="gloo", device="cpu")
+def _report(second, first=None):
+    return build_resume_report(first or _saved(2.0, 1.0), second, wrapper="fsdp", world_sizes=(2, 4), steps=4,
+                               saved_at=2, backend="gloo", device="cpu")
+
+
+def _loaded(first=None, rng_differs=()):
+    return _record(2, first=first, what="state after loading", rng_differs=rng_differs)
 
 
 def test_a_clean_resume_passes_and_prints_its_loss_curve():
-    report = _report(_outcomes(_record(1, loss=2.0, reference_loss=2.0), _record(2)),
-                     _outcomes(_record(2, what="state after loading"), _record(3), _record(4), ranks=4))
+    report = _report(_outcomes(_loaded(), _record(3), _record(4)))
     assert report.passed and report.losses == [2.0, 1.0, 1.0, 1.0] == report.reference_losses
     assert report.detail.startswith("resumes as if uninterrupted: FSDP2, 2 steps on 2 ranks, saved with DCP, "
                                     "loaded on 4 ranks, 2 more (gloo, cpu); the loss curve 2 1 1 1")
@@ -108,24 +138,25 @@ def test_a_clean_resume_passes_and_prints_its_loss_curve():
 
 @pytest.mark.parametrize("category, cause", [("optimizer state", OPTIMIZER_STATE),
                                              ("scheduler state", "lr_schedule_not_restored"),
-                                             ("parameter", "parameters_not_restored")])
+                                             ("parameter", "parameters_not_restored"),
+                                             ("non-persistent buffer", "non_persistent_buffer_not_restored")])
 def test_what_differs_right_after_loading_names_what_the_checkpoint_lost(category, cause):
-    lost = _record(2, first=(category, "0.weight exp_avg", 0.5), what="state after loading")
-    report = _report(_outcomes(_record(1), _record(2)), _outcomes(lost, _record(3, first=("parameter", "0.weight", 1.0))))
+    lost = _loaded(first=(category, "0.weight exp_avg", 0.5))
+    report = _report(_outcomes(lost, _record(3, first=("parameter", "0.weight", 1.0))))
     assert not report.passed and (report.phase, report.reason) == (AFTER_LOAD, cause)
     assert "diverges right after loading: " in report.detail and f"{category} 0.weight exp_avg" in report.detail
 
 
-def test_a_divergence_after_a_faithful_load_is_the_resumed_training_s_and_one_before_the_save_is_data_parallelism():
-    after = _report(_outcomes(_record(1), _record(2)),
-                    _outcomes(_record(2, what="state after loading"), _record(3, first=("gradient", "0.weight", 0.1))))
+def test_a_divergence_after_a_faithful_load_is_the_random_state_s_when_it_differed_else_unexplained():
+    after = _report(_outcomes(_loaded(), _record(3, first=("gradient", "0.weight", 0.1))))
     assert (after.phase, after.reason, after.divergence.step) == (AFTER_RESUME, DIVERGES_AFTER_RESUME, 3)
-    before = _report(_outcomes(_record(1, first=("gradient", "0.weight", 0.1))), _outcomes(_record(3)))
-    assert (before.phase, before.reason) == (BEFORE_SAVE, "unexplained") and "no known cause" in before.detail
+    rng = _report(_outcomes(_loaded(rng_differs=["cpu"]), _record(3, first=("gradient", "0.weight", 0.1))))
+    assert (rng.phase, rng.reason) == (AFTER_RESUME, RNG_STATE) and "the cpu generator" in rng.detail
+    unused = _report(_outcomes(_loaded(rng_differs=["cpu"]), _record(3), _record(4)))
+    assert unused.passed  # a random state nothing draws from does not matter
 
 
 def test_a_loss_curve_that_leaves_the_tolerance_fails_even_when_every_tensor_agrees():
-    report = _report(_outcomes(_record(1), _record(2)),
-                     _outcomes(_record(2, what="state after loading"), _record(3, loss=1.1), _record(4)))
+    report = _report(_outcomes(_loaded(), _record(3, loss=1.1), _record(4)))
     assert report.reason == LOSS_CURVE and report.divergence is None
     assert "at step 3 the loss is 1.1, uninterrupted 1" in report.detail

@@ -22,8 +22,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from suite.conformance.closeness import max_abs_diff, mismatch
-from suite.conformance.parallel import checkpoint
-from suite.conformance.parallel.checkpoint import ResumePlan
 from suite.conformance.parallel.sharding import Sharding
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class TrainingJob:
     rtol: float | None = None  # a declared tolerance; None: assert_close's for the dtype
     atol: float | None = None
     scheduler_fn: object = None  # optimizer -> LR scheduler, stepped after every optimizer step
-    resume: ResumePlan | None = None  # set: one half of a run saved and resumed (checkpoint.py)
     shard_groups: tuple[str, ...] | None = None  # FSDP2: the submodules to shard (fsdp.plan_sharding)
     sharding_problem: str = ""  # FSDP2: why the requested sharding cannot work; nothing is run
 
@@ -116,11 +113,14 @@ def local_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
     return params, {n: p.grad for n, p in params.items()}, dict(model.named_buffers())
 
 
-def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int, with_grads: bool,
-            job: TrainingJob, optimizers: tuple | None = None) -> dict:
+def compare(ours: tuple[dict, dict, dict], theirs: tuple[dict, dict, dict], world_size: int, with_grads: bool,
+            job: TrainingJob, optimizers: tuple | None = None, every_buffer: bool = False,
+            non_persistent: frozenset = frozenset()) -> dict:
     """Max abs differences per category and the first tensor that is not close, by the job's
-    tolerance. `ours`: (parameters, gradients, buffers) by name, whole tensors. `optimizers`:
-    (ours, the reference's), each as checkpoint.optimizer_states gives them, to compare too.
+    tolerance. `ours`, `theirs`: (parameters, gradients, buffers) by name, whole tensors; theirs
+    name what is compared. `optimizers`: (ours, theirs), each as checkpoint.optimizer_states
+    gives them, to compare too. Buffers: the floating ones, or every one (counters too) with
+    `every_buffer`; those named in `non_persistent` are the category "non-persistent buffer".
 
     Order: gradients, then buffers, optimizer state, learning rates, scheduler state, then parameters: a wrong
     gradient or optimizer state is the cause of a wrong parameter, so it is the one to name. A
@@ -130,30 +130,30 @@ def compare(ours: tuple[dict, dict, dict], reference: nn.Module, world_size: int
         return mismatch(a, b, rtol=job.rtol, atol=job.atol) is None
 
     found = {"max": {}, "first": None, "grads_scaled_by_world_size": False, "dtypes": []}
-    named, our_grads, buffers = ours
+    (named, our_grads, buffers), (their_params, their_grads, their_buffers) = ours, theirs
     pairs = []
     if with_grads:
         grads = []
-        for name, ref_param in reference.named_parameters():
-            ours, theirs = our_grads[name], ref_param.grad
-            ours = torch.zeros_like(named[name]) if ours is None else ours.detach()
-            theirs = torch.zeros_like(ref_param) if theirs is None else theirs.detach()
-            grads.append((ours, theirs))
-            pairs.append(("gradient", name, ours, theirs))
+        for name, their_param in their_params.items():
+            mine, other = our_grads[name], their_grads[name]
+            mine = torch.zeros_like(named[name]) if mine is None else mine.detach()
+            other = torch.zeros_like(their_param) if other is None else other.detach()
+            grads.append((mine, other))
+            pairs.append(("gradient", name, mine, other))
         found["grads_scaled_by_world_size"] = world_size > 1 and all(
-            close(ours * world_size, theirs) for ours, theirs in grads) and not all(
-            close(ours, theirs) for ours, theirs in grads)
-    pairs += [("buffer", name, buffers[name], buf) for name, buf in reference.named_buffers()
-              if buf.is_floating_point()]
+            close(mine * world_size, other) for mine, other in grads) and not all(
+            close(mine, other) for mine, other in grads)
+    pairs += [("non-persistent buffer" if name in non_persistent else "buffer", name, buffers[name], buf)
+              for name, buf in their_buffers.items() if every_buffer or buf.is_floating_point()]
     if optimizers is not None:
         pairs += _optimizer_pairs(*optimizers)
-    pairs += [("parameter", name, named[name].detach(), p.detach())
-              for name, p in reference.named_parameters()]
-    found["dtypes"] = sorted({str(theirs.dtype).removeprefix("torch.") for _, _, _, theirs in pairs})
-    for category, name, ours, theirs in pairs:
-        diff = max_abs_diff(ours, theirs)
+    pairs += [("parameter", name, named[name].detach(), p.detach()) for name, p in their_params.items()]
+    found["dtypes"] = sorted({str(other.dtype).removeprefix("torch.") for _, _, _, other in pairs
+                              if other.is_floating_point()} or {"float32"})
+    for category, name, mine, other in pairs:
+        diff = max_abs_diff(mine, other)
         found["max"][category] = max(found["max"].get(category, 0.0), diff)
-        if found["first"] is None and not close(ours, theirs):
+        if found["first"] is None and not close(mine, other):
             found["first"] = (category, name, diff)
     return found
 
@@ -229,8 +229,8 @@ class Wrapped:
     finish: Callable[[], dict] = dict  # entries for the rank's outcome, once the loop is done
 
 
-def _rank_step(job: TrainingJob, wrapped: Wrapped, optimizer, step: int, rank: int, world_size: int,
-               device, scheduler=None) -> float:
+def rank_step(job: TrainingJob, wrapped: Wrapped, optimizer, step: int, rank: int, world_size: int,
+              device, scheduler=None) -> float:
     """One step of the article's loop on this rank's shard, in the sharding's micro-batches; the
     shard's loss (its micro-batches' mean, before loss_scale)."""
     x, y = job.batch(step)
@@ -249,64 +249,49 @@ def _rank_step(job: TrainingJob, wrapped: Wrapped, optimizer, step: int, rank: i
     return total
 
 
+def exact_float32(device: torch.device) -> None:
+    """TF32 off: it rounds to 10 mantissa bits, and a shard and the whole batch may pick different
+    kernels, so float32 tolerances would measure TF32, not data parallelism."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def train_beside_reference(rank: int, world_size: int, job: TrainingJob,
                            wrap: Callable[[nn.Module, torch.device, TrainingJob], Wrapped]) -> dict:
     """Run `job` on this rank (inside an initialised group), its model wrapped by `wrap`, beside a
     whole-batch reference; the comparisons of every step."""
     device = rank_device(job.device)
-    if device.type == "cuda":
-        # TF32 rounds to 10 mantissa bits, and a shard and the whole batch may pick different
-        # kernels: the float32 tolerances would then measure TF32, not data parallelism.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    exact_float32(device)
     # Each rank draws different weights on purpose: DDP must start every rank from rank 0's, and
     # FSDP2 trains what the shards hold.
     torch.manual_seed(job.seed + rank)
     model = job.model_fn().to(device)
     wrapped = wrap(model, device, job)
     reference = _without_sync_batchnorm(job.model_fn())
-    resume = job.resume
-    start = resume.reference_start if resume and resume.loading else wrapped.reference_state()
-    reference.load_state_dict(start)
-    start_copy = {name: value.detach().clone() for name, value in start.items()} if resume else None
+    reference.load_state_dict(wrapped.reference_state())
     reference.to(device).train()
     optimizer = job.optimizer_fn(wrapped.module.parameters())
     ref_optimizer = job.optimizer_fn(reference.parameters())
     scheduler, ref_scheduler = ((job.scheduler_fn(optimizer), job.scheduler_fn(ref_optimizer))
                                 if job.scheduler_fn else (None, None))
-
-    def optimizers():  # compared only where a checkpoint may have lost them
-        return None if resume is None else (checkpoint.optimizer_states(model, optimizer, scheduler),
-                                            checkpoint.optimizer_states(reference, ref_optimizer, ref_scheduler))
-
-    steps = resume.steps(job.steps) if resume else range(job.steps)
     own_steps = job.sharding.steps_of_rank(rank, job.steps)
     records = []
-    if resume and resume.loading:
-        for step in range(steps.start):  # the uninterrupted run up to the save
-            reference_step(job, reference, ref_optimizer, step, world_size, device, ref_scheduler)
-        checkpoint.load(resume, wrapped.module, optimizer, scheduler)
-        records.append({"step": steps.start, "what": "state after loading",
-                        **compare(wrapped.whole_tensors(), reference, world_size, False, job, optimizers())})
     with wrapped.joined:
-        for step in steps:
+        for step in range(job.steps):
             reference_loss = reference_step(job, reference, ref_optimizer, step, world_size, device, ref_scheduler)
             if step < own_steps:
-                loss = _rank_step(job, wrapped, optimizer, step, rank, world_size, device, scheduler)
+                loss = rank_step(job, wrapped, optimizer, step, rank, world_size, device, scheduler)
                 records.append({"step": step + 1, "what": "every tensor", "loss": loss,
                                 "reference_loss": reference_loss,
-                                **compare(wrapped.whole_tensors(), reference, world_size, True, job, optimizers())})
+                                **compare(wrapped.whole_tensors(), local_tensors(reference), world_size, True, job)})
     if own_steps < job.steps:
         # A rank that ran out takes the last one's parameters when Join ends; its gradients
         # are stale by design, so only parameters and buffers are compared.
         records.append({"step": job.steps, "what": "final parameters and buffers",
-                        **compare(wrapped.whole_tensors(), reference, world_size, False, job)})
-    if resume and not resume.loading:
-        checkpoint.save(resume, wrapped.module, optimizer, scheduler)
-    # DDP's state_dict() shares the parameters' storage: the copy taken at the start, not what trained.
-    saved = {"reference_start": start_copy} if resume and not resume.loading and rank == 0 else {}
+                        **compare(wrapped.whole_tensors(), local_tensors(reference), world_size, False, job)})
     return {"rank": rank, "traits": {**model_traits(model), **job_traits(job)}, "records": records,
-            **saved, **wrapped.finish()}
+            **wrapped.finish()}
 
 
 def compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
@@ -336,7 +321,7 @@ def compiled(ddp, backend_name: str) -> tuple[Callable, Callable[[], dict]]:
     return torch.compile(ddp, backend=counting_backend), finish
 
 
-def _wrap_ddp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
+def wrap_ddp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
     from torch.distributed.algorithms.join import Join
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -354,4 +339,4 @@ def _wrap_ddp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapp
 
 def train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict:
     """Run `job` under DDP on this rank (inside an initialised group); every step's comparison."""
-    return train_beside_reference(rank, world_size, job, _wrap_ddp)
+    return train_beside_reference(rank, world_size, job, wrap_ddp)

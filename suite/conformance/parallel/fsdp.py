@@ -188,7 +188,7 @@ def full_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
     return params, grads, dict(model.named_buffers())
 
 
-def _wrap_fsdp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
+def wrap_fsdp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapped:
     if job.sharding.scheme == "uneven":
         # Uneven inputs run under DDP's Join; an FSDP2 rank that stopped early would leave the
         # others waiting in their all-gathers.
@@ -213,7 +213,7 @@ def fsdp_train_and_compare(rank: int, world_size: int, job: TrainingJob) -> dict
     if job.sharding_problem:
         return {"rank": rank, "traits": {}, "records": [], "sharding_problem": job.sharding_problem}
     try:
-        return train_beside_reference(rank, world_size, job, _wrap_fsdp)
+        return train_beside_reference(rank, world_size, job, wrap_fsdp)
     except RuntimeError as error:
         if "mixed torch.Tensor and DTensor" not in str(error):
             raise

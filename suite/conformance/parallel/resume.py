@@ -1,23 +1,24 @@
-"""Checkpoints that resume: a run saved with torch.distributed.checkpoint (DCP) and resumed, on the
-same or another world size, must train as one that never stopped.
+"""Checkpoints that resume: a run saved and resumed, on the same or another world size, must
+train as the same distributed run that never stopped.
 
-`check_resume` trains `saved_at` steps in one group, saves the model, the optimizer and the LR
-scheduler with DCP, loads them into a fresh group (another pool, when the world size changes)
-and trains the remaining steps. Both halves run the shared rank loop
-(ddp_training.train_beside_reference) beside the uninterrupted run: the whole-batch single
-process, which the data-parallel promise says every rank equals, trained from the first
-half's starting state and never saved nor loaded. So one reference serves every world size,
-and each divergence has its place:
-- before the save: data parallelism itself (the equivalence checks' causes);
+`check_resume` trains `saved_at` steps under DDP or FSDP2, saves the model, the optimizer, the
+LR scheduler and the random state (with DCP, or with the user's own `save_fn`), loads them into
+a fresh group of `resume_world_size` ranks (with `load_fn`) and trains the remaining steps. Beside
+the resumed run, on the same ranks and under the same wrapper, the uninterrupted run trains the
+same steps from the state the first group held at the save, handed over without a checkpoint
+(suite.conformance.parallel.checkpoint). Each divergence has its place:
 - right after loading, before any step: the checkpoint did not restore what was saved; the
-  first tensor that differs names what (parameters, optimizer state, the learning rate);
-- after resuming: training after the load differs although the state was restored.
-Compared: parameters, gradients, buffers, the optimizer's state and learning rates, at the
-load and after every step, and the loss curve (the ranks' mean shard loss against the
-reference's whole-batch loss).
+  first tensor that differs names what (parameters, a non-persistent buffer, the optimizer's
+  state, the learning rate or the scheduler's state);
+- after resuming: training after the load differs although every tensor was restored: the
+  random state (when it was not restored), or something outside the checkpoint.
+Compared: parameters, gradients, every buffer, the optimizer's state and learning rates, at the
+load and after every step, and the loss curve. Whether the wrapper itself equals one process
+(per-rank BatchNorm statistics, dropout masks) is check_ddp_equivalence's question, not this one's.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -27,29 +28,35 @@ import torch
 
 from suite.cases.expect import expectation
 from suite.conformance.closeness import mismatch
-from suite.conformance.parallel.checkpoint import ResumePlan
-from suite.conformance.parallel.equivalence import (Divergence, EquivalenceReport, build_report, make_job,
-                                                    rank_loop, resolve_group)
+from suite.conformance.parallel.checkpoint import DcpCheckpoint, ResumePlan, resume_half
+from suite.conformance.parallel.equivalence import Divergence, EquivalenceReport, build_report, make_job, resolve_group
 from suite.conformance.result import meets, verdict_record
 
-BEFORE_SAVE, AFTER_LOAD, AFTER_RESUME = "before the save", "right after loading", "after resuming"
+AFTER_LOAD, AFTER_RESUME = "right after loading", "after resuming"
 OPTIMIZER_STATE, LR_SCHEDULE, PARAMETERS = ("optimizer_state_not_restored", "lr_schedule_not_restored",
                                             "parameters_not_restored")
+NON_PERSISTENT_BUFFER, RNG_STATE = "non_persistent_buffer_not_restored", "rng_state_not_restored"
 LOSS_CURVE, DIVERGES_AFTER_RESUME = "loss_curve", "diverges_after_resume"
 
 # The first tensor that differs right after loading -> the cause it shows.
 _RESTORED = {"optimizer state": OPTIMIZER_STATE, "learning rate": LR_SCHEDULE, "scheduler state": LR_SCHEDULE,
-             "parameter": PARAMETERS, "buffer": PARAMETERS}
+             "parameter": PARAMETERS, "buffer": PARAMETERS, "non-persistent buffer": NON_PERSISTENT_BUFFER}
 _CAUSES = {
     OPTIMIZER_STATE: "the optimizer's state after loading is not the state saved (a fresh optimizer: momentum "
                      "and Adam's moments restart from zero, its step count from 0); save and load the optimizer "
-                     "with the model, as get_state_dict(model, optimizer) and set_state_dict give them",
+                     "with the model (optimizer.state_dict(), or DCP's get_state_dict(model, optimizer))",
     LR_SCHEDULE: "the learning rate or the LR scheduler's state after loading is not the one saved: the "
                  "schedule restarts; put scheduler.state_dict() in the checkpoint and load it",
     PARAMETERS: "the parameters or buffers after loading are not those saved: the model's state dict did "
-                "not round-trip (get_model_state_dict / set_model_state_dict)",
+                "not round-trip",
+    NON_PERSISTENT_BUFFER: "a buffer registered with persistent=False changes in training, and state_dict() "
+                           "leaves it out, so no checkpoint of the state dict holds it; register it persistent, "
+                           "or save it beside",
+    RNG_STATE: "every tensor was restored, but not the random state, and the model draws random numbers "
+               "(dropout): the masks after the resume are not the uninterrupted run's; save each rank's "
+               "torch.get_rng_state() (and torch.cuda's) and set it on load",
     DIVERGES_AFTER_RESUME: "the state was restored, yet the steps after it differ: something outside the "
-                           "checkpoint (data order, random state, a setting) changed at the resume",
+                           "checkpoint (data order, a setting, Python state of the model) changed at the resume",
     LOSS_CURVE: "every tensor agrees but the loss curve does not",
 }
 
@@ -63,12 +70,13 @@ class ResumeReport:
     saved_at: int
     backend: str
     device: str
-    phase: str = ""  # where the first divergence is: BEFORE_SAVE, AFTER_LOAD, AFTER_RESUME
+    checkpoint: str = "DCP"  # how the run was saved: DCP, or the user's save_fn by name
+    phase: str = ""  # where the first divergence is: AFTER_LOAD, AFTER_RESUME
     divergence: Divergence | None = None
-    reason: str | None = None  # a cause above, or the equivalence check's before the save
+    reason: str | None = None  # a cause above
     losses: list[float] = field(default_factory=list)  # the run's loss per step: the ranks' mean
     reference_losses: list[float] = field(default_factory=list)  # the uninterrupted run's
-    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, both halves
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per category, from the load on
     detail: str = ""
 
     @property
@@ -86,23 +94,31 @@ class ResumeReport:
 def check_resume(model_fn: Callable, inputs, targets, *, loss_fn: Callable, optimizer_fn: Callable | None = None,
                  scheduler_fn: Callable | None = None, wrapper: str = "ddp", world_size: int = 2,
                  resume_world_size: int | None = None, steps: int = 4, saved_at: int | None = None,
+                 save_fn: Callable | None = None, load_fn: Callable | None = None,
                  ddp_kwargs: dict | None = None, fsdp_kwargs: dict | None = None, save_optimizer: bool = True,
                  save_scheduler: bool = True, device: str = "cpu", backend: str | None = None,
                  rtol: float | None = None, atol: float | None = None, timeout: float | None = None) -> ResumeReport:
     """Train model_fn() under DDP or FSDP2 (wrapper "fsdp") on `world_size` ranks for `saved_at`
-    steps (default steps // 2), save with DCP, load into a fresh group of `resume_world_size`
-    ranks (default the same) and train to `steps`; compare with a run that never stopped.
+    steps (default steps // 2), save, load into a fresh group of `resume_world_size` ranks
+    (default the same) and train to `steps`; compare with the same run that never stopped, on
+    the resumed ranks under the same wrapper.
 
     inputs/targets: the global batch, or one per step; it must split evenly over both world
     sizes. optimizer_fn: params -> optimizer (default plain SGD); scheduler_fn: optimizer -> LR
-    scheduler, stepped after every step. save_optimizer / save_scheduler False leave that state
-    out of the checkpoint (to see the check catch it). Module-level callables only: the workers
-    import them. The report fails, naming the phase, step, rank and tensor, when anything
-    (parameters, gradients, optimizer state, learning rate, loss) leaves the tolerance
-    (assert_close's for the dtype, or rtol/atol); it does not raise.
+    scheduler, stepped after every step. save_fn(model, optimizer, scheduler, directory) and
+    load_fn(the same): the user's checkpoint code, called on every rank with the wrapped model
+    (DDP or FSDP2 module), its optimizer, its scheduler (or None) and a directory every rank
+    sees; default: DCP with every rank's random state (checkpoint.DcpCheckpoint), where
+    save_optimizer / save_scheduler False leave that state out (to see the check catch it).
+    Module-level callables only: the workers import them. The report fails, naming the phase,
+    step, rank and tensor (or the random state), when anything (parameters, buffers, gradients,
+    optimizer state, learning rate, loss) leaves the tolerance (assert_close's for the dtype, or
+    rtol/atol); it does not raise.
     """
     if wrapper not in ("ddp", "fsdp"):
         raise ValueError(f"wrapper is 'ddp' or 'fsdp', not {wrapper!r}")
+    if (save_fn is None) != (load_fn is None):
+        raise ValueError("give both save_fn and load_fn, or neither (the suite's DCP checkpoint)")
     resume_world_size = resume_world_size or world_size
     saved_at = steps // 2 if saved_at is None else saved_at
     if not 0 < saved_at < steps:
@@ -112,69 +128,77 @@ def check_resume(model_fn: Callable, inputs, targets, *, loss_fn: Callable, opti
                      steps=steps, ddp_kwargs=ddp_kwargs, device=device, scheduler_fn=scheduler_fn,
                      fsdp_kwargs=dict(fsdp_kwargs or {}) if wrapper == "fsdp" else None, rtol=rtol, atol=atol)
             for size in (world_size, resume_world_size)]  # validates the batch's split at both sizes
-    with tempfile.TemporaryDirectory(prefix="torchsuite-dcp-") as directory:
-        plan = ResumePlan(path=directory, saved_at=saved_at, optimizer=save_optimizer, scheduler=save_scheduler)
-        first = _run(replace(jobs[0], resume=plan), world_size, backend, timeout)
-        loading = replace(plan, loading=True, reference_start=first[0]["reference_start"])
-        second = _run(replace(jobs[1], resume=loading), resume_world_size, backend, timeout)
+    if save_fn is None:
+        dcp = DcpCheckpoint(world_size=world_size, optimizer=save_optimizer, scheduler=save_scheduler)
+        save_fn, load_fn, how = dcp.save, dcp.load, "DCP"
+    else:
+        owner = getattr(save_fn, "__self__", None)  # a bound method: its object says what it saves (TorchSave)
+        how = str(owner) if owner is not None else getattr(save_fn, "__qualname__", type(save_fn).__name__)
+    with tempfile.TemporaryDirectory(prefix="torchsuite-resume-") as directory:
+        plan = ResumePlan(path=directory, saved_at=saved_at, world_size=world_size, save_fn=save_fn, load_fn=load_fn)
+        os.makedirs(plan.checkpoint_dir)
+        first = _run(jobs[0], plan, world_size, backend, timeout)
+        second = _run(jobs[1], replace(plan, loading=True), resume_world_size, backend, timeout)
     return build_resume_report(first, second, wrapper=wrapper, world_sizes=(world_size, resume_world_size),
                                steps=steps, saved_at=saved_at, backend=backend, device=device,
-                               tolerance=(rtol, atol))
+                               tolerance=(rtol, atol), checkpoint=how)
 
 
-def _run(job, world_size: int, backend: str, timeout: float | None) -> list[dict]:
+def _run(job, plan: ResumePlan, world_size: int, backend: str, timeout: float | None) -> list[dict]:
     from suite.distributed import get_pool
 
-    return get_pool(world_size, backend, job.device).run(rank_loop(job), job, timeout=timeout)
+    return get_pool(world_size, backend, job.device).run(resume_half, job, plan, timeout=timeout)
 
 
 def loss_curve(outcomes: Sequence[dict]) -> tuple[list[float], list[float]]:
-    """(the run's loss per step, the mean of the ranks' shard losses; the reference's)."""
-    by_step: dict[int, list[float]] = {}
+    """(the run's loss per step, the mean of the ranks' shard losses; the uninterrupted run's)."""
+    ours: dict[int, list[float]] = {}
+    theirs: dict[int, list[float]] = {}
     for outcome in outcomes:
         for record in outcome["records"]:
             if "loss" in record:
-                by_step.setdefault(record["step"], []).append(record["loss"])
-    reference = [r["reference_loss"] for r in outcomes[0]["records"] if "reference_loss" in r]
-    return [sum(losses) / len(losses) for _, losses in sorted(by_step.items())], reference
+                ours.setdefault(record["step"], []).append(record["loss"])
+                theirs.setdefault(record["step"], []).append(record.get("reference_loss", record["loss"]))
+    return ([sum(losses) / len(losses) for _, losses in sorted(ours.items())],
+            [sum(losses) / len(losses) for _, losses in sorted(theirs.items())])
 
 
 def build_resume_report(first: Sequence[dict], second: Sequence[dict], *, wrapper: str,
                         world_sizes: tuple[int, int], steps: int, saved_at: int, backend: str, device: str,
-                        tolerance: tuple[float | None, float | None] = (None, None)) -> ResumeReport:
-    """Merge both halves' comparisons: the first divergence, where it is and what it shows."""
-    halves = [build_report(outcomes, world_size=size, steps=count, backend=backend, device=device,
-                           tolerance=tolerance)
-              for outcomes, size, count in ((first, world_sizes[0], saved_at), (second, world_sizes[1], steps))]
+                        tolerance: tuple[float | None, float | None] = (None, None),
+                        checkpoint: str = "DCP") -> ResumeReport:
+    """The first divergence of the resumed run from the uninterrupted one, where it is and what it shows.
+    `first`: the saving ranks' outcomes (their losses); `second`: the resumed ranks' comparisons."""
+    after = build_report(second, world_size=world_sizes[1], steps=steps, backend=backend, device=device,
+                         tolerance=tolerance)
     report = ResumeReport(wrapper=wrapper, world_size=world_sizes[0], resume_world_size=world_sizes[1],
-                          steps=steps, saved_at=saved_at, backend=backend, device=device)
-    for half in halves:
-        for category, diff in half.max_abs_diff.items():
-            report.max_abs_diff[category] = max(report.max_abs_diff.get(category, 0.0), diff)
-    curves = [loss_curve(first), loss_curve(second)]
-    report.losses = curves[0][0] + curves[1][0]
-    report.reference_losses = curves[0][1] + curves[1][1]
-    before, after = halves
-    if before.divergence is not None:
-        report.phase, report.divergence, report.reason = BEFORE_SAVE, before.divergence, before.reason
-        explanation = before.detail.split("; ", 1)[-1]
-    elif after.divergence is not None:
+                          steps=steps, saved_at=saved_at, backend=backend, device=device, checkpoint=checkpoint,
+                          max_abs_diff=dict(after.max_abs_diff))
+    before, resumed = loss_curve(first), loss_curve(second)
+    report.losses, report.reference_losses = before[0] + resumed[0], before[1] + resumed[1]
+    rng_differs = sorted({name for outcome in second for record in outcome["records"]
+                          for name in record.get("rng_differs", ())})
+    if after.divergence is not None:
         report.divergence = after.divergence
-        # The only record of the second half at step saved_at is the comparison right after loading.
+        # The only record at step saved_at is the comparison right after loading.
         if after.divergence.step == saved_at:
             report.phase, report.reason = AFTER_LOAD, _RESTORED[after.divergence.category]
         else:
-            report.phase, report.reason = AFTER_RESUME, DIVERGES_AFTER_RESUME
+            report.phase = AFTER_RESUME
+            report.reason = RNG_STATE if rng_differs else DIVERGES_AFTER_RESUME
         explanation = f"{report.reason}: {_CAUSES[report.reason]}"
+        if report.reason == RNG_STATE:
+            explanation += f" (differs right after loading: the {' and '.join(rng_differs)} generator)"
     else:
         explanation = _loss_mismatch(report, after)
-    run = (f"{'FSDP2' if wrapper == 'fsdp' else 'DDP'}, {saved_at} steps on {world_sizes[0]} ranks, saved with DCP, "
-           f"loaded on {world_sizes[1]} ranks, {steps - saved_at} more ({backend}, {device})")
+    run = (f"{'FSDP2' if wrapper == 'fsdp' else 'DDP'}, {saved_at} steps on {world_sizes[0]} ranks, saved with "
+           f"{checkpoint}, loaded on {world_sizes[1]} ranks, {steps - saved_at} more ({backend}, {device})")
     maxima = ", ".join(f"{c} {d:.2g}" for c, d in sorted(report.max_abs_diff.items()))
     curve = " ".join(f"{loss:.4g}" for loss in report.losses)
     if report.reason is None:
         report.detail = (f"resumes as if uninterrupted: {run}; the loss curve {curve} and every tensor, at the "
-                         f"load and after each step, within {after.tolerance}; max abs diff {maxima}")
+                         f"load and after each step, within {after.tolerance} of the run that never stopped; "
+                         f"max abs diff {maxima}")
     elif report.divergence is None:
         report.detail = f"diverges: {run}; {explanation}"
     else:
@@ -205,6 +229,7 @@ def check_case(case, device: str = "cpu", backend: str | None = None, timeout: f
     return check_resume(case.model, inputs, targets, loss_fn=case.loss, optimizer_fn=case.optimizer,
                         scheduler_fn=case.scheduler, wrapper=case.wrapper, world_size=case.world_size,
                         resume_world_size=case.resume_world_size, steps=case.steps, saved_at=case.saved_at,
+                        save_fn=case.checkpoint and case.checkpoint.save, load_fn=case.checkpoint and case.checkpoint.load,
                         save_optimizer=case.save_optimizer, save_scheduler=case.save_scheduler, device=device,
                         backend=backend, timeout=timeout)
 
