@@ -184,6 +184,40 @@ def test_a_kernel_that_ignores_its_inputs_strides_fails_on_the_non_contiguous_co
     assert report.verdict("neg", "forward", "float32").outcome == "pass"
 
 
+@pytest.fixture
+def planted_forms():
+    """aten::exp_ (in-place) and aten::neg.out wrong in float32 only; exp, neg and the other
+    forms untouched. Each form is its own kernel on the CPU."""
+    def exp_(x):
+        return x.copy_(torch.exp(x) * (1.001 if x.dtype == torch.float32 else 1.0))
+
+    def neg_out(x, *, out):
+        return out.copy_(torch.neg(x) * (1.01 if x.dtype == torch.float32 else 1.0))
+
+    library = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        library.impl("exp_", exp_, "CPU")
+        library.impl("neg.out", neg_out, "CPU")
+    yield
+    library._destroy()
+
+
+def test_a_kernel_wrong_only_in_its_in_place_or_out_form_is_caught_by_op_form_and_dtype(planted_forms):
+    report = check_ops(["exp", "neg"], dtypes=["float32", "bfloat16"], checks=["forward", "method", "inplace", "out"])
+    failed = {(v.case, v.check, v.dtype) for v in report.failures()}
+    assert failed == {("exp", "inplace", "float32"), ("neg", "out", "float32")}, report
+    assert {(v.case, v.check) for v in report.verdicts} == {
+        (op, check) for op in ("exp", "neg") for check in ("forward", "method", "inplace", "out")}
+    assert all(v.outcome == "pass" for v in report.verdicts if (v.case, v.check, v.dtype) not in failed)
+
+
+def test_an_in_place_form_is_not_given_a_sample_whose_result_its_input_cannot_hold():
+    report = check_ops(["add"], dtypes=["float32"], checks=["inplace"])  # some samples broadcast the input
+    assert report.passed and report.verdicts[0].outcome == "pass", report
+    assert not opinfo.cases(["sum"])[0].has("inplace") and opinfo.cases(["sum"])[0].has("method")
+
+
 def test_ops_whose_meaning_is_their_strides_are_checked_contiguous_only():
     as_strided = opinfo.cases(["as_strided"])[0]  # and its partial_views variant
     assert not as_strided.strided("cpu", torch.float32) and opinfo.cases(["exp"])[0].strided("cpu", torch.float32)

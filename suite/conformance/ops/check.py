@@ -8,7 +8,12 @@ One verdict per (op, variant, dtype, check):
 - forward: the op on the device, on OpInfo's sample inputs in the dtype, against the same op on
   the same values upcast to float64 on the CPU (suite.conformance.ops.compare says how close);
 - backward: for ops OpInfo says support autograd in that dtype, the gradient of every input
-  that requires one under a random cotangent (a vjp), against float64 the same way.
+  that requires one under a random cotangent (a vjp), against float64 the same way;
+- method, inplace, out: the op's other forms where OpInfo declares them (x.op(...),
+  x.op_(...) read back from x, op(..., out=...) read back from out), each against the same
+  float64 reference as forward. A sample whose result the input cannot hold (it broadcasts the
+  input, or its result has another shape or a dtype the input cannot take) is not given to inplace.
+Every sample is checked as OpInfo makes it and as a non-contiguous copy (LAYOUTS).
 Outputs go through the sample's output_process_fn_grad first, as OpInfo's own comparisons do
 (it keeps what is well defined: the magnitudes of an SVD's vectors, not their signs).
 
@@ -25,6 +30,7 @@ process is a verdict naming its op, dtype and sample, and the other ops are stil
 from __future__ import annotations
 
 import collections
+import functools
 import time
 import warnings
 import zlib
@@ -32,10 +38,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 import torch
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from suite.cases.expect import APPROXIMATE, FAILS, NOT_APPLICABLE, Expect
-from suite.cases.opinfo import CHECKS, OpCase, cases
+from suite.cases.opinfo import CHECKS, VARIANT_CHECKS, OpCase, cases
 from suite.conformance.ops.compare import DEFAULT_TOLERANCES, Comparison, compare, tolerances
 from suite.conformance.result import meets
 from suite.errors import SuiteError, one_line
@@ -137,10 +143,40 @@ def _copy(sample, device, to_float64: bool, requires_grad: bool):
     return sample.transform(copy)
 
 
-def _call(case: OpCase, sample, seed: int):
+def _seeded(fn: Callable, sample, seed: int, **extra):
     with torch.random.fork_rng(devices=[] if sample_device(sample) == "cpu" else None):
-        torch.manual_seed(seed)  # an op that draws random numbers draws the same ones in both runs
-        out = case.info(sample.input, *sample.args, **sample.kwargs)
+        torch.manual_seed(seed)  # an op that draws random numbers draws the same ones in every run
+        return fn(sample.input, *sample.args, **sample.kwargs, **extra)
+
+
+def _call(case: OpCase, sample, seed: int):
+    return sample.output_process_fn_grad(_seeded(case.info, sample, seed))
+
+
+class _CannotTake(Exception):
+    """The form cannot take this sample (an in-place op whose result the input cannot hold)."""
+
+
+def _call_form(case: OpCase, form: str, sample, seed: int):
+    """The op called in `form` (forward: the function; VARIANT_CHECKS' forms), its result as
+    _call gives the function's: what the form leaves where a program reads it."""
+    if form == "forward":
+        return _call(case, sample, seed)
+    if form == "method":
+        return sample.output_process_fn_grad(_seeded(case.info.method_variant, sample, seed))
+    expected = _seeded(case.info, sample, seed)
+    if form == "inplace":
+        holds = (isinstance(expected, torch.Tensor) and expected.shape == sample.input.shape
+                 and torch.promote_types(expected.dtype, sample.input.dtype) == sample.input.dtype)
+        if not holds or getattr(sample, "broadcasts_input", False):
+            raise _CannotTake("its result does not fit in its input")
+        _seeded(case.info.inplace_variant, sample, seed)
+        return sample.output_process_fn_grad(sample.input)
+    leaves = tree_leaves(expected)
+    if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
+        raise _CannotTake("an output that is not a tensor")
+    out = tree_map(torch.empty_like, expected)  # a tensor, or the outputs' tuple as the op returns it
+    _seeded(case.info, sample, seed, out=out)
     return sample.output_process_fn_grad(out)
 
 
@@ -175,14 +211,15 @@ def _each_layout(layouts: dict, run: Callable) -> dict:
         try:
             found[layout] = run(make)
         except Exception as error:
-            if layout == CONTIGUOUS or isinstance(error, torch.OutOfMemoryError):
+            if layout == CONTIGUOUS or isinstance(error, (torch.OutOfMemoryError, _CannotTake)):
                 raise
             raise _CopyRaised(f"on its {layout} copy: {one_line(error)}") from error
     return found
 
 
-def _forward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float, layouts: dict) -> dict[str, Comparison]:
-    actual = _each_layout(layouts, lambda make: _call(case, make(_copy(sample, device, False, False)), seed))
+def _forward(case: OpCase, sample, device: str, seed: int, rtol: float, atol: float, layouts: dict,
+             form: str = "forward") -> dict[str, Comparison]:
+    actual = _each_layout(layouts, lambda make: _call_form(case, form, make(_copy(sample, device, False, False)), seed))
     try:
         reference = _call(case, _copy(sample, "cpu", True, False), seed)
     except Exception as error:
@@ -263,7 +300,7 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
         return _judge(case, check, dtype, expected, start, skip=why)
     rtol, atol = tolerances(dtype, case.tolerance(check, device, dtype))
     tolerance = f"rtol {rtol:.3g}, atol {atol:.3g} + rtol x the output's largest magnitude"
-    run = _forward if check == "forward" else _backward
+    run = _backward if check == "backward" else functools.partial(_forward, form=check)
     layouts = _layouts(case, device, dtype)
     try:
         found = _samples(case, device, dtype, check == "backward", samples)
@@ -284,6 +321,9 @@ def check_case(case: OpCase, check: str, device: str, dtype: torch.dtype, sample
             free_device_memory()
             return _judge(case, check, dtype, expected, start, crash="raised torch.OutOfMemoryError",
                           sample=sample.summary(), tolerance=tolerance, out_of_memory=True)
+        except _CannotTake as error:
+            unchecked = f"the {check} form cannot take them: {error}"
+            continue
         except _CopyRaised as error:
             return _judge(case, check, dtype, expected, start, crash=f"raised {error}",
                           sample=f"{NONCONTIGUOUS}: {sample.summary()}", tolerance=tolerance)
@@ -320,6 +360,8 @@ def iter_verdicts(selected: Iterable[OpCase], device: str, dtypes, checks, sampl
             if dtype not in dtypes:
                 continue
             for check in checks:
+                if not case.has(check):
+                    continue
                 if pending is not None and not announce_case(
                         f"{case.name} {check} {dtype}", pending(_unfinished(case, check, device, dtype)), CASE_BUDGET_S):
                     continue  # started by a worker that died: it has its verdict
