@@ -241,8 +241,8 @@ def test_the_quick_sweep_of_all_of_op_db_is_as_declared():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_the_full_cpu_sweep_of_op_db_is_as_declared():
-    report = check_ops(dtypes=["float32", "bfloat16"])
+def test_the_full_cpu_sweep_of_op_db_is_as_declared():  # every dtype, sample and form: about 4 minutes
+    report = check_ops()
     assert report.passed, report
 
 
@@ -250,6 +250,6 @@ def test_torchsuite_ops_is_the_same_command(capsys):
     from suite.cli import main
 
     assert main(["ops", "--ops", "neg", "--dtypes", "float32", "--samples", "1"]) == 0
-    assert "1 ops, 2 verdicts: 2 pass" in capsys.readouterr().out
+    assert "1 ops, 5 verdicts: 5 pass" in capsys.readouterr().out  # forward, backward, method, inplace, out
     assert main(["ops", "--ops", "nosuchop"]) == 2
     assert "unknown OpInfo op 'nosuchop'" in capsys.readouterr().err

@@ -49,11 +49,15 @@ def _check_in_worker(args):
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m suite.conformance.ops") -> int:
+    from suite.cases.opinfo import CHECKS
+
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--ops", help="comma-separated OpInfo names (default all of op_db)")
     parser.add_argument("--device", default="cpu", help="device to check (default cpu)")
     parser.add_argument("--dtypes", help="comma-separated dtypes (default float32, bfloat16, float16)")
-    parser.add_argument("--checks", default="forward,backward", help="forward, backward or both (default)")
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help=f"comma-separated checks: {', '.join(CHECKS)} (default all; method, inplace and out "
+                             "call the op's other forms where OpInfo declares them)")
     parser.add_argument("--samples", type=int, default=None, help="most sample inputs per op (default all)")
     parser.add_argument("--case-timeout", type=float, default=None, metavar="S",
                         help="seconds one op, dtype and check may take before it is called hung "

@@ -1,10 +1,12 @@
 """The op sweep's verdict records for `torchsuite run`: every op of OpInfo's op_db on the device.
 
 quick: one sample input per op of a representative subset (suite.cases.opinfo.QUICK_OPS, about
-70 ops), in float32 and bfloat16: about 9 s on a 2-core CPU, where all of op_db at one sample
-takes 12 to 30 s, a large share of a quick run's minute.
+70 ops), in float32 and bfloat16, the function's forward and backward (294 records): about 9 s on
+a 2-core CPU, where all of op_db at one sample takes 12 to 30 s, a large share of a quick run's
+minute. The method, in-place and out= forms would add 256 records, each a rewrite of the
+results file, for a second of checks: they are the full run's.
 Full: every sample input OpInfo gives, in every checked dtype the op supports on the device
-(float32, bfloat16 and float16).
+(float32, bfloat16 and float16), every check (CHECKS).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from suite.conformance.result import verdict_record
 SUITE = "ops"
 QUICK_DTYPES = ("float32", "bfloat16")
 QUICK_SAMPLES = 1
+QUICK_CHECKS = ("forward", "backward")
 
 
 def record(verdict: OpVerdict, device: str) -> dict:
@@ -46,7 +49,8 @@ def verdicts(device: str, quick: bool) -> Iterator[dict]:
     import torch
 
     dtypes = tuple(getattr(torch, d) for d in QUICK_DTYPES) if quick else CHECKED_DTYPES
-    yield from _records(cases(QUICK_OPS if quick else None), device, dtypes, CHECKS, QUICK_SAMPLES if quick else None)
+    yield from _records(cases(QUICK_OPS if quick else None), device, dtypes, QUICK_CHECKS if quick else CHECKS,
+                        QUICK_SAMPLES if quick else None)
 
 
 def selected(ops: list[str] | None, device: str, dtypes: list[str] | None, checks: list[str],
