@@ -149,8 +149,9 @@ def _seeded(fn: Callable, sample, seed: int, **extra):
         return fn(sample.input, *sample.args, **sample.kwargs, **extra)
 
 
-def _call(case: OpCase, sample, seed: int):
-    return sample.output_process_fn_grad(_seeded(case.info, sample, seed))
+def _call(case: OpCase, sample, seed: int, fn: Callable | None = None):
+    """The op (or `fn`, another of its forms) on `sample`, its output as OpInfo compares it."""
+    return sample.output_process_fn_grad(_seeded(fn or case.info, sample, seed))
 
 
 class _CannotTake(Exception):
@@ -160,10 +161,8 @@ class _CannotTake(Exception):
 def _call_form(case: OpCase, form: str, sample, seed: int):
     """The op called in `form` (forward: the function; VARIANT_CHECKS' forms), its result as
     _call gives the function's: what the form leaves where a program reads it."""
-    if form == "forward":
-        return _call(case, sample, seed)
-    if form == "method":
-        return sample.output_process_fn_grad(_seeded(case.info.method_variant, sample, seed))
+    if form in ("forward", "method"):
+        return _call(case, sample, seed, case.info.method_variant if form == "method" else None)
     expected = _seeded(case.info, sample, seed)
     if form == "inplace":
         holds = (isinstance(expected, torch.Tensor) and expected.shape == sample.input.shape

@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_map
 
 from suite.conformance.parallel.ddp_training import (TrainingJob, Wrapped, compare, exact_float32, job_traits,
                                                      model_traits, rank_device, rank_step, wrap_ddp)
-from suite.conformance.parallel.fsdp import wrap_fsdp
+from suite.conformance.parallel.fsdp import whole, wrap_fsdp
 
 # Added to the seed of the second group's resumed run: other initial weights and another random
 # state than the first group's, so whatever its checkpoint does not restore shows.
@@ -144,12 +144,6 @@ class ResumePlan:
         return os.path.join(self.path, "carried", f"rank{rank % self.world_size}.pt")
 
 
-def _full(value):
-    from torch.distributed.tensor import DTensor
-
-    return value.full_tensor() if isinstance(value, DTensor) else value
-
-
 def non_persistent_buffers(model: nn.Module) -> frozenset:
     """The buffers state_dict() leaves out (registered with persistent=False), by name."""
     return frozenset(f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
@@ -187,9 +181,9 @@ class _Run:
     def carry(self) -> dict:
         """Everything the uninterrupted run needs to go on elsewhere, as whole tensors (collectives
         under FSDP2, in the same order on every rank)."""
-        tensors = {name: _full(t.detach()).clone() for name, t in
+        tensors = {name: whole(t.detach()).clone() for name, t in
                    [*self.model.named_parameters(), *self.model.named_buffers()]}
-        optimizer = tree_map(lambda v: _full(v).clone() if isinstance(v, torch.Tensor) else v,
+        optimizer = tree_map(lambda v: whole(v).clone() if isinstance(v, torch.Tensor) else v,
                              self.optimizer.state_dict())
         return {"tensors": tensors, "optimizer": optimizer, "rng": self.rng,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
@@ -259,7 +253,7 @@ def optimizer_states(model: nn.Module, optimizer, scheduler=None) -> tuple[dict,
     states = {}
     for name, param in model.named_parameters():
         state = optimizer.state.get(param, {})
-        states[name] = {key: _full(value).detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
+        states[name] = {key: whole(value).detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
                         for key, value in sorted(state.items())}
     schedule = {} if scheduler is None else {
         key: torch.tensor(value, dtype=torch.float32) for key, value in sorted(scheduler.state_dict().items())

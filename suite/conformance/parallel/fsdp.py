@@ -174,7 +174,8 @@ def shard(model: nn.Module, fsdp_kwargs: dict, groups: tuple[str, ...] | None = 
     return fully_shard(model, **fsdp_kwargs)
 
 
-def _full(value):
+def whole(value):
+    """A DTensor's full tensor (an all-gather); any other value as it is."""
     from torch.distributed.tensor import DTensor
 
     return value.full_tensor() if isinstance(value, DTensor) else value
@@ -183,8 +184,8 @@ def _full(value):
 def full_tensors(model: nn.Module) -> tuple[dict, dict, dict]:
     """(parameters, gradients, buffers) by name as whole tensors: an all-gather per sharded one,
     in the same order on every rank."""
-    params = {n: _full(p.detach()) for n, p in model.named_parameters()}
-    grads = {n: None if p.grad is None else _full(p.grad) for n, p in model.named_parameters()}
+    params = {n: whole(p.detach()) for n, p in model.named_parameters()}
+    grads = {n: None if p.grad is None else whole(p.grad) for n, p in model.named_parameters()}
     return params, grads, dict(model.named_buffers())
 
 
@@ -202,7 +203,7 @@ def wrap_fsdp(model: nn.Module, device: torch.device, job: TrainingJob) -> Wrapp
 
     forward, finish = compiled(model, job.compile_backend) if job.compile_backend else (model, dict)
     return Wrapped(module=model, forward=forward, sync_on=sync_on, whole_tensors=lambda: full_tensors(model),
-                   reference_state=lambda: {name: _full(value) for name, value in model.state_dict().items()},
+                   reference_state=lambda: {name: whole(value) for name, value in model.state_dict().items()},
                    finish=finish)
 
 
