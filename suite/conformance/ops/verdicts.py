@@ -29,6 +29,7 @@ def record(verdict: OpVerdict, device: str) -> dict:
                           passed=verdict.passed, detail=verdict.detail, seconds=verdict.seconds,
                           op=verdict.op, variant=verdict.variant, dtype=verdict.dtype,
                           outcome=verdict.outcome, expected=verdict.expected, error=verdict.error,
+                          element_error=verdict.element_error,
                           max_abs=verdict.max_abs, sample=verdict.sample, tolerance=verdict.tolerance)
 
 
