@@ -1,4 +1,6 @@
-"""A quick asv pass against the installed environment records the core's numbers for every model."""
+"""asv and benchmarks/models.py: the adapter in this process (default), and a quick asv pass against
+the installed environment recording the core's numbers for the models asked for (`slow`: asv starts
+an interpreter per benchmark, about 20 s)."""
 import json
 import math
 import os
@@ -45,6 +47,45 @@ def _results(results_dir: Path) -> dict:
     return values
 
 
+@pytest.fixture
+def asv_models(monkeypatch):
+    """benchmarks/models.py as asv imports it with the variables the real run below sets."""
+    import importlib
+
+    for name, value in (("TORCHSUITE_QUICK", "1"), ("TORCHSUITE_MODELS", "speech_cnn"),
+                        ("TORCHSUITE_VARIANTS", "cpu,cuda-ddp")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(REPO))
+    module = importlib.import_module("benchmarks.models")
+    yield importlib.reload(module)
+    sys.modules.pop("benchmarks.models", None)
+
+
+def test_asv_sees_the_cores_samples_through_its_clock_and_absent_hardware_as_a_skip(asv_models):
+    # What asv does with benchmarks/models.py, in this process: the real asv run is `slow` (below)
+    Models = asv_models.Models
+    assert Models.params == (["speech_cnn"], ["train", "eval", "serve"], ["cpu", "cuda-ddp"])
+    record = {"samples": [0.25, 0.5, 0.125], "throughput": 12.0, "peak_fraction": 0.1, "peak_mem_bytes": 7}
+    records = {"speech_cnn/train/cpu": record, "speech_cnn/eval/cpu": {"error": "RuntimeError: planted"}}
+    bench = Models()
+    bench.setup(records, "speech_cnn", "train", "cpu")
+    assert bench.repeat[:2] == (3, 3)  # as many asv samples as the core took
+    elapsed = []
+    for _ in range(3):
+        bench.setup(records, "speech_cnn", "train", "cpu")  # asv sets up again before every sample
+        before = bench.timer()
+        bench.time_iteration(records, "speech_cnn", "train", "cpu")
+        elapsed.append(bench.timer() - before)
+    assert elapsed == record["samples"]
+    assert bench.track_throughput(records, "speech_cnn", "train", "cpu") == 12.0
+    with pytest.raises(RuntimeError, match="planted"):  # one failed case: asv records a failure
+        bench.setup(records, "speech_cnn", "eval", "cpu")
+    if cuda_count() < 2:
+        with pytest.raises(NotImplementedError):  # absent hardware: asv records a skip
+            bench.setup(records, "speech_cnn", "train", "cuda-ddp")
+
+
+@pytest.mark.slow
 def test_quick_asv_run_records_the_models_asked_for_on_cpu(tmp_path):
     commit = _head_commit()
     config = json.loads("\n".join(line for line in (REPO / "asv.conf.json").read_text().splitlines()

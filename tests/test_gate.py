@@ -42,7 +42,11 @@ def _by_mode(rows) -> dict:
     return {"train" if "train" in row.figure else "eval": row for row in rows}
 
 
-@pytest.mark.parametrize("machine, sessions", [(QUIET, 4), (NOISY, 8)], ids=["quiet", "drifting"])
+# Each session is a run_ab at its defaults, about a second of judgements: the default run keeps two
+# sessions of each machine, `slow` the full count.
+@pytest.mark.parametrize("machine, sessions", [
+    (QUIET, 2), (NOISY, 2), pytest.param(QUIET, 4, marks=pytest.mark.slow), pytest.param(NOISY, 8, marks=pytest.mark.slow)],
+    ids=["quiet", "drifting", "quiet-4", "drifting-8"])
 def test_the_planted_slowdown_regresses_in_every_session_and_nothing_else_does(monkeypatch, tmp_path, machine, sessions):
     for seed in range(sessions):
         rows, header = run_session(monkeypatch, tmp_path, PLANTED, machine, seed)

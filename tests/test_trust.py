@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from suite.cli import main
 from suite.timing import time_model
 from suite.timing.contention import Load, is_contended
 from suite.timing.figure import FLAGS, figure_flags, measure_figure
@@ -240,11 +241,10 @@ def test_a_128_core_8_gpu_plan_has_a_bounded_size_and_never_more_processes_than_
     assert most[0] == 128  # the largest world size alone, never two parts of the run at once
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "suite", "run", "--dry-run", "--json", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dry-run", "--json", "--device", "cpu"]) == 0
+    plan = json.loads(capsys.readouterr().out)
     labels = [s["label"] for s in plan["steps"]]
     assert labels[0] == "peak FLOP/s on cpu" and any(label.startswith("timing ") for label in labels)
     assert plan["estimate_s"] == pytest.approx(sum(s["estimate_s"] for s in plan["steps"]))
