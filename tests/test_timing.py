@@ -353,6 +353,7 @@ def test_multi_gpu_records_count_every_gpu(setup):
     assert record["peak_flops_per_s"] == pytest.approx(record["peak_calibration"]["flops_per_s"] * gpus)
 
 
+@pytest.mark.slow  # the script end to end: four fresh interpreters' timings, about 6 s
 def test_validate_timing_reports_consistent_arithmetic():
     """Each printed figure follows from the others within their printed rounding; the PASS/FAIL
     verdicts, which depend on this machine's load, are not asserted."""
