@@ -4,6 +4,7 @@ a crash is a verdict, bad input is one line, and the report shows what differs b
 The default run checks a few ops on one or two samples (op_db's import, about 3 s, is most of
 it); the sweeps over all of op_db are `slow`.
 """
+import contextlib
 import json
 import math
 import unittest
@@ -185,19 +186,27 @@ def test_an_op_out_of_memory_is_a_verdict_of_its_own_and_the_next_op_goes_on(wro
     assert not report.passed and "OutOfMemoryError" in report.verdict("neg", "forward", "bfloat16").detail
 
 
+@contextlib.contextmanager
+def planted(kernels: dict):
+    """aten's CPU kernels replaced by {op name: function} for the block's duration."""
+    library = torch.library.Library("aten", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+            for name, kernel in kernels.items():
+                library.impl(name, kernel, "CPU")
+        yield
+    finally:
+        library._destroy()
+
+
 def test_a_kernel_that_ignores_its_inputs_strides_fails_on_the_non_contiguous_copy():
     def exp(x):  # reads the input's memory as if it were contiguous, as a kernel with a stride bug does
         flat = x.as_strided((x.numel(),), (1,), x.storage_offset())
         return (torch.special.expm1(flat) + 1).reshape(x.shape)
 
-    library = torch.library.Library("aten", "IMPL")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            library.impl("exp", exp, "CPU")
+    with planted({"exp": exp}):
         report = check_ops(["exp", "neg"], dtypes=["float32"], checks=["forward"])
-    finally:
-        library._destroy()
     bad = report.verdict("exp", "forward", "float32")
     assert bad.outcome == "fail" and bad.sample.startswith("non-contiguous: SampleInput(") and \
         "on the sample's non-contiguous copy" in bad.detail, bad
@@ -213,15 +222,9 @@ def test_a_kernel_wrong_only_on_channels_last_input_fails_on_the_channels_last_c
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         return out * 1.01 if channels_last and x.dtype == torch.float32 else out
 
-    library = torch.library.Library("aten", "IMPL")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            library.impl("pixel_shuffle", pixel_shuffle, "CPU")
+    with planted({"pixel_shuffle": pixel_shuffle}):
         report = check_ops(["nn.functional.pixel_shuffle"], dtypes=["float32", "bfloat16"], checks=["forward"],
                            samples=2)
-    finally:
-        library._destroy()
     bad = report.verdict("nn.functional.pixel_shuffle", "forward", "float32")
     assert bad.outcome == "fail" and bad.sample.startswith("channels-last: SampleInput(") and \
         "on the sample's channels-last copy" in bad.detail, bad
@@ -238,13 +241,8 @@ def planted_forms():
     def neg_out(x, *, out):
         return out.copy_(torch.neg(x) * (1.01 if x.dtype == torch.float32 else 1.0))
 
-    library = torch.library.Library("aten", "IMPL")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        library.impl("exp_", exp_, "CPU")
-        library.impl("neg.out", neg_out, "CPU")
-    yield
-    library._destroy()
+    with planted({"exp_": exp_, "neg.out": neg_out}):
+        yield
 
 
 def test_a_kernel_wrong_only_in_its_in_place_or_out_form_is_caught_by_op_form_and_dtype(planted_forms):
