@@ -45,8 +45,9 @@ def _by_mode(rows) -> dict:
 # Each session is a run_ab at its defaults, about a second of judgements: the default run keeps two
 # sessions of each machine, `slow` the full count.
 @pytest.mark.parametrize("machine, sessions", [
-    (QUIET, 2), (NOISY, 2), pytest.param(QUIET, 4, marks=pytest.mark.slow), pytest.param(NOISY, 8, marks=pytest.mark.slow)],
-    ids=["quiet", "drifting", "quiet-4", "drifting-8"])
+    (QUIET, 2), (NOISY, 2),
+    pytest.param(QUIET, 4, marks=pytest.mark.slow), pytest.param(NOISY, 8, marks=pytest.mark.slow),
+], ids=["quiet", "drifting", "quiet-4", "drifting-8"])
 def test_the_planted_slowdown_regresses_in_every_session_and_nothing_else_does(monkeypatch, tmp_path, machine, sessions):
     for seed in range(sessions):
         rows, header = run_session(monkeypatch, tmp_path, PLANTED, machine, seed)

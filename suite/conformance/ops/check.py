@@ -202,8 +202,8 @@ CONTIGUOUS, NONCONTIGUOUS, CHANNELS_LAST = "contiguous", "non-contiguous", "chan
 def _channels_last(sample):
     images = [t for t in tree_leaves((sample.input, sample.args, sample.kwargs))
               if isinstance(t, torch.Tensor) and t.dim() == 4 and t.layout == torch.strided]
-    if not any(not t.is_contiguous(memory_format=torch.channels_last) for t in images):
-        return None
+    if all(t.is_contiguous(memory_format=torch.channels_last) for t in images):
+        return None  # none, or all already channels_last (one channel, or 1x1 images)
 
     def channels_last(value):
         if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.layout != torch.strided:
