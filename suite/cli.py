@@ -84,7 +84,7 @@ def _cmd_run(args) -> int:
                      report_dir=args.report_dir, machine_name=args.machine_name,
                      convergence=_convergence(args), limit_names=_names(args.limits),
                      workloads=args.workloads, verdict_sources=_verdict_sources(args),
-                     case_timeout_s=args.case_timeout)
+                     case_timeout_s=args.case_timeout, timing=_timing(args))
     print(path)  # stdout carries only the results file, for scripts; progress went to stderr
     from suite.results import load
     from suite.runner import not_as_declared
@@ -105,6 +105,19 @@ def _names(option: str | None) -> list[str] | None:
     return [] if option == "none" else [n.strip() for n in option.split(",") if n.strip()]
 
 
+def _timing(args):
+    """The run's timing with --processes fresh processes a figure, or None: the suite's default."""
+    if args.processes is None:
+        return None
+    from dataclasses import replace
+
+    from suite.runner import default_timing_api
+
+    if args.processes < 2:
+        raise SuiteError(f"--processes must be at least 2 (a figure's interval needs two), got {args.processes}")
+    return replace(default_timing_api(), processes=lambda quick: args.processes)
+
+
 def _verdict_sources(args):
     from suite.conformance.sources import select_sources
 
@@ -117,7 +130,8 @@ def _dry_run(args, models) -> int:
 
     devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick,
                                   convergence=_convergence(args), limit_names=_names(args.limits),
-                                  workloads=args.workloads, verdict_sources=_verdict_sources(args))
+                                  workloads=args.workloads, verdict_sources=_verdict_sources(args),
+                                  timing=_timing(args))
     rows = describe_plan(steps)
     total = sum(r["estimate_s"] for r in rows)
     if args.json:
@@ -246,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convergence", action=argparse.BooleanOptionalAction, default=None,
                    help="the time-to-accuracy runs on synthetic data (see `torchsuite converge`); default: in "
                         "full runs, not in quick ones")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="fresh processes each figure is timed in (default 4, quick runs 3; at least 2): more "
+                        "narrow its interval, fewer cost less")
     p.add_argument("--case-timeout", type=float, default=None, metavar="S",
                    help="seconds any one check, limit or convergence run may take before it is called hung and "
                         "killed (default: each case's own budget; an op's is 120 s)")

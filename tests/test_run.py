@@ -55,6 +55,7 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     # One cheap limit, end to end; the rest are tests/test_limits.py's.
     proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--out", str(tmp_path / "results"),
                    "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box", "--limits", "launch_latency",
+                   "--processes", "2",  # the quick plan's 3 processes a figure are tests/test_processes.py's
                    # one source on the worker pool, one in this process; each is tested on its own elsewhere
                    # (the op sweep, 12 s of this run, by tests/test_opinfo.py)
                    "--checks", "autograd,resume", timeout=540)
@@ -69,6 +70,7 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
         ("launch_latency", "wall", "us")]
     assert "## Machine limits" in (tmp_path / "report" / "report.md").read_text()
     assert all(r["samples"] and r["median_s"] > 0 for r in timings)
+    assert all(len(r["processes"]) == 2 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
     assert data["run"]["verdict_sources"] == [f"suite.conformance.{name}:verdicts" for name in (
         "autograd.verdicts", "parallel.resume")]
@@ -130,6 +132,10 @@ def test_a_quick_plan_leaves_the_pool_starts_and_the_training_runs_to_full_runs(
     assert ("limits", "collectives") in kinds(True, limit_names=["collectives"])  # asked for by name
     assert main(["run", "--quick", "--checks", "ops,nope", "--dry-run"]) == 2
     assert "unknown check source 'nope'" in capsys.readouterr().err
+    assert main(["run", "--quick", "--processes", "1", "--dry-run"]) == 2
+    assert "--processes must be at least 2" in capsys.readouterr().err
+    main(["run", "--device", "cpu", "--models", "speech_cnn", "--quick", "--processes", "5", "--dry-run"])
+    assert "(process 5 of 5)" in capsys.readouterr().out
     # the CLI trains in full runs only, unless told otherwise
     for args, trains in ((["--quick"], False), ([], True), (["--quick", "--convergence"], True),
                          (["--no-convergence"], False)):
