@@ -86,10 +86,14 @@ _LAUNCHES = pytest.StashKey[dict]()
 
 
 class Launch:
-    def __init__(self, command: list[str], log: Path, env: dict | None = None):
-        self.command, self.log = command, log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True,
+    """A command started for a test, in a directory of its own (`directory`, which "{dir}" in the
+    command's arguments names), its stdout and stderr together in `log`."""
+
+    def __init__(self, command: list[str], directory: Path, env: dict | None = None):
+        self.directory, self.log = directory, directory / "output.txt"
+        self.command = [arg.replace("{dir}", str(directory)) for arg in command]
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, text=True,
                                          start_new_session=True, env={**os.environ, **(env or {})})
 
     @property
@@ -126,7 +130,8 @@ class Launch:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "launch(command, env=None): the test launches its own interpreters; the "
-                   "command starts when collection ends, the test reads it through `launched`")
+                   "command starts when collection ends ({dir} in it: a directory of its own), the "
+                   "test reads it through `launched`")
     if _whole_suite_with_distributed_tests(config):
         _start_fork_server()
 
@@ -175,14 +180,14 @@ def pytest_collection_finish(session):
     for item in session.items:
         marker = item.get_closest_marker("launch")
         if marker is not None and not item.get_closest_marker("skip"):
-            log_dir = Path(tempfile.mkdtemp(prefix="torchsuite-launch-"))
-            launches[item.nodeid] = Launch(marker.args[0], log_dir / "output.txt", **marker.kwargs)
+            launches[item.nodeid] = Launch(marker.args[0], Path(tempfile.mkdtemp(prefix="torchsuite-launch-")),
+                                           **marker.kwargs)
 
 
 def pytest_sessionfinish(session):
     for launch in session.stash.get(_LAUNCHES, {}).values():
         launch.stop()
-        shutil.rmtree(launch.log.parent, ignore_errors=True)
+        shutil.rmtree(launch.directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -48,19 +48,19 @@ def only_file(directory):
     return path
 
 
-# The default run's longest test: 253 s once on 2 cores that other test runs shared. Its limit is
-# above pyproject's, and its own wait ends first, failing with the run's output.
-@pytest.mark.timeout(600)
-def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
-    # One cheap limit, end to end; the rest are tests/test_limits.py's.
-    proc = run_cli("--device", "cpu", "--models", "speech_cnn", "--quick", "--out", str(tmp_path / "results"),
-                   "--report-dir", str(tmp_path / "report"), "--machine-name", "ci box", "--limits", "launch_latency",
-                   "--processes", "2",  # the quick plan's 3 processes a figure are tests/test_processes.py's
-                   # one source on the worker pool, one in this process; each is tested on its own elsewhere
-                   # (the op sweep, 12 s of this run, by tests/test_opinfo.py)
-                   "--checks", "autograd,resume", timeout=540)
-    assert proc.returncode == 0, proc.stderr
-    data = results.load(only_file(tmp_path / "results"))
+# The default run's longest test, so it is launched (tests/conftest.py): it runs from the end of
+# collection on, beside the tests before it, on the core they leave idle. One cheap limit, end to
+# end; the rest are tests/test_limits.py's. One source on the worker pool, one in this process; each
+# is tested on its own elsewhere (the op sweep by tests/test_opinfo.py). Two processes a figure:
+# the quick plan's three are tests/test_processes.py's.
+@pytest.mark.launch([sys.executable, "-m", "suite", "run", "--device", "cpu", "--models", "speech_cnn", "--quick",
+                     "--out", "{dir}/results", "--report-dir", "{dir}/report", "--machine-name", "ci box",
+                     "--limits", "launch_latency", "--processes", "2", "--checks", "autograd,resume"])
+def test_a_one_model_quick_run_writes_one_results_file_and_a_report(launched):
+    # 253 s once on 2 cores that other test runs shared: a bound that only catches a hang
+    returncode, output = launched.wait(timeout=540)
+    assert returncode == 0, output
+    data = results.load(only_file(launched.directory / "results"))
     assert data["status"] == "complete" and data["machine"]["name"] == "ci box"
     assert data["peaks"] and data["peaks"][0]["flops_per_s"] > 0
     timings = [r for r in data["records"] if r["kind"] == "timing"]
@@ -68,7 +68,7 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     assert {r["setup"] for r in timings} == {"cpu"}
     assert [(r["limit"], r["variant"], r["unit"]) for r in data["records"] if r["kind"] == "limit"] == [
         ("launch_latency", "wall", "us")]
-    assert "## Machine limits" in (tmp_path / "report" / "report.md").read_text()
+    assert "## Machine limits" in (launched.directory / "report" / "report.md").read_text()
     assert all(r["samples"] and r["median_s"] > 0 for r in timings)
     assert all(len(r["processes"]) == 2 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
@@ -77,8 +77,8 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     assert {r["suite"] for r in data["records"] if r["kind"] == "conformance"} == {"autograd", "ddp"}  # resume: ddp
     assert not [r for r in data["records"] if r["kind"] == "convergence"]  # full runs' (test below)
     for name in ("comparison.csv", "report.md", "report.html", "throughput.png"):
-        assert (tmp_path / "report" / name).exists()
-    assert "[1/" in proc.stderr and "left)" in proc.stderr  # plain progress lines: stderr is a pipe
+        assert (launched.directory / "report" / name).exists()
+    assert "[1/" in output and "left)" in output  # plain progress lines: stderr is a file
     # where the time went: every step of the plan with its estimate and wall time, the slowest printed
     steps, costs = data["run"]["steps"], data["run"]["costs_s"]
     assert [s["kind"] for s in steps][:2] == ["calibration", "limits"] and steps[-1]["kind"] == "timing"
@@ -86,7 +86,7 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(tmp_path):
     assert sum(s["records"] for s in steps) == len(data["records"])
     assert costs["total"] >= sum(s["wall_s"] for s in steps) + costs["report"]
     slowest = max(steps, key=lambda s: s["wall_s"])
-    assert f"the slowest steps of {costs['total']:.0f} s" in proc.stderr and slowest["label"] in proc.stderr
+    assert f"the slowest steps of {costs['total']:.0f} s" in output and slowest["label"] in output
 
 
 @pytest.mark.slow
