@@ -56,6 +56,23 @@ def sleeping_step():
     time.sleep(0.02)
 
 
+@pytest.mark.parametrize("contended, attempts", [([True, False], 2), ([True, True], 2), ([False], 1)])
+def test_a_contended_attempt_is_measured_again_after_waiting_for_quiet(monkeypatch, contended, attempts):
+    from suite.timing import figure
+
+    seen, waits = iter(contended), []
+    monkeypatch.setattr(figure, "is_contended", lambda *args, **kwargs: next(seen))
+    monkeypatch.setattr(figure, "drifted", lambda *args: False)  # whatever this machine's canary did
+    monkeypatch.setattr(figure, "wait_for_quiet", lambda cores, budget_s, *rest: waits.append(budget_s))
+    options = TimingOptions(mode="eval", device="cpu", setup="cpu", world_size=1, batch_size=1, threads=1,
+                            dtype="float32", channels_last=False,
+                            **{**sampling_rules(quick=True, min_run_time=0.01), "warmup_steps": 0, "warmup_s": 0.0,
+                               "attempts": 2, "quiet_budget_s": 0.5})
+    _, trust = measure_figure(sleeping_step, options=options, devices=[torch.device("cpu")])
+    assert trust.attempts == attempts and waits == [0.5] * (attempts - 1)
+    assert trust.contended is contended[-1]  # the last attempt's: flagged only when it too was contended
+
+
 def test_each_flag_comes_from_its_own_evidence():
     # A figure of a 20 ms step, full-run rules on one thread, one attempt and no settling.
     full = TimingOptions(mode="eval", device="cpu", setup="cpu", world_size=1, batch_size=1, threads=1,
