@@ -3,7 +3,9 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,23 +84,41 @@ def make_quick_run():
     return quick_run
 
 
+# Its 17 s run in an interpreter of its own, launched when collection ends (below) if a test needs it.
+_REAL_RUN = "real_run"
+_REAL_RUN_SCRIPT = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+from conftest import quick_run, two_verdicts
+from suite.conformance.sources import VerdictSource
+
+print(quick_run(Path(sys.argv[2]), "results", [VerdictSource(two_verdicts)]))
+"""
+
+
 @pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
+def real_run(request) -> Path:
     """The results file of one real quick run (quick_run) with two_verdicts' checks."""
     from suite import results
-    from suite.conformance.sources import VerdictSource
 
-    path = quick_run(tmp_path_factory.mktemp("real-run"), "results", [VerdictSource(two_verdicts)])
+    returncode, output = request.session.stash[_LAUNCHES][_REAL_RUN].wait(timeout=540)
+    assert returncode == 0, output
+    path = Path(output.strip().splitlines()[-1])
     assert any(r["kind"] == "timing" for r in results.load(path)["records"])
     return path
 
 
 # -- tests that launch their own interpreters, started early -------------------------------------
 #
-# torchrun with its workers, or a script that is sent Ctrl-C, spends seconds importing torch,
-# mostly on one core. A test marked `launch(command, env=None)` has its command started as soon
-# as collection ends, in a session of its own with its output in a file, so those seconds
-# overlap the tests that run before it. The test reads it through the `launched` fixture.
+# torchrun with its workers, a script that is sent Ctrl-C, a whole quick run: each spends seconds
+# importing torch, mostly on one core. A test marked `launch(command, env=None)` has its command
+# started in the background from the end of collection on, in a session of its own with its
+# output in a file, so those seconds run on the core the tests before it leave idle. The test
+# reads it through the `launched` fixture. The commands run one at a time, in the order their
+# tests come (all at once, they crowded the first tests and one another); a test that reaches its
+# command before its turn starts it there and then.
 
 _LAUNCHES = pytest.StashKey[dict]()
 
@@ -107,12 +127,20 @@ class Launch:
     """A command started for a test, in a directory of its own (`directory`, which "{dir}" in the
     command's arguments names), its stdout and stderr together in `log`."""
 
-    def __init__(self, command: list[str], directory: Path, env: dict | None = None):
-        self.directory, self.log = directory, directory / "output.txt"
-        self.command = [arg.replace("{dir}", str(directory)) for arg in command]
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True, env={**os.environ, **(env or {})})
+    def __init__(self, command: list[str], env: dict | None = None):
+        self.directory = Path(tempfile.mkdtemp(prefix="torchsuite-launch-"))
+        self.log = self.directory / "output.txt"
+        self.command = [arg.replace("{dir}", str(self.directory)) for arg in command]
+        self.env, self.proc, self.stopped = {**os.environ, **(env or {})}, None, False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the command, unless it runs already or was stopped."""
+        with self._lock:
+            if self.proc is None and not self.stopped:
+                with open(self.log, "w") as out:
+                    self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                                 start_new_session=True, env=self.env)
 
     @property
     def pid(self) -> int:
@@ -121,6 +149,7 @@ class Launch:
     def wait(self, timeout: float) -> tuple[int, str]:
         """(exit status, stdout and stderr together). Past `timeout` the command is stopped and
         the test fails; so is it when the wait itself is stopped (pytest-timeout, Ctrl-C)."""
+        self.start()  # before its turn: now
         try:
             returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -133,7 +162,12 @@ class Launch:
         return returncode, self.log.read_text()
 
     def stop(self) -> None:
-        """End the whole session made for it: the command and whatever it left running."""
+        """End the whole session made for it: the command and whatever it left running (and never
+        start it, if it has not begun)."""
+        with self._lock:
+            self.stopped = True
+        if self.proc is None:
+            return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.proc.pid, sig)
@@ -195,11 +229,20 @@ def pytest_collection_finish(session):
            for item in session.items):
         _start_fork_server()  # a no-op when it runs already
     launches = session.stash.setdefault(_LAUNCHES, {})
-    for item in session.items:
+    for item in session.items:  # in the order the tests run
         marker = item.get_closest_marker("launch")
+        if _REAL_RUN in getattr(item, "fixturenames", ()) and _REAL_RUN not in launches:
+            launches[_REAL_RUN] = Launch([sys.executable, "-c", _REAL_RUN_SCRIPT, str(Path(__file__).parent), "{dir}"])
         if marker is not None and not item.get_closest_marker("skip"):
-            launches[item.nodeid] = Launch(marker.args[0], Path(tempfile.mkdtemp(prefix="torchsuite-launch-")),
-                                           **marker.kwargs)
+            launches[item.nodeid] = Launch(marker.args[0], **marker.kwargs)
+    threading.Thread(target=_in_turn, args=(list(launches.values()),), daemon=True).start()
+
+
+def _in_turn(launches: list[Launch]) -> None:
+    for launch in launches:
+        launch.start()
+        if launch.proc is not None:
+            launch.proc.wait()
 
 
 def pytest_sessionfinish(session):

@@ -150,22 +150,24 @@ def test_exit_descriptions_and_stderr_trimming():
     assert stderr_summary(stderr_tail("one\ntwo\n")) == "two" and stderr_summary("") == ""
 
 
+def _planted_env(plant: str) -> dict:
+    """The environment of a `torchsuite ops` whose workers import tests/broken_kernels.py, planting `plant`."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+            "TORCHSUITE_IMPORT": "broken_kernels", "BROKEN_KERNEL": plant}
+
+
 def _ops_cli(*args, plant: str, timeout: float = 240):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "TORCHSUITE_IMPORT": "broken_kernels", "BROKEN_KERNEL": plant}
     return subprocess.run([sys.executable, "-m", "suite", "ops", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env={**os.environ, **_planted_env(plant)}, timeout=timeout)
 
 
-def test_torchsuite_ops_judges_the_healthy_ops_beside_a_kernel_that_segfaults(monkeypatch, capsys):
-    from suite.conformance.ops.__main__ import main as ops_main
-
-    # in its workers only: this process checks the names and prints the report
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("TORCHSUITE_IMPORT", "broken_kernels")
-    monkeypatch.setenv("BROKEN_KERNEL", "erf:segv")
-    assert ops_main(["--ops", "erf,exp,sigmoid", "--dtypes", "float32", "--checks", "forward"]) == 1
-    out = capsys.readouterr().out  # not as declared, and not a signal
+# Two workers that import torch and op_db (the second after the first died), 9 s: launched when
+# collection ends (tests/conftest.py), beside the tests before it.
+@pytest.mark.launch([sys.executable, "-m", "suite", "ops", "--ops", "erf,exp,sigmoid", "--dtypes", "float32",
+                     "--checks", "forward"], env=_planted_env("erf:segv"))
+def test_torchsuite_ops_judges_the_healthy_ops_beside_a_kernel_that_segfaults(launched):
+    returncode, out = launched.wait(timeout=240)
+    assert returncode == 1, out  # not as declared, and not a signal
     assert "3 ops, 3 verdicts: 2 pass, 0 fail, 1 crash" in out
     (line,) = [line for line in out.splitlines() if "NOT AS DECLARED" in line]
     assert "erf forward float32: crash" in line and "SIGSEGV (signal 11)" in line and "[sample SampleInput(" in line
