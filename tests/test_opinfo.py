@@ -7,6 +7,7 @@ it); the sweeps over all of op_db are `slow`.
 import contextlib
 import json
 import math
+import sys
 import unittest
 import warnings
 
@@ -292,10 +293,13 @@ def test_the_full_cpu_sweep_of_op_db_is_as_declared():  # every dtype, sample an
     assert not stale, stale
 
 
-def test_torchsuite_ops_is_the_same_command(capsys):
+# Its worker imports torch and op_db, 4 s: launched when collection ends (tests/conftest.py).
+@pytest.mark.launch([sys.executable, "-m", "suite", "ops", "--ops", "neg", "--dtypes", "float32", "--samples", "1"])
+def test_torchsuite_ops_is_the_same_command(launched, capsys):
     from suite.cli import main
 
-    assert main(["ops", "--ops", "neg", "--dtypes", "float32", "--samples", "1"]) == 0
-    assert "1 ops, 5 verdicts: 5 pass" in capsys.readouterr().out  # forward, backward, method, inplace, out
+    returncode, output = launched.wait(timeout=240)
+    assert returncode == 0, output
+    assert "1 ops, 5 verdicts: 5 pass" in output  # forward, backward, method, inplace, out
     assert main(["ops", "--ops", "nosuchop"]) == 2
     assert "unknown OpInfo op 'nosuchop'" in capsys.readouterr().err
