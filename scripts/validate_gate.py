@@ -136,14 +136,15 @@ def main() -> None:
     finally:
         if neighbour:
             neighbour.kill()
-    caught = sum(r["verdicts"].get("train", ("",))[0] == "regressed" for r in results["planted"])
-    eval_hit = sum(r["verdicts"].get("eval", ("",))[0] == "regressed" for r in results["planted"])
-    false = sum(any(v[0] == "regressed" for v in r["verdicts"].values()) for r in results["same"])
-    longest = max(r["seconds"] for rs in results.values() for r in rs)
     print(f"\nbeside {args.neighbours} busy neighbours, {args.sessions} sessions of each, ab at its defaults:")
-    print(f"  planted: train regressed in {caught} of {args.sessions} (want >= 9), eval in {eval_hit}")
-    print(f"  same code: a regression in {false} of {args.sessions} (want 0)")
-    print(f"  longest session: {longest:.0f} s (want <= 300)")
+    if args.sessions:
+        caught = sum(r["verdicts"].get("train", ("",))[0] == "regressed" for r in results["planted"])
+        eval_hit = sum(r["verdicts"].get("eval", ("",))[0] == "regressed" for r in results["planted"])
+        false = sum(any(v[0] == "regressed" for v in r["verdicts"].values()) for r in results["same"])
+        longest = max(r["seconds"] for rs in results.values() for r in rs)
+        print(f"  planted: train regressed in {caught} of {args.sessions} (want >= 9), eval in {eval_hit}")
+        print(f"  same code: a regression in {false} of {args.sessions} (want 0)")
+        print(f"  longest session: {longest:.0f} s (want <= 300)")
     if bisected:
         status, seconds, outcome, named, reason = bisected
         right = bool(named) and planted.startswith(str(named)[:7])
