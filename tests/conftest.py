@@ -44,6 +44,24 @@ def _one_timing_attempt():
         yield
 
 
+# -- one torch thread in this process -------------------------------------------------------------
+#
+# The launches below and the pools keep the other core busy. A parallel region on two threads then
+# waits for a core that is not free: measured beside a busy process, a compile check took 9.9 s on
+# two threads and 7.6 s on one (6.7 s on two with the core free). No test here asks how fast this
+# process is; the thread tests set their own counts and put this one back. The processes the tests
+# start keep torch's default.
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- one real quick run, which the report's and compare's tests share ----------------------------
 
 def two_verdicts(device, quick):
@@ -181,6 +199,9 @@ class Launch:
 
 def pytest_configure(config):
     config.addinivalue_line(
+        "markers", "vec_isa: the test uses inductor's check of the CPU's vector instruction sets, which "
+                   "runs on a thread from the end of collection; the test waits for it")
+    config.addinivalue_line(
         "markers", "launch(command, env=None): the test launches its own interpreters; the "
                    "command starts when collection ends ({dir} in it: a directory of its own), the "
                    "test reads it through `launched`")
@@ -236,6 +257,30 @@ def pytest_collection_finish(session):
         if marker is not None and not item.get_closest_marker("skip"):
             launches[item.nodeid] = Launch(marker.args[0], **marker.kwargs)
     threading.Thread(target=_in_turn, args=(list(launches.values()),), daemon=True).start()
+    if any(item.get_closest_marker("vec_isa") and not item.get_closest_marker("skip") for item in session.items):
+        _VEC_ISA_CHECK.start()
+
+
+# -- inductor's vector-ISA check, off the tests' path ---------------------------------------------
+#
+# A process's first inductor compile starts with it (suite.vec_isa): a compiler and an interpreter
+# that imports torch per instruction set, 13 s here, nearly all of it waiting on those processes.
+# Started on a thread when collection ends, it overlaps the tests before the first compile, and a
+# test marked `vec_isa` waits for it (it sets TORCHINDUCTOR_VEC_ISA_OK in this process when every
+# set passed, as a run does).
+
+def _check_vec_isa() -> None:
+    from suite.vec_isa import share_vec_isa_probe
+
+    share_vec_isa_probe()
+
+
+_VEC_ISA_CHECK = threading.Thread(target=_check_vec_isa, daemon=True)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vec_isa") and _VEC_ISA_CHECK.is_alive():
+        _VEC_ISA_CHECK.join()
 
 
 def _in_turn(launches: list[Launch]) -> None:

@@ -29,8 +29,8 @@ NO_CXX = shutil.which("g++") is None and shutil.which("c++") is None
 
 def _marks(case):
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
-    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")] \
-        if case.backend == "inductor" else []
+    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH"),
+             pytest.mark.vec_isa] if case.backend == "inductor" else []
     # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds
     # under any backend: the cases declare which are `slow` (the default run keeps the dropout
     # cases, inductor's random-number divergence both ways).
@@ -469,6 +469,7 @@ def test_compile_parts_are_checked_before_anything_runs():
 
 # -- inductor's vector-ISA check, once a run (suite.vec_isa) ----------------------------------------
 
+@pytest.mark.vec_isa  # it replaces what the conftest's check uses: not while that runs
 @pytest.mark.parametrize("answers, shared", [((True, True), True), ((True, False), False)], ids=["all pass", "one fails"])
 def test_the_vector_isa_check_is_shared_with_children_only_when_every_set_passed(monkeypatch, answers, shared):
     import platform

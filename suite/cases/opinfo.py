@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import sys
 import unittest
 from dataclasses import dataclass
 
@@ -412,20 +411,7 @@ def _where(decorate) -> str:
 @functools.cache
 def op_db() -> tuple:
     """OpInfo's op_db. Raises ImportError when torch's test utilities cannot be imported."""
-    entries = tuple(import_released(OP_DB_MODULE).op_db)
-    # Every sample_inputs() call looks twice for a running unittest.TestCase up the stack (for
-    # per-test sample skips, and to track the sample on it) with inspect.stack(), which reads
-    # every frame's source file and, for a frame without one (the frozen runpy of `python -m`),
-    # scans all of sys.modules. The suite's checks never run inside a unittest test, so the
-    # answer is always None. Answered at once, the quick sweep's checks take about 1 s, in a
-    # worker (suite.isolation) too, where they took 12 s.
-    for module in ("opinfo.core", "common_utils"):
-        setattr(sys.modules[f"torch.testing._internal.{module}"], "extract_test_fn", _no_test)
-    return entries
-
-
-def _no_test() -> None:
-    return None
+    return tuple(import_released(OP_DB_MODULE).op_db)
 
 
 @functools.cache
