@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -143,55 +143,30 @@ def test_a_quick_plan_leaves_the_pool_starts_and_the_training_runs_to_full_runs(
         assert ("convergence speech_cnn" in capsys.readouterr().out) is trains, args
 
 
-# Each is a run started and stopped, about 10 s: the default run keeps Ctrl-C, `slow` a kill too.
-@pytest.mark.parametrize("signal_sent, status", [(signal.SIGINT, "interrupted"),
-                                                 pytest.param(signal.SIGKILL, "running", marks=pytest.mark.slow)],
-                         ids=["ctrl-c", "crash"])
-def test_a_run_stopped_midway_keeps_every_finished_record(tmp_path, signal_sent, status, processes_left):
-    out, stderr_log = tmp_path / "results", tmp_path / "stderr.txt"
-    # Its output goes to a file, not a pipe: nothing reads while this test polls, and a full pipe
-    # would stop the run.
-    with open(stderr_log, "w") as stderr_file:
-        # Pytest started as a shell's background job has Ctrl-C ignored, and the run would inherit
-        # that (a Python that starts with SIGINT ignored keeps it so): the run gets the default.
-        proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--device", "cpu", "--quick", "--out",
-                                 str(out), "--report-dir", str(tmp_path / "report")],
-                                stdout=subprocess.DEVNULL, stderr=stderr_file, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 180  # the first record takes seconds; minutes mean a hang
-        while proc.poll() is None:
-            files = list(out.glob("*.json")) if out.exists() else []
-            if files and _record_count(files[0]) >= 1:
-                break
-            assert time.monotonic() < deadline, f"no record written in 180 s:\n{stderr_log.read_text()}"
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run finished before it could be stopped"
-        proc.send_signal(signal_sent)
-        proc.wait(timeout=60)
-        stderr = stderr_log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        leftovers = processes_left(proc.pid, timeout=30.0)
-        if leftovers:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run's own session: only what this test started
-    assert not leftovers, f"processes left behind: {leftovers}"
+# Each is a run started and stopped, about 10 s, by tests/stop_a_run.py, launched when collection
+# ends: the default run keeps Ctrl-C, `slow` a kill too.
+def _stopped(signal_name):
+    return pytest.mark.launch([sys.executable, str(Path(__file__).with_name("stop_a_run.py")), signal_name, "{dir}"])
+
+
+@pytest.mark.parametrize("status", [pytest.param("interrupted", marks=_stopped("SIGINT"), id="ctrl-c"),
+                                    pytest.param("running", marks=[_stopped("SIGKILL"), pytest.mark.slow], id="crash")])
+def test_a_run_stopped_midway_keeps_every_finished_record(launched, status):
+    returncode, output = launched.wait(timeout=300)
+    assert returncode == 0, output
+    stopped = json.loads(output.strip().splitlines()[-1])
+    stderr = (launched.directory / "stderr.txt").read_text()
+    assert stopped["written"], f"no record written in 180 s:\n{stderr}"
+    assert stopped["running"], "the run finished before it could be stopped"
+    assert not stopped["leftovers"], f"processes left behind: {stopped['leftovers']}"
+    out = launched.directory / "results"
     data = results.load(only_file(out))
     assert data["status"] == status and len(data["records"]) >= 1
-    assert not (tmp_path / "report").exists()
-    if signal_sent == signal.SIGINT:
-        assert proc.returncode == 130, stderr
+    assert not (launched.directory / "report").exists()
+    if status == "interrupted":
+        assert stopped["returncode"] == 130, stderr
         assert "interrupted" in stderr and "Traceback" not in stderr
         assert [p.name for p in out.iterdir()] == [only_file(out).name]  # no temp file left
-
-
-def _record_count(path) -> int:
-    try:
-        return len(json.loads(path.read_text())["records"])
-    except (ValueError, KeyError):
-        return 0  # created but not yet written: the run has only just begun
 
 
 def test_an_unknown_model_is_a_one_line_error(capsys, tmp_path):
