@@ -4,8 +4,8 @@ Each test times one (model, setup, mode) through suite.time_model and hands the 
 samples to pytest-benchmark (suite.timing.benchmark_bridge), so nothing is timed twice.
 Without a benchmark option (--benchmark-only, --benchmark-json, --benchmark-enable, ...) a
 plain `pytest` run is a smoke test of the timing path: quick settings on a batch of
-SMOKE_BATCH_SIZE per device, a few seconds in all. Any benchmark option gives real figures, at
-the registry's batch sizes.
+SMOKE_BATCH_SIZE per device, one model on the CPU (SMOKE_MODEL), a few seconds in all. Any
+benchmark option gives real figures of every model, at the registry's batch sizes.
 """
 import json
 import statistics
@@ -20,28 +20,35 @@ from suite.timing.setups import COMPILE_SETUPS
 
 
 SMOKE_BATCH_SIZE = 8
+# A smoke run times every CPU setup and mode of one model, the article's smallest; the others' go
+# through the same path under `-m slow` (mnist_cnn's train figure took 4 to 8 s beside the other
+# tests here, cifar10_lenet's about 1 s). Any benchmark option times every model.
+SMOKE_MODEL = "cifar10_lenet"
 
 
-def _marks(variant):
+def _marks(variant, model, smoke):
     marks = [pytest.mark.distributed] if variant.distributed else []
     if variant.kwargs["setup"] in COMPILE_SETUPS:
         # Inductor here: the process's first compile 10 to 17 s, each later cold one 2.3 to 12 s a
         # model (docs/compile.md), so `-m slow`. The default run times the compile setup's path
         # with aot_eager (tests/test_compile.py).
         marks.append(pytest.mark.slow)
+    elif smoke and variant.device == "cpu" and model != SMOKE_MODEL:
+        marks.append(pytest.mark.slow)
     if variant.device == "cuda":
         marks.append(pytest.mark.multigpu if variant.devices_needed > 1 else pytest.mark.gpu)
     return marks
 
 
-CASES = [
-    pytest.param(model, variant, mode, id=f"{model}-{variant.id}-{mode}", marks=_marks(variant))
-    for variant in VARIANTS for model in models_for(variant.device)
-    if variant_applies(variant, MODELS.get(model)) for mode in modes_for(variant, MODELS.get(model))
-]
+def pytest_generate_tests(metafunc):
+    if metafunc.function is test_time_model:
+        smoke = not benchmarks_requested(metafunc.config)
+        metafunc.parametrize(("model", "variant", "mode"), [
+            pytest.param(model, variant, mode, id=f"{model}-{variant.id}-{mode}", marks=_marks(variant, model, smoke))
+            for variant in VARIANTS for model in models_for(variant.device)
+            if variant_applies(variant, MODELS.get(model)) for mode in modes_for(variant, MODELS.get(model))])
 
 
-@pytest.mark.parametrize(("model", "variant", "mode"), CASES)
 def test_time_model(benchmark, request, model, variant, mode):
     benchmark.group = f"{variant.id}-{mode}"
     quick = not benchmarks_requested(request.config)
