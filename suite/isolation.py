@@ -352,9 +352,9 @@ def main() -> int:
         except SuiteError as err:  # bad input (an unknown name): the user's error, in one line
             _send({"user_error": str(err)})
         except Exception as err:  # noqa: BLE001 - reported, and the worker takes the next task
-            import torch
-
-            oom = isinstance(err, torch.OutOfMemoryError)
+            # a task that never imported torch cannot have raised its error (nor has memory to free)
+            torch = sys.modules.get("torch")
+            oom = torch is not None and isinstance(err, torch.OutOfMemoryError)
             if oom:
                 free_device_memory()
             _send({"raised": one_line(err), "outcome": OUT_OF_MEMORY if oom else CRASH,
