@@ -1,5 +1,5 @@
 import json
-import subprocess
+import shlex
 import sys
 
 import pytest
@@ -31,16 +31,17 @@ def test_unknown_model_is_one_line_listing_the_valid_names(capsys):
     assert "unknown model 'resnet'; valid: bert_base_mlm, " in err and " mnist_cnn, " in err
 
 
-def test_absent_device_is_a_one_line_error_with_no_traceback():
+# Interpreters of their own, each seconds of importing torch: launched when collection ends (conftest).
+@pytest.mark.launch([sys.executable, "-m", "suite", "train", "mnist_cnn", "--device", "cuda"])
+def test_absent_device_is_a_one_line_error_with_no_traceback(launched):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the error path needs a machine without it")
-    proc = subprocess.run([sys.executable, "-m", "suite", "train", "mnist_cnn", "--device", "cuda"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("torchsuite: error: device 'cuda' requested but unavailable")
-    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    returncode, output = launched.wait(timeout=120)  # stdout (nothing) and stderr
+    assert returncode == 2, output
+    assert output.startswith("torchsuite: error: device 'cuda' requested but unavailable")
+    assert "Traceback" not in output and output.count("\n") == 1
 
 
 def test_train_reports_its_losses(capsys, tmp_path):
@@ -56,14 +57,10 @@ def test_env_json_names_the_stack(capsys):
     assert info["torch"] == torch.__version__ and info["cores"] >= 1
 
 
-def test_a_reader_that_stops_early_gets_no_traceback():
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "list"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        proc.stdout.readline()
-        proc.stdout.close()  # like `torchsuite list | head -1`
-        _, err = proc.communicate(timeout=120)  # reads stderr to the end, or gives up in time
-    finally:
-        proc.kill()  # a no-op once it has exited
-        proc.wait()
-    assert "Traceback" not in err.decode() and "BrokenPipeError" not in err.decode()
+# Its reader is gone before torchsuite has imported torch, so that its first write meets a closed pipe
+# (`head -n 1` could take the first line after torchsuite had written all 52 KB into the pipe).
+@pytest.mark.launch(["bash", "-c", f"set -o pipefail; {shlex.quote(sys.executable)} -m suite list | true"])
+def test_a_reader_that_stops_early_gets_no_traceback(launched):
+    returncode, output = launched.wait(timeout=120)  # torchsuite's stderr
+    assert returncode == 141, output  # 128 + SIGPIPE, as Unix tools end
+    assert "Traceback" not in output and "BrokenPipeError" not in output
