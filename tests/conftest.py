@@ -135,8 +135,9 @@ def real_run(request) -> Path:
 # started in the background from the end of collection on, in a session of its own with its
 # output in a file, so those seconds run on the core the tests before it leave idle. The test
 # reads it through the `launched` fixture. The commands run one at a time, in the order their
-# tests come (all at once, they crowded the first tests and one another); a test that reaches its
-# command before its turn starts it there and then.
+# tests come (all at once, they crowded the first tests and one another), after the shared quick
+# run that earlier tests read (real_run); a test that reaches its command before its turn starts it
+# there and then. The launched tests themselves run last (pytest_collection_modifyitems).
 
 _LAUNCHES = pytest.StashKey[dict]()
 
@@ -241,6 +242,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    # The tests that read a launched command come last, in their order: their commands run one after
+    # another on the core this process leaves, while every other test runs here, and are done (or
+    # nearly) when their tests come. In their files' order, a test waited for its command, and the
+    # last command ended a minute before the run did, leaving a core idle.
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("launch") is not None)
 
 
 def pytest_collection_finish(session):
