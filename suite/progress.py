@@ -68,6 +68,15 @@ class Progress:
         self.done += 1
         self._current = None
 
+    def finish_elsewhere(self, kind: str, label: str, seconds: float) -> None:
+        """A step that ran beside the current one (on a second worker): counted, and said in a line."""
+        self.durations[kind].append(seconds)
+        self.remaining[kind] -= 1
+        if self.estimates and self.done < len(self.estimates):
+            self.planned[kind] -= self.estimates[self.done]
+        self.done += 1
+        self.note(f"{label}: done beside it, on a second worker, in {seconds:.1f} s")
+
     def note(self, message: str) -> None:
         """A line that stays (an error, the results path), printed above the bar."""
         if self.is_tty:

@@ -6,7 +6,8 @@ a step that raises becomes an error record, so one broken checker does not cost 
 
 Every step that runs kernels runs outside this process: the timings in their fresh processes
 (suite.timing.processes), and the conformance checks, limits and convergence runs as tasks of one
-worker process (suite.isolation), started at the first and again only after a crash. A kernel
+worker process (suite.isolation), started at the first and again only after a crash; on two cores
+or more a second worker runs a conformance source beside the first's (execute). A kernel
 that kills its process or hangs is a record (`crash`, `timeout`) naming its case, and the run goes
 on from the next case; the calibrations alone run here, before anything else.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from suite.errors import SuiteError, one_line
 from suite.isolation import LOST, IsolatedWorker, WorkerCrash
 from suite.progress import Progress
 from suite.results import ResultsStore
+from suite.threads import usable_cores
 from suite.timing.worker import PEAKS_ENV
 
 if TYPE_CHECKING:
@@ -333,44 +337,155 @@ def _close_pools(worker: IsolatedWorker | None = None) -> None:
             worker.close()
 
 
+def runs_beside(step: PlanStep) -> bool:
+    """Whether `step` may run on a second worker beside the run's steps: a conformance source in a
+    worker without pools. Checks only judge values, so a busy neighbour slows them without changing
+    a verdict; timings, limits, calibrations and pooled steps use the machine alone."""
+    return step.kind == "conformance" and step.task is not None and step.pool_key is None
+
+
+class _SideLane:
+    """A second worker taking steps of a group on a thread, while the run's thread takes the others
+    (`take`, shared): its records reach the store through the run's thread (drain)."""
+
+    def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker):
+        self.steps, self.take = steps, take
+        self._step, self._count = None, 0  # the step running on it, and its records so far
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, args=(worker,), name="torchsuite-side-lane", daemon=True)
+        self._thread.start()
+
+    def _run(self, worker: IsolatedWorker) -> None:
+        try:
+            while (index := self.take()) is not None:
+                step, began = self.steps[index], time.monotonic()
+                self._queue.put(("start", index))
+                try:
+                    for record in worker.run(step.task[0], *step.task[1]):
+                        self._queue.put(("record", record))
+                except Exception as err:  # noqa: BLE001 - the step's crash or error: the run records it
+                    self._queue.put(("raised", err))
+                self._queue.put(("end", time.monotonic() - began))
+        finally:
+            self._queue.put(("done", None))
+
+    def drain(self, store: ResultsStore, progress: Progress, profile: list[dict], wait: bool = False) -> None:
+        """Add what the lane produced so far (`wait`: all of it, until it has no step left)."""
+        while True:
+            try:
+                what, value = self._queue.get(block=wait)
+            except queue.Empty:
+                return
+            if what == "start":
+                self._step, self._count = self.steps[value], 0
+                progress.note(f"beside it, on a second worker: {self._step.label}")
+            elif what == "record":
+                _add(store, progress, self._step, value)
+                self._count += 1
+            elif what == "raised":
+                _failed(store, progress, self._step, value)
+                self._count += 1
+            elif what == "end":
+                profile.append({**_profiled(self._step, value, self._count), "beside": True})
+                progress.finish_elsewhere(self._step.kind, self._step.label, value)
+            else:
+                return
+
+
+def _profiled(step: PlanStep, wall_s: float, records: int) -> dict:
+    """A step's entry in the run's cost profile (run.steps), beside what the plan expected."""
+    return {"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
+            "wall_s": round(wall_s, 3), "records": records}
+
+
+def _add(store: ResultsStore, progress: Progress, step: PlanStep, record: dict) -> None:
+    if record.get("kind") == "peak":
+        store.add_peak(record)
+    else:
+        store.add(record)
+    if record.get("outcome") in LOST and not record.get("passed"):
+        what = " ".join(str(record[k]) for k in ("suite", "case", "check", "figure", "model", "seed")
+                        if record.get(k) is not None)
+        progress.note(f"{what or step.label}: {record.get('detail', '')}")
+
+
+def _failed(store: ResultsStore, progress: Progress, step: PlanStep, err: Exception) -> None:
+    """A step that raised is a finding, not the end of the run: its crash or error record."""
+    if isinstance(err, WorkerCrash):
+        store.add(_crash_record(step, err))
+        progress.note(f"{err.outcome} in {step.label}: {err.detail}")
+    else:
+        record = _error_record(step, err)
+        store.add(record)
+        progress.note(f"error in {step.label}: {record['detail']}")
+
+
 def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             release_pools: Callable[..., None] = _close_pools,
-            before_first_timing: Callable[[], None] | None = None, worker: IsolatedWorker | None = None) -> None:
+            before_first_timing: Callable[[], None] | None = None, worker: IsolatedWorker | None = None,
+            side_worker: IsolatedWorker | None = None) -> None:
     """Run `steps` in order into `store`, each step with a task in `worker` when one is given;
-    pools are released as soon as their part of the run ends."""
+    pools are released as soon as their part of the run ends.
+
+    With `side_worker`, consecutive steps that runs_beside() are a group that two lanes take in
+    order, this thread on `worker` and a thread on `side_worker`, each its next step as soon as it
+    is free: in a full run the op sweep runs beside the compile checks, most of its conformance."""
     profile = store.data["run"].setdefault("steps", [])
-    for index, step in enumerate(steps):
-        began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
-        if before_first_timing is not None and step.kind == "timing":
-            before_first_timing()
-            before_first_timing = None
-        progress.start(step.kind, step.label)
-        try:
-            with store.batched():
-                produced = worker.run(step.task[0], *step.task[1]) if worker and step.task else step.produce()
-                for record in produced:
-                    if record.get("kind") == "peak":
-                        store.add_peak(record)
-                    else:
-                        store.add(record)
-                    if record.get("outcome") in LOST and not record.get("passed"):
-                        what = " ".join(str(record[k]) for k in ("suite", "case", "check", "figure", "model", "seed")
-                                        if record.get(k) is not None)
-                        progress.note(f"{what or step.label}: {record.get('detail', '')}")
-        except WorkerCrash as crash:
-            store.add(_crash_record(step, crash))
-            progress.note(f"{crash.outcome} in {step.label}: {crash.detail}")
-        except Exception as err:  # a checker that raises is a finding, not the end of the run
-            record = _error_record(step, err)
-            store.add(record)
-            progress.note(f"error in {step.label}: {record['detail']}")
-        following = steps[index + 1].pool_key if index + 1 < len(steps) else None
-        if step.pool_key is not None and following != step.pool_key:
-            release_pools(*([worker] if worker is not None else []))
-        # Where the time went, beside what the plan expected: the run's cost profile (docs/run.md).
-        profile.append({"label": step.label, "kind": step.kind, "estimate_s": round(step.estimate_s, 2),
-                        "wall_s": round(time.monotonic() - began, 3), "records": len(store.records) - count_before})
-        progress.finish()
+    lock, position, side = threading.Lock(), 0, None
+
+    def take() -> int | None:
+        """The next step for a lane; None at the end, and at the end of a group while two lanes run."""
+        nonlocal position
+        with lock:
+            if position == len(steps) or (side is not None and not runs_beside(steps[position])):
+                return None
+            position += 1
+            return position - 1
+
+    try:
+        while True:
+            index = take()
+            if index is None:
+                if side is None:
+                    return
+                side.drain(store, progress, profile, wait=True)  # the group's last step on the other lane
+                side = None
+                continue
+            step = steps[index]
+            if (side_worker is not None and side is None and runs_beside(step) and index + 1 < len(steps)
+                    and runs_beside(steps[index + 1])):
+                side = _SideLane(steps, take, side_worker)
+            _run_step(step, store, progress, profile, worker, side,
+                      before_first_timing if step.kind == "timing" else None)
+            if step.kind == "timing":
+                before_first_timing = None
+            following = steps[index + 1].pool_key if index + 1 < len(steps) else None
+            if step.pool_key is not None and following != step.pool_key:
+                release_pools(*([worker] if worker is not None else []))
+    finally:  # stopped midway (Ctrl-C): what the other lane has finished is kept too
+        if side is not None:
+            side.drain(store, progress, profile)
+
+
+def _run_step(step: PlanStep, store: ResultsStore, progress: Progress, profile: list[dict],
+              worker: IsolatedWorker | None, side: _SideLane | None, before: Callable[[], None] | None) -> None:
+    began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
+    if before is not None:
+        before()
+    progress.start(step.kind, step.label)
+    try:
+        with store.batched():
+            produced = worker.run(step.task[0], *step.task[1]) if worker and step.task else step.produce()
+            for record in produced:
+                _add(store, progress, step, record)
+                if side is not None:  # the other lane's records, as they come
+                    count_before -= len(store.records)
+                    side.drain(store, progress, profile)
+                    count_before += len(store.records)  # not this step's
+    except Exception as err:  # noqa: BLE001 - _failed records it
+        _failed(store, progress, step, err)
+    profile.append(_profiled(step, time.monotonic() - began, len(store.records) - count_before))
+    progress.finish()
 
 
 def not_as_declared(records: list[dict]) -> int:
@@ -497,13 +612,15 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     rest = steps[len(calibrations):]
     progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
     progress.note(f"writing results to {store.path}")
-    worker = IsolatedWorker(case_timeout_s)
-    with store.recording(progress.close), _restored_env(PEAKS_ENV), contextlib.closing(worker):
+    worker, side_worker = IsolatedWorker(case_timeout_s), IsolatedWorker(case_timeout_s)
+    with store.recording(progress.close), _restored_env(PEAKS_ENV), contextlib.closing(worker), \
+            contextlib.closing(side_worker):
         execute(calibrations, store, progress, worker=worker)
         # Timing workers take these calibrations, measured before anything else ran, instead of
         # measuring their own beside whatever the machine is doing by then (suite.timing.worker).
         os.environ[PEAKS_ENV] = json.dumps({"quick": quick, "peaks": store.data["peaks"]})
-        execute(rest, store, progress, before_first_timing=_before_timings(rest), worker=worker)
+        execute(rest, store, progress, before_first_timing=_before_timings(rest), worker=worker,
+                side_worker=side_worker if usable_cores() > 1 else None)
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from broken_kernels import misbehave
 
@@ -42,3 +43,14 @@ def set_up_fails():
 
 def pid():
     return [{"pid": os.getpid(), "argv": sys.argv}]
+
+
+def meet(name: str, other: str, directory: str, wait_s: float = 60.0):
+    """Leave a mark named `name` in `directory` and wait for `other`'s: one record, `met` when the
+    other task ran at the same time (both meet), not when they ran one after the other."""
+    mine, theirs = os.path.join(directory, name), os.path.join(directory, other)
+    open(mine, "w").close()
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(theirs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"kind": "conformance", "case": name, "check": "met", "passed": os.path.exists(theirs), "pid": os.getpid()}

@@ -212,6 +212,42 @@ def test_a_run_step_on_the_worker_records_each_lost_case_and_a_step_that_dies_wh
     assert [s["label"] for s in store.data["run"]["steps"]] == ["cases", "whole", "after"]
 
 
+def test_conformance_steps_run_two_at_a_time_and_the_next_timing_waits_for_both(tmp_path, worker):
+    from suite.progress import Progress
+    from suite.runner import PlanStep, execute
+
+    def step(label, task):
+        return PlanStep("conformance", label, lambda: iter(()), {"stage": "conformance", "step_of": label}, 1.0,
+                        task=task)
+
+    def timing():  # runs here, in plan order: every conformance record is in the store by then
+        yield {"kind": "timing", "figure": "f", "before_it": sorted(r.get("case") or r["kind"] for r in store.records)}
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    steps = [step("a", ("isolation_tasks:meet", ("a", "b", str(marks)))),
+             step("b", ("isolation_tasks:meet", ("b", "a", str(marks)))),
+             step("dies", ("isolation_tasks:no_cases", ("segv",))),
+             step("after", ("isolation_tasks:cases", (["d"],))),
+             PlanStep("timing", "timing f", timing, {"stage": "timing"}, 1.0)]
+    store, stream, side = _store(tmp_path), io.StringIO(), IsolatedWorker()
+    try:
+        execute(steps, store, Progress([s.kind for s in steps], stream=stream), worker=worker, side_worker=side)
+    finally:
+        side.close()
+    met = {r["case"]: r for r in store.records if r.get("check") == "met"}
+    assert met["a"]["passed"] and met["b"]["passed"], "the two steps did not run at the same time"
+    assert met["a"]["pid"] != met["b"]["pid"]
+    crash = next(r for r in store.records if r["kind"] == "crash")
+    assert crash["step"] == "dies" and crash["outcome"] == CRASH  # a lane's crash is the step's record
+    timing_record = store.records[-1]
+    assert timing_record["kind"] == "timing" and timing_record["before_it"] == ["a", "b", "crash", "d", "first"]
+    profile = {s["label"]: s for s in store.data["run"]["steps"]}
+    assert set(profile) == {"a", "b", "dies", "after", "timing f"}
+    assert profile["b"].get("beside") and not profile["a"].get("beside") and profile["b"]["records"] == 1
+    assert "b: done beside it, on a second worker" in stream.getvalue()
+
+
 class FakeTimingWorker:
     """A round's timing worker: answers its requests in order; the one named `dies` kills it."""
 

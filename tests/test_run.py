@@ -73,7 +73,7 @@ def test_a_one_model_quick_run_writes_one_results_file_and_a_report(launched):
     assert all(len(r["processes"]) == 2 for r in timings)
     assert not [r for r in data["records"] if r["kind"] == "error"], data["records"]
     assert data["run"]["verdict_sources"] == [f"suite.conformance.{name}:verdicts" for name in (
-        "autograd.verdicts", "parallel.resume")]
+        "parallel.resume", "autograd.verdicts")]  # the run's order: the pools' sources first
     assert {r["suite"] for r in data["records"] if r["kind"] == "conformance"} == {"autograd", "ddp"}  # resume: ddp
     assert not [r for r in data["records"] if r["kind"] == "convergence"]  # full runs' (test below)
     for name in ("comparison.csv", "report.md", "report.html", "throughput.png"):

@@ -31,12 +31,13 @@ class VerdictSource:
 VERDICT_SOURCES = [
     # full estimates as measured in a cold full run here (docs/run.md, "Where the time goes")
     VerdictSource(ddp_verdicts, (4.0, 17.0), uses_worker_pool=True, short_name="parallel"),
+    VerdictSource(resume_verdicts, (1.0, 10.0), uses_worker_pool=True, short_name="resume"),  # DCP save and resume: 0.5 s quick in a run, 8 s full (2 and 4 ranks)
+    # The pools' sources first, sharing the pools; the rest may run two at a time (suite.runner.execute)
     VerdictSource(autograd_verdicts, (4.0, 40.0), short_name="autograd"),  # full: the workloads' minis add about 28 s
     VerdictSource(function_verdicts, (5.0, 5.0), short_name="functions"),  # quick changes nothing
     # two batch sizes a case; inductor compiles dominate the full run (Adam under inductor 10 to 25 s),
     # and the standard workloads' minis under aot_eager add about 60 s
     VerdictSource(compile_verdicts, (9.0, 180.0), short_name="compile"),
-    VerdictSource(resume_verdicts, (1.0, 10.0), uses_worker_pool=True, short_name="resume"),  # DCP save and resume: 0.5 s quick in a run, 8 s full (2 and 4 ranks)
     # OpInfo's op_db: quick, 70 ops at one sample (3 s); full, all of it in three dtypes (147 s cold, 2 cores)
     VerdictSource(op_verdicts, (4.0, 150.0), short_name="ops"),
 ]
