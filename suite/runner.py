@@ -344,6 +344,21 @@ def runs_beside(step: PlanStep) -> bool:
     return step.kind == "conformance" and step.task is not None and step.pool_key is None
 
 
+def plan_estimate_s(steps: list[PlanStep], lanes: int = 1) -> float:
+    """The plan's estimated wall time: its steps one after another, except that with two lanes
+    (execute's side worker) each run of steps that runs_beside() is shared, each lane taking the next
+    step when it is free."""
+    total, ends = 0.0, []
+    for step in [*steps, None]:
+        if step is not None and lanes > 1 and runs_beside(step):
+            ends = ends or [0.0] * lanes
+            ends[ends.index(min(ends))] += step.estimate_s
+            continue
+        total += max(ends, default=0.0) + (step.estimate_s if step is not None else 0.0)
+        ends = []
+    return total
+
+
 class _SideLane:
     """A second worker taking steps of a group on a thread, while the run's thread takes the others
     (`take`, shared): its records reach the store through the run's thread (drain)."""

@@ -248,6 +248,20 @@ def test_conformance_steps_run_two_at_a_time_and_the_next_timing_waits_for_both(
     assert "b: done beside it, on a second worker" in stream.getvalue()
 
 
+def test_the_plan_estimate_shares_each_group_of_conformance_sources_between_two_lanes():
+    from suite.runner import PlanStep, plan_estimate_s
+
+    def step(kind, seconds, task=("isolation_tasks:cases", ([],)), pool_key=None):
+        return PlanStep(kind, f"{kind} {seconds}", lambda: iter(()), {}, seconds, pool_key=pool_key, task=task)
+
+    steps = [step("limits", 1.0), step("conformance", 7.0, pool_key=("conformance", "cpu")),
+             step("conformance", 40.0), step("conformance", 5.0), step("conformance", 180.0),
+             step("conformance", 150.0), step("timing", 2.0, task=None)]
+    # the lanes take 40 | 5, then 180 on the free one (5 + 180), then 150 on the other (40 + 150)
+    assert plan_estimate_s(steps, lanes=2) == 1.0 + 7.0 + max(40.0 + 150.0, 5.0 + 180.0) + 2.0
+    assert plan_estimate_s(steps) == sum(s.estimate_s for s in steps)
+
+
 class FakeTimingWorker:
     """A round's timing worker: answers its requests in order; the one named `dies` kills it."""
 

@@ -264,5 +264,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     plan = json.loads(capsys.readouterr().out)
     labels = [s["label"] for s in plan["steps"]]
     assert labels[0] == "peak FLOP/s on cpu" and any(label.startswith("timing ") for label in labels)
-    assert plan["estimate_s"] == pytest.approx(sum(s["estimate_s"] for s in plan["steps"]))
+    # the steps' sum, less what the conformance sources save running two at a time (runner.plan_estimate_s)
+    assert 0 < plan["estimate_s"] <= sum(s["estimate_s"] for s in plan["steps"]) + 1e-9
     assert list(tmp_path.iterdir()) == []
