@@ -366,6 +366,7 @@ class _SideLane:
     def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker):
         self.steps, self.take = steps, take
         self._step, self._count = None, 0  # the step running on it, and its records so far
+        self.finished = False  # it has no step left, and everything it produced is drained
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(worker,), name="torchsuite-side-lane", daemon=True)
         self._thread.start()
@@ -386,7 +387,7 @@ class _SideLane:
 
     def drain(self, store: ResultsStore, progress: Progress, profile: list[dict], wait: bool = False) -> None:
         """Add what the lane produced so far (`wait`: all of it, until it has no step left)."""
-        while True:
+        while not self.finished:
             try:
                 what, value = self._queue.get(block=wait)
             except queue.Empty:
@@ -404,7 +405,7 @@ class _SideLane:
                 profile.append({**_profiled(self._step, value, self._count), "beside": True})
                 progress.finish_elsewhere(self._step.kind, self._step.label, value)
             else:
-                return
+                self.finished = True
 
 
 def _profiled(step: PlanStep, wall_s: float, records: int) -> dict:

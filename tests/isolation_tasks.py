@@ -45,12 +45,16 @@ def pid():
     return [{"pid": os.getpid(), "argv": sys.argv}]
 
 
-def meet(name: str, other: str, directory: str, wait_s: float = 60.0):
-    """Leave a mark named `name` in `directory` and wait for `other`'s: one record, `met` when the
-    other task ran at the same time (both meet), not when they ran one after the other."""
+def meet(name: str, other: str, directory: str, linger_s: float = 0.0, wait_s: float = 60.0):
+    """Leave a mark named `name` in `directory` and wait for `other`'s: a record, `met` when the
+    other task ran at the same time (both meet), not when they ran one after the other; then, with
+    `linger_s`, a second one that long after."""
     mine, theirs = os.path.join(directory, name), os.path.join(directory, other)
     open(mine, "w").close()
     deadline = time.monotonic() + wait_s
     while not os.path.exists(theirs) and time.monotonic() < deadline:
         time.sleep(0.05)
     yield {"kind": "conformance", "case": name, "check": "met", "passed": os.path.exists(theirs), "pid": os.getpid()}
+    if linger_s:
+        time.sleep(linger_s)
+        yield {"kind": "conformance", "case": name, "check": "lingered", "passed": True}

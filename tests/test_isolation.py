@@ -225,7 +225,9 @@ def test_conformance_steps_run_two_at_a_time_and_the_next_timing_waits_for_both(
 
     marks = tmp_path / "marks"
     marks.mkdir()
-    steps = [step("a", ("isolation_tasks:meet", ("a", "b", str(marks)))),
+    # "a" lingers after meeting "b": the other lane ends meanwhile, and this lane takes its end as
+    # it comes (it once waited for that end again, for ever)
+    steps = [step("a", ("isolation_tasks:meet", ("a", "b", str(marks), 1.0))),
              step("b", ("isolation_tasks:meet", ("b", "a", str(marks)))),
              step("dies", ("isolation_tasks:no_cases", ("segv",))),
              step("after", ("isolation_tasks:cases", (["d"],))),
@@ -241,7 +243,7 @@ def test_conformance_steps_run_two_at_a_time_and_the_next_timing_waits_for_both(
     crash = next(r for r in store.records if r["kind"] == "crash")
     assert crash["step"] == "dies" and crash["outcome"] == CRASH  # a lane's crash is the step's record
     timing_record = store.records[-1]
-    assert timing_record["kind"] == "timing" and timing_record["before_it"] == ["a", "b", "crash", "d", "first"]
+    assert timing_record["kind"] == "timing" and timing_record["before_it"] == ["a", "a", "b", "crash", "d", "first"]
     profile = {s["label"]: s for s in store.data["run"]["steps"]}
     assert set(profile) == {"a", "b", "dies", "after", "timing f"}
     assert profile["b"].get("beside") and not profile["a"].get("beside") and profile["b"]["records"] == 1
