@@ -188,24 +188,23 @@ class IsolatedWorker:
         return outcome, detail, tail
 
     # tasks
-    def run(self, task: str, *args, threads: int | None = None) -> Iterator[dict]:
+    def run(self, task: str, *args) -> Iterator[dict]:
         """The records of `task` ("module:qualname") called with `args` in the worker; a case
-        that crashes, hangs or raises becomes its record with that outcome (see the module's doc).
-        `threads`: torch's intra-op threads for the task, the worker's own count restored after."""
+        that crashes, hangs or raises becomes its record with that outcome (see the module's doc)."""
         try:
-            yield from self._run(task, list(args), threads)
+            yield from self._run(task, list(args))
         except (WorkerCrash, TaskError):
             raise  # the worker is gone, or waits for the next task
         except BaseException:  # Ctrl-C, or the caller stopped reading mid-task
             self.close()
             raise
 
-    def _run(self, task: str, args: list, threads: int | None) -> Iterator[dict]:
+    def _run(self, task: str, args: list) -> Iterator[dict]:
         skip: list[str] = []
         while True:
             if self.proc is None:
                 self._start()
-            self._send({"task": task, "args": args, "skip": skip, "threads": threads})
+            self._send({"task": task, "args": args, "skip": skip})
             current = None  # the case running: its record should it not finish, and its budget
             while True:
                 budget = current["budget_s"] if current else TASK_BUDGET_S
@@ -347,14 +346,9 @@ def main() -> int:
         request = json.loads(line)
         _skip = set(request.get("skip", ()))
         try:
-            with contextlib.ExitStack() as scope:
-                if request.get("threads"):  # torch only when asked: tasks without it start fast
-                    from suite.threads import torch_threads
-
-                    scope.enter_context(torch_threads(request["threads"]))
-                result = resolve(request["task"])(*request.get("args", ()))
-                for record in result if isinstance(result, Iterable) else ():  # a task may return nothing
-                    _send({"record": record})
+            result = resolve(request["task"])(*request.get("args", ()))
+            for record in result if isinstance(result, Iterable) else ():  # a task may return nothing
+                _send({"record": record})
         except SuiteError as err:  # bad input (an unknown name): the user's error, in one line
             _send({"user_error": str(err)})
         except Exception as err:  # noqa: BLE001 - reported, and the worker takes the next task

@@ -363,8 +363,8 @@ class _SideLane:
     """A second worker taking steps of a group on a thread, while the run's thread takes the others
     (`take`, shared): its records reach the store through the run's thread (drain)."""
 
-    def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker, threads: int):
-        self.steps, self.take, self.threads = steps, take, threads
+    def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker):
+        self.steps, self.take = steps, take
         self._step, self._count = None, 0  # the step running on it, and its records so far
         self.finished = False  # it has no step left, and everything it produced is drained
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -377,7 +377,7 @@ class _SideLane:
                 step, began = self.steps[index], time.monotonic()
                 self._queue.put(("start", index))
                 try:
-                    for record in worker.run(step.task[0], *step.task[1], threads=self.threads):
+                    for record in worker.run(step.task[0], *step.task[1]):
                         self._queue.put(("record", record))
                 except Exception as err:  # noqa: BLE001 - the step's crash or error: the run records it
                     self._queue.put(("raised", err))
@@ -448,10 +448,6 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
     is free: in a full run the op sweep runs beside the compile checks, most of its conformance."""
     profile = store.data["run"].setdefault("steps", [])
     lock, position, side = threading.Lock(), 0, None
-    # Each lane's checks on half the cores: on more threads than cores, torch's parallel regions wait
-    # for a core the other lane holds (a compile check beside a busy process: 9.9 s on 2 threads,
-    # 7.6 s on 1, 2 cores; the op sweep took twice its time alone beside the compile checks).
-    lane_threads = max(1, usable_cores() // 2)
 
     def take() -> int | None:
         """The next step for a lane; None at the end, and at the end of a group while two lanes run."""
@@ -474,10 +470,9 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             step = steps[index]
             if (side_worker is not None and side is None and runs_beside(step) and index + 1 < len(steps)
                     and runs_beside(steps[index + 1])):
-                side = _SideLane(steps, take, side_worker, lane_threads)
+                side = _SideLane(steps, take, side_worker)
             _run_step(step, store, progress, profile, worker, side,
-                      before_first_timing if step.kind == "timing" else None,
-                      lane_threads if side is not None else None)
+                      before_first_timing if step.kind == "timing" else None)
             if step.kind == "timing":
                 before_first_timing = None
             following = steps[index + 1].pool_key if index + 1 < len(steps) else None
@@ -489,15 +484,14 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
 
 
 def _run_step(step: PlanStep, store: ResultsStore, progress: Progress, profile: list[dict],
-              worker: IsolatedWorker | None, side: _SideLane | None, before: Callable[[], None] | None,
-              threads: int | None) -> None:
+              worker: IsolatedWorker | None, side: _SideLane | None, before: Callable[[], None] | None) -> None:
     began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
     if before is not None:
         before()
     progress.start(step.kind, step.label)
     try:
         with store.batched():
-            produced = worker.run(step.task[0], *step.task[1], threads=threads) if worker and step.task else step.produce()
+            produced = worker.run(step.task[0], *step.task[1]) if worker and step.task else step.produce()
             for record in produced:
                 _add(store, progress, step, record)
                 if side is not None:  # the other lane's records, as they come

@@ -58,10 +58,3 @@ def meet(name: str, other: str, directory: str, linger_s: float = 0.0, wait_s: f
     if linger_s:
         time.sleep(linger_s)
         yield {"kind": "conformance", "case": name, "check": "lingered", "passed": True}
-
-
-def torch_threads():
-    """torch's intra-op thread count in the worker, as the task sees it."""
-    import torch
-
-    return [{"threads": torch.get_num_threads()}]

@@ -250,13 +250,6 @@ def test_conformance_steps_run_two_at_a_time_and_the_next_timing_waits_for_both(
     assert "b: done beside it, on a second worker" in stream.getvalue()
 
 
-def test_a_task_asked_for_fewer_threads_gets_them_and_the_next_task_the_workers_own(worker):
-    (own,) = worker.run("isolation_tasks:torch_threads")
-    (one,) = worker.run("isolation_tasks:torch_threads", threads=1)
-    (again,) = worker.run("isolation_tasks:torch_threads")
-    assert (one["threads"], again["threads"]) == (1, own["threads"])
-
-
 def test_the_plan_estimate_shares_each_group_of_conformance_sources_between_two_lanes():
     from suite.runner import PlanStep, plan_estimate_s
 
