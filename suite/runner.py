@@ -478,7 +478,9 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             following = steps[index + 1].pool_key if index + 1 < len(steps) else None
             if step.pool_key is not None and following != step.pool_key:
                 release_pools(*([worker] if worker is not None else []))
-    finally:  # stopped midway (Ctrl-C): what the other lane has finished is kept too
+    finally:  # stopped midway (Ctrl-C): the other lane takes nothing more, and what it finished is kept
+        with lock:
+            position = len(steps)
         if side is not None:
             side.drain(store, progress, profile)
 
