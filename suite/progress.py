@@ -61,21 +61,20 @@ class Progress:
         if self._current is None:
             return
         kind, _, began = self._current
-        self.durations[kind].append(self.clock() - began)
-        self.remaining[kind] -= 1
-        if self.estimates and self.done < len(self.estimates):  # steps finish in plan order
-            self.planned[kind] -= self.estimates[self.done]
-        self.done += 1
+        self._count_done(kind, self.clock() - began)
         self._current = None
 
     def finish_elsewhere(self, kind: str, label: str, seconds: float) -> None:
         """A step that ran beside the current one (on a second worker): counted, and said in a line."""
+        self._count_done(kind, seconds)
+        self.note(f"{label}: done beside it, on a second worker, in {seconds:.1f} s")
+
+    def _count_done(self, kind: str, seconds: float) -> None:
         self.durations[kind].append(seconds)
         self.remaining[kind] -= 1
-        if self.estimates and self.done < len(self.estimates):
+        if self.estimates and self.done < len(self.estimates):  # steps finish about in plan order
             self.planned[kind] -= self.estimates[self.done]
         self.done += 1
-        self.note(f"{label}: done beside it, on a second worker, in {seconds:.1f} s")
 
     def note(self, message: str) -> None:
         """A line that stays (an error, the results path), printed above the bar."""

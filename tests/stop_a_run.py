@@ -6,7 +6,9 @@ stderr is DIRECTORY/stderr.txt, its results DIRECTORY/results. tests/test_run.py
 
     python tests/stop_a_run.py SIGINT|SIGKILL DIRECTORY
 """
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -53,7 +55,8 @@ def main(signal_name: str, directory: Path) -> dict:
             proc.wait()
         outcome["leftovers"] = _processes_left(proc.pid, timeout=30.0)
         if outcome["leftovers"]:
-            subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)])  # the run's own session only
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the run's own session: only what this started
     return {**outcome, "returncode": proc.returncode}
 
 
