@@ -45,6 +45,7 @@ from suite.cases.expect import APPROXIMATE, FAILS, NOT_APPLICABLE, Expect
 from suite.cases.opinfo import CHECKS, VARIANT_CHECKS, OpCase, cases
 from suite.conformance.ops.compare import DEFAULT_TOLERANCES, Comparison, compare, tolerances
 from suite.conformance.result import meets
+from suite.devices import manual_seed
 from suite.errors import SuiteError, one_line
 from suite.isolation import case as announce_case, free_device_memory, in_worker, where
 from suite.threads import torch_threads
@@ -119,7 +120,7 @@ def _seed(*parts) -> int:
 
 def _samples(case: OpCase, device: str, dtype: torch.dtype, requires_grad: bool, limit: int | None) -> list:
     with torch.random.fork_rng(devices=[]):  # make_tensor draws from the global generator
-        torch.manual_seed(_seed(case.name, dtype))
+        manual_seed(_seed(case.name, dtype))
         found = []
         for sample in case.info.sample_inputs(device, dtype, requires_grad=requires_grad):
             found.append(sample)
@@ -147,7 +148,7 @@ def _copy(sample, device, to_float64: bool, requires_grad: bool):
 
 def _seeded(fn: Callable, sample, seed: int, **extra):
     with torch.random.fork_rng(devices=[] if sample_device(sample) == "cpu" else None):
-        torch.manual_seed(seed)  # an op that draws random numbers draws the same ones in every run
+        manual_seed(seed)  # an op that draws random numbers draws the same ones in every run
         return fn(sample.input, *sample.args, **sample.kwargs, **extra)
 
 
