@@ -126,15 +126,14 @@ def _verdict_sources(args):
 
 def _dry_run(args, models) -> int:
     from suite.progress import format_duration
-    from suite.runner import describe_plan, make_plan, plan_estimate_s
-    from suite.threads import usable_cores
+    from suite.runner import describe_plan, make_plan, plan_estimate_s, run_lanes
 
     devices, _, steps = make_plan(device_request=args.device, model_names=models, quick=args.quick,
                                   convergence=_convergence(args), limit_names=_names(args.limits),
                                   workloads=args.workloads, verdict_sources=_verdict_sources(args),
                                   timing=_timing(args))
     rows = describe_plan(steps)
-    total = plan_estimate_s(steps, lanes=2 if usable_cores() > 1 else 1)
+    total = plan_estimate_s(steps, lanes=run_lanes())
     if args.json:
         print(json.dumps({"devices": devices, "quick": args.quick, "steps": rows, "estimate_s": total}, indent=1))
         return 0

@@ -1,9 +1,10 @@
 """Progress of a run on stderr: a redrawn bar on a terminal, plain lines in logs and pipes.
 
-The time left is estimated per kind of step (conformance source, timing): the mean duration
-of the finished steps of that kind times the steps of that kind still to run, since one kind
-can take ten times as long as the other. A kind with no finished step yet counts the plan's
-own estimates for its steps, when the plan gave them.
+The time left is estimated per kind of step (conformance source, timing), since one kind can
+take ten times as long as another. With the plan's estimates, a kind's steps still to run count
+their estimates scaled by how its finished steps compared with theirs (the machine's speed, as
+that kind sees it), and steps that share lanes (conformance sources two at a time) count their
+share. Without estimates, a kind's steps count the mean duration of its finished ones.
 """
 from __future__ import annotations
 
@@ -24,56 +25,63 @@ class Progress:
     BAR_WIDTH = 24
 
     def __init__(self, step_kinds: list[str], stream=None, clock=time.monotonic,
-                 estimates: list[float] | None = None):
+                 estimates: list[float] | None = None, lanes: list[int] | None = None):
+        """`estimates`: the plan's seconds for each step; `lanes`: how many lanes share each
+        step's group (1 for a step that runs alone)."""
         self.stream = stream if stream is not None else sys.stderr
         self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.clock = clock
-        self.remaining = defaultdict(int)
-        self.planned = defaultdict(float)  # the plan's seconds for each kind's steps still to run
+        self.kinds = list(step_kinds)
         self.estimates = list(estimates) if estimates is not None else None
-        for index, kind in enumerate(step_kinds):
-            self.remaining[kind] += 1
-            self.planned[kind] += self.estimates[index] if self.estimates else 0.0
+        self.lanes = list(lanes) if lanes is not None else [1] * len(self.kinds)
+        self.unfinished = set(range(len(self.kinds)))
         self.total = len(step_kinds)
         self.done = 0
-        self.durations: dict[str, list[float]] = defaultdict(list)
+        self.durations: dict[str, list[tuple[int, float]]] = defaultdict(list)  # kind: (step, seconds)
         self.started_at = clock()
-        self._current: tuple[str, str, float] | None = None
+        self._current: tuple[str, str, float, int | None] | None = None
 
     def estimate_left(self) -> float | None:
-        finished = [d for ds in self.durations.values() for d in ds]
+        finished = [d for ds in self.durations.values() for _, d in ds]
         if not finished and not self.estimates:
             return None
         overall = sum(finished) / len(finished) if finished else 0.0
         left = 0.0
-        for kind, count in self.remaining.items():
-            ds = self.durations.get(kind)
-            left += count * (sum(ds) / len(ds)) if ds else self.planned[kind] if self.estimates else count * overall
+        for kind in dict.fromkeys(self.kinds):
+            remaining = [i for i in self.unfinished if self.kinds[i] == kind]
+            done = self.durations.get(kind, [])
+            if self.estimates:
+                planned = sum(self.estimates[i] for i, _ in done if i is not None)
+                speed = sum(d for _, d in done) / planned if planned > 0 else 1.0
+                left += speed * sum(self.estimates[i] / self.lanes[i] for i in remaining)
+            else:
+                left += len(remaining) * (sum(d for _, d in done) / len(done) if done else overall)
         if self._current:  # the running step is partly done
             left = max(0.0, left - (self.clock() - self._current[2]))
         return left
 
-    def start(self, kind: str, label: str) -> None:
-        self._current = (kind, label, self.clock())
+    def start(self, kind: str, label: str, index: int | None = None) -> None:
+        """Step `index` of the plan (default: the first of its kind not yet finished) begins."""
+        self._current = (kind, label, self.clock(), index)
         self._draw(label)
 
     def finish(self) -> None:
         if self._current is None:
             return
-        kind, _, began = self._current
-        self._count_done(kind, self.clock() - began)
+        kind, _, began, index = self._current
+        self._count_done(kind, self.clock() - began, index)
         self._current = None
 
-    def finish_elsewhere(self, kind: str, label: str, seconds: float) -> None:
+    def finish_elsewhere(self, kind: str, label: str, seconds: float, index: int | None = None) -> None:
         """A step that ran beside the current one (on a second worker): counted, and said in a line."""
-        self._count_done(kind, seconds)
+        self._count_done(kind, seconds, index)
         self.note(f"{label}: done beside it, on a second worker, in {seconds:.1f} s")
 
-    def _count_done(self, kind: str, seconds: float) -> None:
-        self.durations[kind].append(seconds)
-        self.remaining[kind] -= 1
-        if self.estimates and self.done < len(self.estimates):  # steps finish about in plan order
-            self.planned[kind] -= self.estimates[self.done]
+    def _count_done(self, kind: str, seconds: float, index: int | None) -> None:
+        if index is None:
+            index = min((i for i in self.unfinished if self.kinds[i] == kind), default=None)
+        self.unfinished.discard(index)
+        self.durations[kind].append((index, seconds))
         self.done += 1
 
     def note(self, message: str) -> None:

@@ -344,6 +344,19 @@ def runs_beside(step: PlanStep) -> bool:
     return step.kind == "conformance" and step.task is not None and step.pool_key is None
 
 
+def run_lanes() -> int:
+    """The lanes a run's conformance sources share: two workers where there are two cores or more."""
+    return 2 if usable_cores() > 1 else 1
+
+
+def shared_lanes(steps: list[PlanStep], lanes: int) -> list[int]:
+    """How many lanes share each step: `lanes` for a step of a group that runs_beside() (two or
+    more such steps in a row), 1 for every other."""
+    beside = [lanes > 1 and runs_beside(step) for step in steps]
+    return [lanes if here and ((i > 0 and beside[i - 1]) or (i + 1 < len(steps) and beside[i + 1])) else 1
+            for i, here in enumerate(beside)]
+
+
 def plan_estimate_s(steps: list[PlanStep], lanes: int = 1) -> float:
     """The plan's estimated wall time: its steps one after another, except that with two lanes
     (execute's side worker) each run of steps that runs_beside() is shared, each lane taking the next
@@ -363,9 +376,9 @@ class _SideLane:
     """A second worker taking steps of a group on a thread, while the run's thread takes the others
     (`take`, shared): its records reach the store through the run's thread (drain)."""
 
-    def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker):
-        self.steps, self.take = steps, take
-        self._step, self._count = None, 0  # the step running on it, and its records so far
+    def __init__(self, steps: list[PlanStep], take: Callable[[], int | None], worker: IsolatedWorker, first: int):
+        self.steps, self.take, self.first = steps, take, first
+        self._index, self._step, self._count = None, None, 0  # the step running on it, and its records so far
         self.finished = False  # it has no step left, and everything it produced is drained
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(worker,), name="torchsuite-side-lane", daemon=True)
@@ -393,7 +406,7 @@ class _SideLane:
             except queue.Empty:
                 return
             if what == "start":
-                self._step, self._count = self.steps[value], 0
+                self._index, self._step, self._count = value, self.steps[value], 0
                 progress.note(f"beside it, on a second worker: {self._step.label}")
             elif what == "record":
                 _add(store, progress, self._step, value)
@@ -403,7 +416,7 @@ class _SideLane:
                 self._count += 1
             elif what == "end":
                 profile.append({**_profiled(self._step, value, self._count), "beside": True})
-                progress.finish_elsewhere(self._step.kind, self._step.label, value)
+                progress.finish_elsewhere(self._step.kind, self._step.label, value, self.first + self._index)
             else:
                 self.finished = True
 
@@ -439,9 +452,10 @@ def _failed(store: ResultsStore, progress: Progress, step: PlanStep, err: Except
 def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             release_pools: Callable[..., None] = _close_pools,
             before_first_timing: Callable[[], None] | None = None, worker: IsolatedWorker | None = None,
-            side_worker: IsolatedWorker | None = None) -> None:
+            side_worker: IsolatedWorker | None = None, first: int = 0) -> None:
     """Run `steps` in order into `store`, each step with a task in `worker` when one is given;
-    pools are released as soon as their part of the run ends.
+    pools are released as soon as their part of the run ends. `first`: the position of `steps[0]`
+    in the plan that `progress` counts.
 
     With `side_worker`, consecutive steps that runs_beside() are a group that two lanes take in
     order, this thread on `worker` and a thread on `side_worker`, each its next step as soon as it
@@ -470,8 +484,8 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             step = steps[index]
             if (side_worker is not None and side is None and runs_beside(step) and index + 1 < len(steps)
                     and runs_beside(steps[index + 1])):
-                side = _SideLane(steps, take, side_worker)
-            _run_step(step, store, progress, profile, worker, side,
+                side = _SideLane(steps, take, side_worker, first)
+            _run_step(step, first + index, store, progress, profile, worker, side,
                       before_first_timing if step.kind == "timing" else None)
             if step.kind == "timing":
                 before_first_timing = None
@@ -485,12 +499,12 @@ def execute(steps: list[PlanStep], store: ResultsStore, progress: Progress,
             side.drain(store, progress, profile)
 
 
-def _run_step(step: PlanStep, store: ResultsStore, progress: Progress, profile: list[dict],
+def _run_step(step: PlanStep, index: int, store: ResultsStore, progress: Progress, profile: list[dict],
               worker: IsolatedWorker | None, side: _SideLane | None, before: Callable[[], None] | None) -> None:
     began, count_before = time.monotonic(), len(store.records)  # a wait before it is its own
     if before is not None:
         before()
-    progress.start(step.kind, step.label)
+    progress.start(step.kind, step.label, index)
     try:
         with store.batched():
             produced = worker.run(step.task[0], *step.task[1]) if worker and step.task else step.produce()
@@ -628,7 +642,9 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
     store.data["run"]["costs_s"] = {"plan_and_environment": round(time.monotonic() - began, 3)}
     calibrations = [s for s in steps if s.kind in ("calibration", "limits")]  # the plan's first steps
     rest = steps[len(calibrations):]
-    progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps])
+    lanes = run_lanes()
+    progress = Progress([s.kind for s in steps], stream=stream, estimates=[s.estimate_s for s in steps],
+                        lanes=shared_lanes(steps, lanes))
     progress.note(f"writing results to {store.path}")
     worker, side_worker = IsolatedWorker(case_timeout_s), IsolatedWorker(case_timeout_s)
     with store.recording(progress.close), _restored_env(PEAKS_ENV), contextlib.closing(worker), \
@@ -638,7 +654,7 @@ def run_suite(*, device_request: str = "all", model_names: list[str] | None = No
         # measuring their own beside whatever the machine is doing by then (suite.timing.worker).
         os.environ[PEAKS_ENV] = json.dumps({"quick": quick, "peaks": store.data["peaks"]})
         execute(rest, store, progress, before_first_timing=_before_timings(rest), worker=worker,
-                side_worker=side_worker if usable_cores() > 1 else None)
+                side_worker=side_worker if lanes > 1 else None, first=len(calibrations))
         timing.attach_scaling_efficiency([r for r in store.records if r.get("kind") == "timing"])
     store.data["run"]["machine_state"]["end"] = snapshot()
     store.finish("complete")

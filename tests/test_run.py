@@ -244,6 +244,39 @@ def test_a_kind_not_yet_started_counts_the_plans_estimates_not_other_kinds_durat
     assert progress.estimate_left() == pytest.approx(3.0 + 60.0)  # the timing as measured, the rest as planned
 
 
+def test_progress_scales_a_kinds_estimates_by_its_finished_steps_and_shares_lanes():
+    """Conformance sources differ tenfold, so the first one's duration says how fast the machine
+    is, not how long the next takes; two that share lanes count half each, in whatever order they end."""
+    clock = FakeClock()
+    progress = Progress(["conformance"] * 4 + ["timing"], stream=io.StringIO(), clock=clock,
+                        estimates=[10.0, 20.0, 200.0, 100.0, 5.0], lanes=[1, 2, 2, 2, 1])
+    assert progress.estimate_left() == pytest.approx(10.0 + 160.0 + 5.0)
+    progress.start("conformance", "pooled", 0)
+    clock.now = 20.0  # twice its estimate: this machine is slow for checks
+    progress.finish()
+    assert progress.estimate_left() == pytest.approx(2 * 160.0 + 5.0)
+    progress.start("conformance", "ops", 3)
+    clock.now = 30.0
+    progress.finish_elsewhere("conformance", "functions", 40.0, 1)  # its estimate was 20
+    assert progress.estimate_left() == pytest.approx(60.0 / 30.0 * 150.0 - 10.0 + 5.0)
+    clock.now = 200.0
+    progress.finish()  # the ops ended before the longer compile step, planned before them
+    assert progress.unfinished == {2, 4}
+
+
+def test_the_plans_lanes_are_shared_by_runs_of_steps_that_run_beside():
+    from suite.runner import PlanStep, shared_lanes
+
+    def step(kind, pooled=False):
+        return PlanStep(kind, kind, lambda: iter(()), {}, 1.0, pool_key=("p",) if pooled else None,
+                        task=("m:f", ()))
+
+    steps = [step("limits"), step("conformance", pooled=True), step("conformance"), step("conformance"),
+             step("timing"), step("conformance")]
+    assert shared_lanes(steps, 2) == [1, 1, 2, 2, 1, 1]
+    assert shared_lanes(steps, 1) == [1] * 6
+
+
 def test_progress_is_plain_lines_in_a_pipe_and_a_redrawn_bar_on_a_terminal():
     pipe, terminal = io.StringIO(), Terminal()
     for stream in (pipe, terminal):
