@@ -582,10 +582,10 @@ def _before_timings(steps: list[PlanStep]) -> Callable[[], None]:
         if start_fork_server():
             waits.append(wait_for_fork_server)
     if any(step.kind == "timing" and compiles_on_cpu(step.context) for step in steps):
-        from suite.vec_isa import share_vec_isa_probe
+        from suite.vec_isa import start_vec_isa_probe
 
-        # Once here (free when a compile check already paid it), not once in every timing process.
-        waits.append(share_vec_isa_probe)
+        # Once here, not once in every timing process; on a thread beside the conformance steps.
+        waits.append(start_vec_isa_probe())
     return lambda: [wait() for wait in waits]
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+from typing import Callable
 
 VEC_ISA_ENV = "TORCHINDUCTOR_VEC_ISA_OK"
 
@@ -41,3 +43,12 @@ def share_vec_isa_probe() -> bool:
     except Exception:  # noqa: BLE001 - the compile that follows raises what is wrong, in its own words
         return False
     return os.environ.get(VEC_ISA_ENV) == "1"
+
+
+def start_vec_isa_probe() -> Callable[[], None]:
+    """share_vec_isa_probe on a thread, started now; returns what waits for it to end. Nearly all
+    of its seconds are spent waiting on compilers and interpreters, so it overlaps work that only
+    judges values (a run's conformance checks, a test session's first tests)."""
+    thread = threading.Thread(target=share_vec_isa_probe, name="torchsuite-vec-isa", daemon=True)
+    thread.start()
+    return thread.join

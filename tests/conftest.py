@@ -264,7 +264,9 @@ def pytest_collection_finish(session):
             launches[item.nodeid] = Launch(marker.args[0], **marker.kwargs)
     threading.Thread(target=_in_turn, args=(list(launches.values()),), daemon=True).start()
     if any(item.get_closest_marker("vec_isa") and not item.get_closest_marker("skip") for item in session.items):
-        _VEC_ISA_CHECK.start()
+        from suite.vec_isa import start_vec_isa_probe
+
+        _VEC_ISA_WAIT.append(start_vec_isa_probe())
 
 
 # -- inductor's vector-ISA check, off the tests' path ---------------------------------------------
@@ -275,18 +277,12 @@ def pytest_collection_finish(session):
 # test marked `vec_isa` waits for it (it sets TORCHINDUCTOR_VEC_ISA_OK in this process when every
 # set passed, as a run does).
 
-def _check_vec_isa() -> None:
-    from suite.vec_isa import share_vec_isa_probe
-
-    share_vec_isa_probe()
-
-
-_VEC_ISA_CHECK = threading.Thread(target=_check_vec_isa, daemon=True)
+_VEC_ISA_WAIT: list = []  # what waits for the check, once it started
 
 
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("vec_isa") and _VEC_ISA_CHECK.is_alive():
-        _VEC_ISA_CHECK.join()
+    if item.get_closest_marker("vec_isa") and _VEC_ISA_WAIT:
+        _VEC_ISA_WAIT[0]()
 
 
 def _in_turn(launches: list[Launch]) -> None:

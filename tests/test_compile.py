@@ -505,3 +505,23 @@ def test_the_vector_isa_check_is_shared_with_children_only_when_every_set_passed
     monkeypatch.delenv(vec_isa.VEC_ISA_ENV)
     monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", broken)
     assert vec_isa.share_vec_isa_probe() is False  # the compile that follows says what is wrong
+
+
+def test_the_vector_isa_check_starts_on_a_thread_and_its_waiter_waits_for_it(monkeypatch):
+    import threading
+
+    from suite import vec_isa
+
+    started, release, ended = threading.Event(), threading.Event(), []
+
+    def slow_check():
+        started.set()
+        release.wait(10)
+        ended.append(True)
+
+    monkeypatch.setattr(vec_isa, "share_vec_isa_probe", slow_check)
+    wait = vec_isa.start_vec_isa_probe()
+    assert started.wait(10) and not ended  # it runs, and starting it did not wait for it
+    release.set()
+    wait()
+    assert ended
