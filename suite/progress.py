@@ -51,8 +51,9 @@ class Progress:
             remaining = [i for i in self.unfinished if self.kinds[i] == kind]
             done = self.durations.get(kind, [])
             if self.estimates:
-                planned = sum(self.estimates[i] for i, _ in done if i is not None)
-                speed = sum(d for _, d in done) / planned if planned > 0 else 1.0
+                pairs = [(self.estimates[i], d) for i, d in done if i is not None]  # (planned, taken)
+                planned = sum(e for e, _ in pairs)
+                speed = sum(d for _, d in pairs) / planned if planned > 0 else 1.0
                 left += speed * sum(self.estimates[i] / self.lanes[i] for i in remaining)
             else:
                 left += len(remaining) * (sum(d for _, d in done) / len(done) if done else overall)
