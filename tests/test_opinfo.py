@@ -64,7 +64,6 @@ def test_importing_op_db_leaves_the_backend_flags_and_torchscript_alone():
     assert torch._C.ScriptFunction.__call__ is calls
 
 
-
 def test_the_suites_seeding_draws_what_torch_manual_seed_draws():
     """The op sweep seeds through suite.devices.manual_seed, and OpInfo's samples through the
     suite's set_rng_seed: the same numbers as torch's own seeding, from every generator it seeds."""
@@ -90,6 +89,7 @@ def test_the_suites_seeding_draws_what_torch_manual_seed_draws():
     want = torch.randn(4).tolist()
     manual_seed(77)
     assert torch.randn(4).tolist() == want
+
 
 def test_a_kernel_wrong_in_one_dtype_is_caught_by_name(wrong_neg):
     wrong_neg()
