@@ -177,12 +177,14 @@ def time_until_decided(base: Interpreter, new: Interpreter, requests: list[dict]
     """`rounds` interleaved rounds, then two more at a time (an A B and a B A) while
     `judged(collected)` -> (settled, judgement) says something is still open and another two rounds
     fit in `max_time_s` at the pace so far. (collected, the last judgement); collected["seconds"]
-    is the time its rounds took in all."""
+    is the time its rounds took in all, collected["looks"] how many times it was judged (each look
+    needs a smaller p: suite.report.compare.session_significance)."""
     check_session(rounds, max_time_s)
     started = time.monotonic()
     collected = time_interleaved(base, new, requests, rounds, say)
     while True:
         collected["seconds"] = time.monotonic() - started
+        collected["looks"] = collected.get("looks", 0) + 1  # compare's significance shrinks with each look
         settled, judgement = judged(collected)
         elapsed = time.monotonic() - started
         if settled or elapsed + 2 * elapsed / collected["rounds"] > max_time_s:
@@ -240,6 +242,7 @@ def write_sides(collected: dict, sides: dict[str, Interpreter], out_dir) -> tupl
         store = ResultsStore(Path(out_dir) / side, machine, run={"ab": side, "build": interpreter.label,
                                                                   "python": interpreter.python,
                                                                   "rounds": collected["rounds"],
+                                                                  "looks": collected.get("looks", 1),
                                                                   "session": collected.get("session")})
         for figure, record in merged.items():
             store.add({**record, "figure": figure})

@@ -31,6 +31,9 @@ The two sides of one `torchsuite ab` session (the same `run.session`) are judged
 rounds instead (paired_rounds): each round's two processes ran back to back, each is taken against
 its own canary, and a trimmed paired t test of the rounds' log ratios cancels the machine's drift;
 only a round disturbed on one side only is left out, and too few rounds left is `untrusted`.
+A session is judged again after every two rounds and stops at its first verdict, so its files say
+at which look they were judged (`run.looks`), and look k needs p < 0.01 / (k (k + 1))
+(session_significance): a 1% chance at every look would add up over a session's ten.
 
 Exit status: 1 when any figure regressed, 0 otherwise, 2 on bad input.
 """
@@ -52,6 +55,20 @@ from suite.timing.processes import DISTURBED
 from suite.timing.stats import LogRatio, paired_log_ratio
 
 SIGNIFICANCE = 0.01
+
+
+def session_significance(looks: int) -> float:
+    """The p a session's `looks`-th look at its rounds needs: SIGNIFICANCE / (k (k + 1)).
+
+    `torchsuite ab` judges a session after its first rounds and again after every two more, and
+    stops at the first look that decides. Each look at p < 0.01 would give a same-code figure a new
+    1% chance to be called regressed at every look, about ten in a session of the default length.
+    These shares of the 1% (a half, a sixth, a twelfth, ...) add up to less than 1% however many
+    looks a session takes (a union bound: it holds whatever the looks' correlation)."""
+    if looks < 1:
+        raise ValueError(f"a session's looks count from 1, got {looks}")
+    return SIGNIFICANCE / (looks * (looks + 1))
+
 # Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
 # suite.timing.options.MIN_SAMPLES).
 MIN_SAMPLES_TO_JUDGE = 5
@@ -131,13 +148,24 @@ def compare(baseline_path, new_path, threshold: float = 0.05) -> tuple[dict, lis
         machine_moved = f"the machine's speed differed: canary x{canaries[1] / canaries[0]:.3f}"
     labels = tables.row_label(joined)
     paired = interleaved(base_loaded, new_loaded)
-    rows = [_row(label, r, threshold, machine_moved, paired) for label, r in zip(labels, joined.to_dict("records"))]
+    looks = _looks(base_loaded) if paired else None
+    significance = session_significance(looks) if looks else SIGNIFICANCE
+    rows = [_row(label, r, threshold, machine_moved, paired, significance)
+            for label, r in zip(labels, joined.to_dict("records"))]
     rows += crashed_rows(base_loaded, new_loaded, {row.figure for row in rows})
     rows.sort(key=lambda row: row.ratio)
     header = {"baseline": _provenance(base_loaded, canaries[0]), "new": _provenance(new_loaded, canaries[1]),
-              "threshold": threshold, "significance": SIGNIFICANCE,
+              "threshold": threshold, "significance": significance, "looks": looks,
               "counts": {v: sum(r.verdict == v for r in rows) for v in CHANGE_VERDICTS}}
     return header, rows
+
+
+def _looks(loaded: sources.MachineResults) -> int:
+    """The look at which a session's files were judged (1 for files written before sessions said)."""
+    looks = loaded.run.get("looks", 1)
+    if not isinstance(looks, int) or isinstance(looks, bool) or looks < 1:
+        raise SuiteError(f"{loaded.source}: run.looks must be a positive whole number, got {looks!r}")
+    return looks
 
 
 def crashed_rows(base: sources.MachineResults, new: sources.MachineResults, compared: set[str]) -> list[Row]:
@@ -224,19 +252,20 @@ def paired_rounds(r: dict, threshold: float) -> tuple[list[float], list[int], bo
 
 
 def judge(ratio: float, interval: tuple[float, float] | None, p_slower: float, p_faster: float,
-          margin: float) -> str:
+          margin: float, significance: float = SIGNIFICANCE) -> str:
     """regressed or improved: beyond the margin, significantly; unchanged: the interval lies within
     [1/margin, margin], so it rules a change out; undecided: neither."""
-    if ratio > margin and p_slower < SIGNIFICANCE:
+    if ratio > margin and p_slower < significance:
         return "regressed"
-    if ratio < 1 / margin and p_faster < SIGNIFICANCE:
+    if ratio < 1 / margin and p_faster < significance:
         return "improved"
     if interval is not None and 1 / margin <= interval[0] and interval[1] <= margin:
         return "unchanged"
     return "undecided"
 
 
-def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paired: bool) -> Row:
+def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paired: bool,
+         significance: float = SIGNIFICANCE) -> Row:
     ratio = r["median_s_new"] / r["median_s_base"]
     flags = (set(r["figure_flags_base"] or ()) | set(r["figure_flags_new"] or ())) & UNTRUSTED_FLAGS
     key = {k: r[k] for k in tables.KEY}
@@ -265,7 +294,7 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paire
             return row("untrusted", machine_moved)
     if estimate is not None:
         p, interval = estimate.p_values(), estimate.interval()
-        needed = estimate.processes_to_decide(margin, SIGNIFICANCE)
+        needed = estimate.processes_to_decide(margin, significance)
     else:  # one process a side: its samples, with the rerun-to-rerun movement one process cannot see
         interval = tables.median_ratio_interval(r["samples_new"], r["samples_base"])  # median(new) / median(base)
         interval = None if math.isnan(interval[0]) else interval
@@ -275,7 +304,7 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paire
         p, needed = _p_values(*samples), None
         margin *= 1 + ONE_PROCESS_ALLOWANCE
         basis = f"one process a side: beyond the threshold by {ONE_PROCESS_ALLOWANCE:.0%} more"
-    verdict = judge(ratio, interval, *p, margin)
+    verdict = judge(ratio, interval, *p, margin, significance)
     if verdict == "regressed":
         why = f"{ratio - 1:+.1%}, p = {p[0]:.2g} ({basis})"
     elif verdict == "improved":
@@ -292,7 +321,7 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paire
             advice = f"about {needed} processes a side would decide (now {estimate.n})"
         slower = ratio >= 1
         if (ratio > margin if slower else ratio < 1 / margin):
-            what = f"not significant (p = {p[0] if slower else p[1]:.2g})"
+            what = f"not significant (p = {p[0] if slower else p[1]:.2g}, not below {significance:.2g})"
         else:
             what = f"its interval {span} does not rule out a change beyond {margin - 1:.1%}"
         why = f"{ratio - 1:+.1%} but {what}: {advice} ({basis})"
@@ -315,9 +344,14 @@ def format_table(header: dict, rows: list[Row]) -> str:
         lines.append(f"{side:<8} {h['machine']} ({h['file']}): suite {h['suite_commit'] or '?'}, "
                      f"torch {h['torch'] or '?'} ({h['torch_git_version'] or '?'}), CUDA {h['cuda'] or 'none'}, "
                      f"cuDNN {h['cudnn'] or 'none'}, canary {canary}")
-    lines.append(f"threshold {header['threshold']:.0%}, one-sided at p < {header['significance']}: a t test of "
-                 f"the process medians where both sides have several processes, else Mann-Whitney U "
-                 f"of the samples with {ONE_PROCESS_ALLOWANCE:.0%} more margin")
+    if header.get("looks"):
+        lines.append(f"threshold {header['threshold']:.0%}, one-sided at p < {header['significance']:.2g}: a trimmed "
+                     f"paired t test of the session's rounds at its look {header['looks']} (look k needs "
+                     f"p < {SIGNIFICANCE} / (k (k + 1)): the looks share the 1%)")
+    else:
+        lines.append(f"threshold {header['threshold']:.0%}, one-sided at p < {header['significance']}: a t test of "
+                     f"the process medians where both sides have several processes, else Mann-Whitney U "
+                     f"of the samples with {ONE_PROCESS_ALLOWANCE:.0%} more margin")
     lines.append("")
     table = pd.DataFrame([{
         "ratio": f"{r.ratio:.3f}" if math.isfinite(r.ratio) else "lost",
