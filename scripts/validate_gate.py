@@ -1,7 +1,7 @@
 """Does the A/B gate decide on this machine? Issue 35's acceptance test, as a user would run it.
 
     python scripts/validate_gate.py [--sessions 10] [--neighbours 2] [--no-bisect] [--out DIR]
-                                    [--suite PATH]
+                                    [--suite PATH] [--record ROUNDS]
 
 It builds a scratch history of 16 commits on top of this checkout's HEAD (a clone in --out): 15
 commits that only append a line to HISTORY.txt, the 11th of which also makes every train step of the
@@ -17,6 +17,9 @@ each timed (want: within 5 minutes), and then `bisect --good HEAD~15 --bad HEAD 
 speech_cnn/train/cpu` (want: the 11th commit named). `--suite` is the torchsuite checkout whose
 `ab` and `bisect` are measured (default this one; an older worktree measures "before"). It prints
 a table per session and a summary; every session's results and compare.json stay under --out.
+`--record ROUNDS` runs every session for exactly ROUNDS rounds instead (`ab --rounds ROUNDS
+--max-time 1`), so that a change to the judgement can be tried on the same rounds, each look of
+a session judged on its first rounds' processes.
 """
 from __future__ import annotations
 
