@@ -56,6 +56,16 @@ from suite.timing.stats import LogRatio, paired_log_ratio
 
 SIGNIFICANCE = 0.01
 
+# Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
+# suite.timing.options.MIN_SAMPLES).
+MIN_SAMPLES_TO_JUDGE = 5
+# One process's figure moved up to 11% between quiet reruns of this project's 2-core VM: a
+# figure without process data regresses only beyond the threshold and this much more.
+ONE_PROCESS_ALLOWANCE = 0.10
+PROCESS_COLUMNS = ("processes", "process_log_sd")
+UNTRUSTED_FLAGS = {"noisy", "contended", "drift", "few_samples", "throttled"}
+CHANGE_VERDICTS = ("regressed", "improved", "unchanged", "untrusted")
+
 
 def session_significance(looks: int) -> float:
     """The p a session's `looks`-th look at its rounds needs: SIGNIFICANCE / (k (k + 1)).
@@ -68,16 +78,6 @@ def session_significance(looks: int) -> float:
     if looks < 1:
         raise ValueError(f"a session's looks count from 1, got {looks}")
     return SIGNIFICANCE / (looks * (looks + 1))
-
-# Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
-# suite.timing.options.MIN_SAMPLES).
-MIN_SAMPLES_TO_JUDGE = 5
-# One process's figure moved up to 11% between quiet reruns of this project's 2-core VM: a
-# figure without process data regresses only beyond the threshold and this much more.
-ONE_PROCESS_ALLOWANCE = 0.10
-PROCESS_COLUMNS = ("processes", "process_log_sd")
-UNTRUSTED_FLAGS = {"noisy", "contended", "drift", "few_samples", "throttled"}
-CHANGE_VERDICTS = ("regressed", "improved", "unchanged", "untrusted")
 
 
 class NothingToCompareError(SuiteError):
