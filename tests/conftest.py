@@ -138,6 +138,10 @@ def real_run(request) -> Path:
 # tests come (all at once, they crowded the first tests and one another), after the shared quick
 # run that earlier tests read (real_run); a test that reaches its command before its turn starts it
 # there and then. The launched tests themselves run last (pytest_collection_modifyitems).
+#
+# Tests whose markers name the same `share` run one command between them: the first one's command
+# followed by every one's `args`, in their order (one interpreter, one import of torch, one
+# inductor vector-ISA check, instead of one per test).
 
 _LAUNCHES = pytest.StashKey[dict]()
 
@@ -203,9 +207,9 @@ def pytest_configure(config):
         "markers", "vec_isa: the test uses inductor's check of the CPU's vector instruction sets, which "
                    "runs on a thread from the end of collection; the test waits for it")
     config.addinivalue_line(
-        "markers", "launch(command, env=None): the test launches its own interpreters; the "
-                   "command starts when collection ends ({dir} in it: a directory of its own), the "
-                   "test reads it through `launched`")
+        "markers", "launch(command, env=None, share=None, args=()): the test launches its own interpreters; "
+                   "the command starts when collection ends ({dir} in it: a directory of its own), the "
+                   "test reads it through `launched`; tests of one `share` run one command, with all their args")
     if _whole_suite_with_distributed_tests(config):
         _start_fork_server()
 
@@ -256,12 +260,20 @@ def pytest_collection_finish(session):
            for item in session.items):
         _start_fork_server()  # a no-op when it runs already
     launches = session.stash.setdefault(_LAUNCHES, {})
+    markers = {item: item.get_closest_marker("launch") for item in session.items
+               if item.get_closest_marker("launch") and not item.get_closest_marker("skip")}
+    shared_args: dict[str, list[str]] = {}
+    for marker in markers.values():
+        if marker.kwargs.get("share"):
+            shared_args.setdefault(marker.kwargs["share"], []).extend(marker.kwargs.get("args", ()))
     for item in session.items:  # in the order the tests run
-        marker = item.get_closest_marker("launch")
         if _REAL_RUN in getattr(item, "fixturenames", ()) and _REAL_RUN not in launches:
             launches[_REAL_RUN] = Launch([sys.executable, "-c", _REAL_RUN_SCRIPT, str(Path(__file__).parent), "{dir}"])
-        if marker is not None and not item.get_closest_marker("skip"):
-            launches[item.nodeid] = Launch(marker.args[0], **marker.kwargs)
+        marker = markers.get(item)
+        if marker is not None and _launch_key(item, marker) not in launches:
+            share = marker.kwargs.get("share")
+            launches[_launch_key(item, marker)] = Launch([*marker.args[0], *shared_args.get(share, ())],
+                                                         marker.kwargs.get("env"))
     threading.Thread(target=_in_turn, args=(list(launches.values()),), daemon=True).start()
     if any(item.get_closest_marker("vec_isa") and not item.get_closest_marker("skip") for item in session.items):
         from suite.vec_isa import start_vec_isa_probe
@@ -285,6 +297,13 @@ def pytest_runtest_setup(item):
         _VEC_ISA_WAIT[0]()
 
 
+@pytest.fixture
+def vec_isa_check_done():
+    """For a test that replaces what the check uses: it waits for the check, if one was started."""
+    if _VEC_ISA_WAIT:
+        _VEC_ISA_WAIT[0]()
+
+
 def _in_turn(launches: list[Launch]) -> None:
     for launch in launches:
         launch.start()
@@ -298,13 +317,19 @@ def pytest_sessionfinish(session):
         shutil.rmtree(launch.directory, ignore_errors=True)
 
 
+def _launch_key(item, marker) -> str:
+    return marker.kwargs.get("share") or item.nodeid
+
+
 @pytest.fixture
 def launched(request):
-    launch = request.session.stash.get(_LAUNCHES, {}).get(request.node.nodeid)
+    marker = request.node.get_closest_marker("launch")
+    launch = marker and request.session.stash.get(_LAUNCHES, {}).get(_launch_key(request.node, marker))
     if launch is None:
         pytest.fail("the launched fixture needs the test to be marked launch(command)")
     yield launch
-    launch.stop()  # whatever the command left running, whether the test passed or not
+    if not marker.kwargs.get("share"):  # a shared one's other tests still read it; the session's end stops it
+        launch.stop()  # whatever the command left running, whether the test passed or not
 
 
 def _processes_left(session_id: int, timeout: float) -> list[str]:

@@ -7,9 +7,11 @@ wrongly, a backward that is off by a fraction of a percent, a forward that repla
 of its first call. One more differs from eager only by float32 rounding, and must pass.
 """
 import copy
+import json
 import os
 import re
 import shutil
+import sys
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from torch._dynamo.backends.common import aot_autograd
 
 from suite import check_compile, time_model
 from suite.cases.compile import CASES
-from suite.cases.models import CASES as MODELS
+from suite.cases.models import CASES as MODELS, standard_models
 from suite.cases.parallel import tiny_mlp
 from suite.conformance.compile.declared import check_case, judge, verdicts
 from suite.errors import SuiteError, UnknownCaseError
@@ -27,10 +29,42 @@ from suite.errors import SuiteError, UnknownCaseError
 NO_CXX = shutil.which("g++") is None and shutil.which("c++") is None
 
 
+# The default run's costly cases, a process's first inductor compile (10 s here) and a standard
+# workload's steps (8 s), are checked in one interpreter of their own, launched when collection ends
+# (tests/conftest.py) on the core this process leaves; their tests read its verdicts, last. It pays
+# inductor's vector-ISA check itself, so this process needs none. `slow` cases are checked here.
+_CHECK_IN_BACKGROUND = """
+import json, sys, traceback
+import torch
+from suite.cases.compile import CASES
+from suite.conformance.compile.declared import check_case, judge
+
+torch.set_num_threads(1)  # beside the test run's own process, as it checks its cases
+for name in sys.argv[1:]:
+    case = CASES.get(name)
+    try:
+        report = check_case(case)
+        passed, detail = judge(case, report)
+        detail = f"{detail}\\n{report}"
+    except Exception:
+        passed, detail = False, traceback.format_exc()
+    print(json.dumps({"case": name, "passed": passed, "detail": detail}), flush=True)
+"""
+
+
+def _in_background(case) -> bool:
+    return not case.slow and (case.backend == "inductor" or case.model_name in standard_models())
+
+
 def _marks(case):
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
-    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH"),
-             pytest.mark.vec_isa] if case.backend == "inductor" else []
+    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")
+             ] if case.backend == "inductor" else []
+    if _in_background(case):
+        marks.append(pytest.mark.launch([sys.executable, "-c", _CHECK_IN_BACKGROUND], share="compile-checks",
+                                        args=[case.name]))
+    elif case.backend == "inductor":
+        marks.append(pytest.mark.vec_isa)
     # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds
     # under any backend: the cases declare which are `slow` (the default run keeps the dropout
     # cases, inductor's random-number divergence both ways).
@@ -53,10 +87,23 @@ def _checked(case, device="cpu"):
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
-def test_declared_case_reaches_its_verdict(case):
-    report = _checked(case, "cuda" if case.devices == ("cuda",) else "cpu")
-    passed, detail = judge(case, report)
-    assert passed, f"{detail}\n{report}"
+def test_declared_case_reaches_its_verdict(case, request):
+    if _in_background(case):
+        returncode, output = request.getfixturevalue("launched").wait(timeout=540)
+        checked = _verdict_lines(output)
+        assert case.name in checked, f"the background checks ended (exit {returncode}) before {case.name}:\n{output}"
+        passed, detail = checked[case.name]["passed"], checked[case.name]["detail"]
+    else:
+        report = _checked(case, "cuda" if case.devices == ("cuda",) else "cpu")
+        passed, detail = judge(case, report)
+        detail = f"{detail}\n{report}"
+    assert passed, detail
+
+
+def _verdict_lines(output: str) -> dict:
+    """{case: its verdict line} from the background checks' output (warnings and all)."""
+    lines = (line for line in output.splitlines() if line.startswith('{"case": '))
+    return {verdict["case"]: verdict for verdict in map(json.loads, lines)}
 
 
 # -- backends of our own -------------------------------------------------------------------------
@@ -469,9 +516,9 @@ def test_compile_parts_are_checked_before_anything_runs():
 
 # -- inductor's vector-ISA check, once a run (suite.vec_isa) ----------------------------------------
 
-@pytest.mark.vec_isa  # it replaces what the conftest's check uses: not while that runs
 @pytest.mark.parametrize("answers, shared", [((True, True), True), ((True, False), False)], ids=["all pass", "one fails"])
-def test_the_vector_isa_check_is_shared_with_children_only_when_every_set_passed(monkeypatch, answers, shared):
+def test_the_vector_isa_check_is_shared_with_children_only_when_every_set_passed(monkeypatch, answers, shared,
+                                                                                 vec_isa_check_done):
     import platform
 
     import torch._inductor.cpu_vec_isa as cpu_vec_isa
