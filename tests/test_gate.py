@@ -69,6 +69,17 @@ def test_on_a_quiet_machine_the_session_stops_once_every_figure_is_decided(monke
     assert "undecided" in {r.verdict for r in shorter.values()}
 
 
+def test_on_a_quiet_machine_the_first_look_calls_the_planted_slowdown_in_the_rounds_a_session_used_to_take(
+        monkeypatch, tmp_path):
+    # Before the gate went on measuring, a session was DEFAULT_ROUNDS rounds whatever they showed.
+    # On a quiet machine the first look, at its share of the 1% (p < 0.005, not 0.01), calls the
+    # planted slowdown after those same rounds: there the shares cost no time.
+    for seed in range(4):
+        rows, header = run_session(monkeypatch, tmp_path, PLANTED, QUIET, seed, max_time_s=ab.DEFAULT_ROUNDS * ROUND_S)
+        assert (header["rounds"], header["looks"]) == (ab.DEFAULT_ROUNDS, 1)
+        assert rows["train"].verdict == "regressed", (seed, rows["train"].why)
+
+
 def test_drift_between_the_rounds_cancels_out_of_the_paired_verdict(monkeypatch, tmp_path):
     # The same files judged without their session (as two stored runs): the machine's moves between
     # rounds now land between the processes of each side, and the figure cannot be decided.
