@@ -246,11 +246,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
-    # The tests that read a launched command come last, in their order: their commands run one after
-    # another on the core this process leaves, while every other test runs here, and are done (or
-    # nearly) when their tests come. In their files' order, a test waited for its command, and the
-    # last command ended a minute before the run did, leaving a core idle.
-    items[:] = sorted(items, key=lambda item: item.get_closest_marker("launch") is not None)
+    # The tests that read a launched command (real_run's too) come last, in their order: their
+    # commands run one after another on the core this process leaves, while every other test runs
+    # here, and are done (or nearly) when their tests come. In their files' order, a test waited for
+    # its command (compare's first test 6 to 11 s for real_run), and the last command ended a minute
+    # before the run did, leaving a core idle.
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("launch") is not None
+                      or _REAL_RUN in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_finish(session):
