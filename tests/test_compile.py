@@ -60,7 +60,7 @@ def _marks(case):
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
     marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")
              ] if case.backend == "inductor" else []
-    if _in_background(case):
+    if _in_background(case) and not (case.backend == "inductor" and NO_CXX):
         marks.append(pytest.mark.launch([sys.executable, "-c", _CHECK_IN_BACKGROUND], share="compile-checks",
                                         args=[case.name]))
     elif case.backend == "inductor":
