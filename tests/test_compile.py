@@ -58,12 +58,13 @@ def _in_background(case) -> bool:
 
 def _marks(case):
     # inductor builds CPU kernels with a C++ compiler, which scripts/setup.sh installs
-    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")
-             ] if case.backend == "inductor" else []
-    if _in_background(case) and not (case.backend == "inductor" and NO_CXX):
-        marks.append(pytest.mark.launch([sys.executable, "-c", _CHECK_IN_BACKGROUND], share="compile-checks",
-                                        args=[case.name]))
-    elif case.backend == "inductor":
+    inductor = case.backend == "inductor"
+    marks = [pytest.mark.skipif(NO_CXX, reason="inductor needs a C++ compiler (g++); none on PATH")] if inductor else []
+    if _in_background(case):
+        if not (inductor and NO_CXX):  # a skipped test needs no check
+            marks.append(pytest.mark.launch([sys.executable, "-c", _CHECK_IN_BACKGROUND], share="compile-checks",
+                                            args=[case.name]))
+    elif inductor:
         marks.append(pytest.mark.vec_isa)
     # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds
     # under any backend: the cases declare which are `slow` (the default run keeps the dropout
