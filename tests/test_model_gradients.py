@@ -14,9 +14,15 @@ from suite.conformance.autograd.models import (MODEL_CHECKS, KinkRecorder, check
                                                model_results)
 
 
-@pytest.mark.parametrize("check", MODEL_CHECKS)
-def test_model_gradients(model_spec, check):
-    result = check_model(model_spec, check)
+# mnist_cnn's full-mode check is the matrix's costly one: 4 to 7 s of a default test run, against
+# about 1 s for each other. The default run keeps the other five; it runs under `slow`, and in every
+# full run's autograd conformance.
+@pytest.mark.parametrize("name, check", [
+    pytest.param(name, check, id=f"{name}-{check}",
+                 marks=pytest.mark.slow if (name, check) == ("mnist_cnn", "gradcheck_full_subset") else ())
+    for name in article_models() for check in MODEL_CHECKS])
+def test_model_gradients(name, check):
+    result = check_model(MODELS.get(name), check)
     assert result.verdict == "pass", result.detail
 
 
