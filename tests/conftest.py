@@ -173,6 +173,8 @@ class Launch:
         """(exit status, stdout and stderr together). Past `timeout` the command is stopped and
         the test fails; so is it when the wait itself is stopped (pytest-timeout, Ctrl-C)."""
         self.start()  # before its turn: now
+        if self.proc.poll() is None:  # this process waits: the next command in line takes its core meanwhile
+            _start_next(after=self)
         try:
             returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -276,7 +278,8 @@ def pytest_collection_finish(session):
             share = marker.kwargs.get("share")
             launches[_launch_key(item, marker)] = Launch([*marker.args[0], *shared_args.get(share, ())],
                                                          marker.kwargs.get("env"))
-    threading.Thread(target=_in_turn, args=(list(launches.values()),), daemon=True).start()
+    _IN_LINE[:] = launches.values()
+    threading.Thread(target=_in_turn, args=(list(_IN_LINE),), daemon=True).start()
     if any(item.get_closest_marker("vec_isa") and not item.get_closest_marker("skip") for item in session.items):
         from suite.vec_isa import start_vec_isa_probe
 
@@ -304,6 +307,19 @@ def vec_isa_check_done():
     """For a test that replaces what the check uses: it waits for the check, if one was started."""
     if _VEC_ISA_WAIT:
         _VEC_ISA_WAIT[0]()
+
+
+_IN_LINE: list[Launch] = []  # the session's launches, in their turns
+
+
+def _start_next(after: Launch) -> None:
+    """Start the first command still waiting for its turn, but `after`'s. The tests that read the
+    commands come last: by then this process waits on them, and the commands left need not wait
+    for one another (in turn, the last two ran one after the other for 20 s, with a core idle)."""
+    waiting = next((launch for launch in _IN_LINE
+                    if launch.proc is None and not launch.stopped and launch is not after), None)
+    if waiting is not None:
+        waiting.start()
 
 
 def _in_turn(launches: list[Launch]) -> None:
