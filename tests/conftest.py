@@ -134,10 +134,11 @@ def real_run(request) -> Path:
 # importing torch, mostly on one core. A test marked `launch(command, env=None)` has its command
 # started in the background from the end of collection on, in a session of its own with its
 # output in a file, so those seconds run on the core the tests before it leave idle. The test
-# reads it through the `launched` fixture. The commands run one at a time, in the order their
-# tests come (all at once, they crowded the first tests and one another), after the shared quick
-# run that earlier tests read (real_run); a test that reaches its command before its turn starts it
-# there and then. The launched tests themselves run last (pytest_collection_modifyitems).
+# reads it through the `launched` fixture. The commands (and the shared quick run, real_run) run
+# one at a time, in the order their tests come (all at once, they crowded the first tests and one
+# another). A test that reaches its command before its turn starts it there and then, and while it
+# waits, the next command in line starts too (_start_next). The tests that read them run last
+# (pytest_collection_modifyitems).
 #
 # Tests whose markers name the same `share` run one command between them: the first one's command
 # followed by every one's `args`, in their order (one interpreter, one import of torch, one
