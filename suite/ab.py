@@ -6,7 +6,7 @@ package times the figures, so a change to a model, a step or the timing core is 
 measured. Or they are two Python environments (`--base-python`, `--new-python`: two torch
 builds side by side) timing this checkout's code. Rounds alternate fresh processes A B B A A B
 ..., each timing every figure (suite.timing.processes), so that the machine's slow minutes fall
-on both sides alike. Each side's figures are merged across its processes and written as a
+on both sides alike; a round's two processes import torch side by side, then time one at a time. Each side's figures are merged across its processes and written as a
 results file; the verdicts are `torchsuite compare`'s (suite.report.compare) on those two files.
 `torchsuite bisect` (suite.bisect) runs its sessions with the same pieces: Checkouts (worktrees
 made as needed), time_interleaved (rounds that can go on where an earlier session stopped) and
@@ -15,6 +15,7 @@ write_sides.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from suite.errors import SuiteError
 from suite.timing.processes import Interpreter, WorkerError, WorkerProcess, code_root, merge_figures, round_order
+from suite.timing.worker import PEAKS_ENV
 
 DEFAULT_ROUNDS = 4  # the rounds a session starts with; it adds two at a time while a figure is open
 DEFAULT_MAX_TIME_S = 240.0  # the time a session may take to decide (--max-time)
@@ -206,20 +208,48 @@ def time_interleaved(base: Interpreter, new: Interpreter, requests: list[dict], 
     done = collected["rounds"]
     for round_index in range(done, done + rounds):
         order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
-        for side in order:
-            worker = WorkerProcess(round_order(requests, round_index), sides[side])
-            try:
+        # Both builds' workers import torch side by side, then time one after the other: a round
+        # costs one interpreter start, not two, and nothing runs beside a figure.
+        workers = {side: WorkerProcess(round_order(requests, round_index), sides[side], held=True,
+                                       env=seeded_peaks(collected[side].values()))
+                   for side in order}
+        try:
+            for worker in workers.values():
+                worker.ready()
+            for side in order:
+                worker = workers[side]
+                worker.release()
                 for index, request in enumerate(worker.requests):
                     try:
                         record = {**worker.result(index), "round": round_index}  # pairs it with the other side's
                         collected[side][request["figure"]].append(record)
                     except WorkerError as err:
                         say(f"{side} round {round_index + 1}: {request['figure']}: {err}")
-            finally:
+                worker.close()
+        finally:
+            for worker in workers.values():
                 worker.close()
         collected["rounds"] = round_index + 1
         say(f"round {round_index + 1} of {done + rounds} done ({' then '.join(order)})")
     return collected
+
+
+def seeded_peaks(records_per_figure) -> dict:
+    """The environment that lets a side's later workers take the peak calibrations its earlier
+    ones measured (suite.timing.worker.PEAKS_ENV) instead of measuring them again: a quick
+    calibration was a quarter of an ab process's time. Empty before the side's first record, and
+    for records without one (a user's function) or of both samplings, quick and full."""
+    peaks, quick = {}, set()
+    for records in records_per_figure:
+        for record in records:
+            calibration = record.get("peak_calibration")
+            if isinstance(calibration, dict):
+                peaks.setdefault((calibration.get("device"), calibration.get("dtype"), calibration.get("threads")),
+                                 calibration)
+                quick.add(bool(record.get("quick")))
+    if not peaks or len(quick) != 1:
+        return {}
+    return {PEAKS_ENV: json.dumps({"quick": quick.pop(), "peaks": list(peaks.values())})}
 
 
 def write_sides(collected: dict, sides: dict[str, Interpreter], out_dir) -> tuple[Path, Path]:

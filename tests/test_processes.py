@@ -91,11 +91,15 @@ def test_rounds_keep_a_pools_figures_together_and_alternate_direction():
 QUICK_EVAL = {"setup": "cpu", "quick": True, "min_run_time": 0.05}
 
 
-def test_a_worker_times_its_figures_in_a_fresh_process_and_a_broken_one_is_an_answer():
+def test_a_held_worker_times_its_figures_in_a_fresh_process_once_released_and_a_broken_one_is_an_answer():
+    # held, as ab's are; `torchsuite run`'s unheld workers are timed end to end by tests/test_run.py
     requests = [{"figure": "unknown", "model": "no_such_model", "mode": "eval", "kwargs": QUICK_EVAL},
                 {"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}]
-    worker = WorkerProcess(requests)
+    worker = WorkerProcess(requests, held=True)
     try:
+        worker.ready()
+        assert worker.failure is None and not worker.answers and worker.proc.poll() is None  # waits for its requests
+        worker.release()
         with pytest.raises(WorkerError, match="no_such_model"):
             worker.result(0)
         record = worker.result(1)
@@ -133,6 +137,67 @@ def test_a_worker_that_hangs_is_killed_with_its_children(tmp_path, monkeypatch):
         for _ in range(50):
             os.kill(child, 0)
             __import__("time").sleep(0.1)
+
+
+@pytest.mark.parametrize("body, error", [
+    ("echo 'Fatal Python error: simulated' >&2; exit 3", "died of exit status 3 before answering"),
+    ("echo 'torch 0.1 says hello'; cat > /dev/null", "wrote 'torch 0.1 says hello' instead of saying it was ready"),
+])
+def test_a_held_worker_lost_before_it_is_ready_fails_every_request_with_a_one_line_error(tmp_path, body, error):
+    worker = WorkerProcess([{"figure": "a", "kwargs": {}}, {"figure": "b", "kwargs": {}}],
+                           Interpreter(python=fake_python(tmp_path, body)), held=True)
+    worker.ready()
+    worker.release()  # nothing to hand it to: no error here, the requests say it
+    for index in (0, 1):
+        with pytest.raises(WorkerError, match=error):
+            worker.result(index)
+
+
+def test_a_held_worker_that_never_gets_ready_is_killed_at_its_limit(tmp_path):
+    worker = WorkerProcess([{"figure": "a", "kwargs": {}}], Interpreter(python=fake_python(tmp_path, "sleep 300")),
+                           held=True)
+    worker.ready(timeout_s=1.0)
+    assert worker.proc.poll() is not None
+    with pytest.raises(WorkerError, match="timed out after 1 s while importing torch") as lost:
+        worker.result(0)
+    assert lost.value.outcome == "timeout"
+
+
+def test_an_ab_rounds_workers_import_side_by_side_then_time_one_at_a_time_later_ones_with_the_sides_peak(tmp_path):
+    from suite.ab import time_interleaved
+
+    log = tmp_path / "log"
+    calibration = '{"device": "cpu", "dtype": "float32", "threads": 1, "flops_per_s": 1e11}'
+
+    def build(name: str) -> Interpreter:
+        (tmp_path / name).mkdir()
+        return Interpreter(python=fake_python(tmp_path / name, f"""
+echo "ready {name} ${{TORCHSUITE_PEAKS:+seeded}}" >> {log}
+echo '{{"ready": true}}'
+cat > /dev/null
+echo "start {name}" >> {log}
+sleep 0.2
+echo '{{"index": 0, "record": {{"median_s": 0.01, "quick": true, "peak_calibration": {calibration}}}}}'
+echo "end {name}" >> {log}"""), label=name)
+
+    collected = time_interleaved(build("base"), build("new"), [{"figure": "f", "kwargs": {}}], 2)
+    assert [len(collected[side]["f"]) for side in ("base", "new")] == [2, 2]
+    lines = log.read_text().split("\n")
+    first, second = lines[:6], lines[6:12]
+    assert sorted(first[:2]) == ["ready base ", "ready new "]  # both import before either times anything
+    assert first[2:] == ["start base", "end base", "start new", "end new"]  # then one at a time, A B
+    assert sorted(second[:2]) == ["ready base seeded", "ready new seeded"]  # each side's first calibration
+    assert second[2:] == ["start new", "end new", "start base", "end base"]  # B A
+
+
+def test_a_sides_peak_is_seeded_only_from_records_that_carry_one():
+    from suite.ab import seeded_peaks
+    from suite.timing.worker import PEAKS_ENV
+
+    peak = {"device": "cpu", "dtype": "float32", "threads": 1}
+    assert seeded_peaks([[{"median_s": 1.0}], []]) == {}  # a user's function: no calibration to pass on
+    env = seeded_peaks([[{"quick": True, "peak_calibration": peak}] * 2, [{"quick": True, "peak_calibration": peak}]])
+    assert json.loads(env[PEAKS_ENV]) == {"quick": True, "peaks": [peak]}
 
 
 def test_an_interpreter_that_does_not_exist_is_a_one_line_error():

@@ -47,6 +47,24 @@ PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps
 # A process's flags that its figure keeps; noisy, quick and one_process are the figure's own to say.
 PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "above_peak", "quick", "one_process"))
 DISTURBED = {"contended", "drift", "throttled"}
+# A held worker (WorkerProcess(held=True)): it imports what every figure needs, says READY_LINE,
+# waits until its requests arrive on stdin, then runs the code under test's own worker module, so
+# older commits' workers (ab, bisect) start held too. The optimizers' constructors import
+# torch._dynamo (1.4 s of a 2-core VM's 5.5 s ab process): a worker timing a train step pays it anyway.
+READY_LINE = '{"ready": true}'
+HELD_START = f"""
+import importlib, runpy, select, sys
+for name in ("torch", "torch._dynamo", "suite.timing.core"):
+    try:
+        importlib.import_module(name)
+    except Exception:  # the worker's own import says what is wrong, as an unheld worker's would
+        break
+sys.stdout.write({READY_LINE!r} + "\\n")
+sys.stdout.flush()
+select.select([sys.stdin], [], [])
+runpy.run_module("suite.timing.worker", run_name="__main__", alter_sys=True)
+"""
+READY_TIMEOUT_S = 300.0  # importing torch on a slow disk, beside the other build's worker
 
 
 class WorkerError(SuiteError):
@@ -90,30 +108,47 @@ class WorkerProcess:
     whose parent died stops at its next answer (its stdout is gone).
     """
 
-    def __init__(self, requests: list[dict], interpreter: Interpreter = Interpreter()):
+    def __init__(self, requests: list[dict], interpreter: Interpreter = Interpreter(), *, held: bool = False,
+                 env: dict | None = None):
+        """held: the interpreter imports torch and the timing code, then waits: `ready()` waits
+        for that, `release()` hands it its requests. Two builds' workers then import side by side
+        and time one after the other (suite.ab). env: added to the interpreter's."""
         self.requests = requests
         self.answers: dict[int, dict] = {}
         self.failure: WorkerError | None = None  # how the process was lost, once it was
         self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
-        env = {**os.environ, **interpreter.env}
+        env = {**os.environ, **interpreter.env, **(env or {})}
         if interpreter.cwd:  # the code under test comes first on the path
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [interpreter.cwd, env.get("PYTHONPATH")]))
+        command = ["-c", HELD_START] if held else ["-m", "suite.timing.worker"]
         try:
             self.proc = subprocess.Popen(
-                [interpreter.python, "-m", "suite.timing.worker"], stdin=subprocess.PIPE,
+                [interpreter.python, *command], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self.stderr, cwd=interpreter.cwd, env=env,
                 text=True, preexec_fn=os.setpgrp)  # its own group, to kill with its DDP ranks
         except OSError as err:
             raise WorkerError(f"cannot start {interpreter.python}: {err}") from None
         atexit.register(self.close)  # a run stopped by Ctrl-C leaves no worker behind
+        self._buffer = ""
+        if not held:
+            self.release()
+
+    def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until a held worker has imported what it times with. A worker lost meanwhile (or
+        one that says something else) fails every request: result() raises how."""
+        line = self._read_line(timeout_s, "while importing torch")
+        if line is not None and line.strip() != READY_LINE:
+            self._fail(f"the worker wrote {line[:120]!r} instead of saying it was ready")
+
+    def release(self) -> None:
+        """Hand the worker its requests; it starts timing them."""
         try:
-            self.proc.stdin.write(json.dumps({"requests": requests}))
+            self.proc.stdin.write(json.dumps({"requests": self.requests}))
         except BrokenPipeError:  # it died before reading its requests: result() says how
             pass
         finally:
             with contextlib.suppress(BrokenPipeError):  # the flush of what it did not read
                 self.proc.stdin.close()
-        self._buffer = ""
 
     def result(self, index: int) -> dict:
         while index not in self.answers and self.failure is None:
@@ -126,27 +161,34 @@ class WorkerProcess:
         raise self.failure
 
     def _read_one(self, timeout_s: float) -> None:
+        line = self._read_line(timeout_s, "on one figure")
+        if line is None:
+            return
+        try:
+            answer = json.loads(line)
+            self.answers[int(answer["index"])] = answer
+        except (ValueError, KeyError, TypeError):
+            self._fail(f"the worker wrote a line that is not an answer: {line[:120]!r}")
+
+    def _read_line(self, timeout_s: float, doing: str) -> str | None:
+        """The worker's next line on stdout; None when it died or hung first (self.failure says how)."""
         deadline = time.monotonic() + timeout_s
         with selectors.DefaultSelector() as selector:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
             while "\n" not in self._buffer:
                 if not selector.select(max(0.0, deadline - time.monotonic())):
-                    self._fail(f"the worker timed out after {timeout_s:.0f} s on one figure", "timeout")
-                    return
+                    self._fail(f"the worker timed out after {timeout_s:.0f} s {doing}", "timeout")
+                    return None
                 chunk = os.read(self.proc.stdout.fileno(), 1 << 16).decode("utf-8", "replace")
                 if not chunk:
                     self.proc.wait()
                     self._fail(f"the worker died of {exit_description(self.proc.returncode)} "
                                f"before answering: {stderr_summary(self._stderr_tail()) or 'nothing on stderr'}",
                                "crash")
-                    return
+                    return None
                 self._buffer += chunk
         line, self._buffer = self._buffer.split("\n", 1)
-        try:
-            answer = json.loads(line)
-            self.answers[int(answer["index"])] = answer
-        except (ValueError, KeyError, TypeError):
-            self._fail(f"the worker wrote a line that is not an answer: {line[:120]!r}")
+        return line
 
     def _stderr_tail(self) -> str:
         self.stderr.seek(0)
