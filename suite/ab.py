@@ -6,8 +6,9 @@ package times the figures, so a change to a model, a step or the timing core is 
 measured. Or they are two Python environments (`--base-python`, `--new-python`: two torch
 builds side by side) timing this checkout's code. Rounds alternate fresh processes A B B A A B
 ..., each timing every figure (suite.timing.processes), so that the machine's slow minutes fall
-on both sides alike; a round's two processes import torch side by side, then time one at a time. Each side's figures are merged across its processes and written as a
-results file; the verdicts are `torchsuite compare`'s (suite.report.compare) on those two files.
+on both sides alike; a round's two processes import torch side by side, then time one at a time.
+Each side's figures are merged across its processes and written as a results file; the verdicts
+are `torchsuite compare`'s (suite.report.compare) on those two files.
 `torchsuite bisect` (suite.bisect) runs its sessions with the same pieces: Checkouts (worktrees
 made as needed), time_interleaved (rounds that can go on where an earlier session stopped) and
 write_sides.

@@ -200,6 +200,8 @@ class WorkerProcess:
 
     def close(self) -> None:
         atexit.unregister(self.close)
+        with contextlib.suppress(OSError):  # a held worker never released
+            self.proc.stdin.close()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
