@@ -141,7 +141,9 @@ class WorkerProcess:
             self._fail(f"the worker wrote {line[:120]!r} instead of saying it was ready")
 
     def release(self) -> None:
-        """Hand the worker its requests; it starts timing them."""
+        """Hand the worker its requests; it starts timing them (a worker already lost: result() says how)."""
+        if self.failure is not None:
+            return
         try:
             self.proc.stdin.write(json.dumps({"requests": self.requests}))
         except BrokenPipeError:  # it died before reading its requests: result() says how
