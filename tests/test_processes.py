@@ -95,7 +95,11 @@ def test_a_held_worker_times_its_figures_in_a_fresh_process_once_released_and_a_
     # held, as ab's are; `torchsuite run`'s unheld workers are timed end to end by tests/test_run.py
     requests = [{"figure": "unknown", "model": "no_such_model", "mode": "eval", "kwargs": QUICK_EVAL},
                 {"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}]
-    worker = WorkerProcess(requests, held=True)
+    from suite.threads import usable_cores
+    from suite.timing.worker import PEAKS_ENV
+
+    given = {"device": "cpu", "dtype": "float32", "threads": usable_cores(), "flops_per_s": 1.5e11}
+    worker = WorkerProcess(requests, held=True, env={PEAKS_ENV: json.dumps({"quick": True, "peaks": [given]})})
     try:
         worker.ready()
         assert worker.failure is None and not worker.answers and worker.proc.poll() is None  # waits for its requests
@@ -106,6 +110,7 @@ def test_a_held_worker_times_its_figures_in_a_fresh_process_once_released_and_a_
     finally:
         worker.close()
     assert record["model"] == "speech_cnn" and record["median_s"] > 0 and "one_process" in record["flags"]
+    assert record["peak_calibration"]["flops_per_s"] == 1.5e11  # the given one: no calibration of its own
 
 
 def fake_python(tmp_path, body: str) -> str:
