@@ -182,8 +182,8 @@ echo '{{"ready": true}}'
 cat > /dev/null
 echo "start {name}" >> {log}
 sleep 0.2
-echo '{{"index": 0, "record": {{"median_s": 0.01, "quick": true, "peak_calibration": {calibration}}}}}'
-echo "end {name}" >> {log}"""), label=name)
+echo "end {name}" >> {log}
+echo '{{"index": 0, "record": {{"median_s": 0.01, "quick": true, "peak_calibration": {calibration}}}}}'"""), label=name)
 
     collected = time_interleaved(build("base"), build("new"), [{"figure": "f", "kwargs": {}}], 2)
     assert [len(collected[side]["f"]) for side in ("base", "new")] == [2, 2]
