@@ -91,18 +91,23 @@ def test_rounds_keep_a_pools_figures_together_and_alternate_direction():
 QUICK_EVAL = {"setup": "cpu", "quick": True, "min_run_time": 0.05}
 
 
-def test_a_held_worker_times_its_figures_in_a_fresh_process_once_released_and_a_broken_one_is_an_answer():
+def test_a_held_worker_times_its_figures_in_a_fresh_process_once_released_and_a_broken_one_is_an_answer(tmp_path):
     # held, as ab's are; `torchsuite run`'s unheld workers are timed end to end by tests/test_run.py
     requests = [{"figure": "unknown", "model": "no_such_model", "mode": "eval", "kwargs": QUICK_EVAL},
                 {"figure": "speech", "model": "speech_cnn", "mode": "eval", "kwargs": QUICK_EVAL}]
+    from suite.isolation import IMPORT_ENV
     from suite.threads import usable_cores
     from suite.timing.worker import PEAKS_ENV
 
     given = {"device": "cpu", "dtype": "float32", "threads": usable_cores(), "flops_per_s": 1.5e11}
-    worker = WorkerProcess(requests, held=True, env={PEAKS_ENV: json.dumps({"quick": True, "peaks": [given]})})
+    (tmp_path / "backend_plugin.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    env = {PEAKS_ENV: json.dumps({"quick": True, "peaks": [given]}), IMPORT_ENV: "backend_plugin",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    worker = WorkerProcess(requests, held=True, env=env)
     try:
         worker.ready()
         assert worker.failure is None and not worker.answers and worker.proc.poll() is None  # waits for its requests
+        assert (tmp_path / "imported").exists()  # TORCHSUITE_IMPORT's modules come in before it is ready
         worker.release()
         with pytest.raises(WorkerError, match="no_such_model"):
             worker.result(0)

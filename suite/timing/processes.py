@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.errors import SuiteError
-from suite.isolation import exit_description, stderr_summary, stderr_tail
+from suite.isolation import IMPORT_ENV, exit_description, stderr_summary, stderr_tail
 from suite.timing.figure import FLAGS, above_peak
 from suite.timing.stats import between_process_interval, figure_log_sd, is_noisy, latency_percentiles, typical_log_variance
 
@@ -47,14 +47,17 @@ PER_PROCESS = ("median_s", "iqr_s", "samples", "steps_per_sample", "warmup_steps
 # A process's flags that its figure keeps; noisy, quick and one_process are the figure's own to say.
 PROCESS_FLAGS = tuple(flag for flag in FLAGS if flag not in ("noisy", "above_peak", "quick", "one_process"))
 DISTURBED = {"contended", "drift", "throttled"}
-# A held worker (WorkerProcess(held=True)): it imports what every figure needs, says READY_LINE,
-# waits until its requests arrive on stdin, then runs the code under test's own worker module, so
-# older commits' workers (ab, bisect) start held too. The optimizers' constructors import
-# torch._dynamo (1.4 s of a 2-core VM's 5.5 s ab process): a worker timing a train step pays it anyway.
+# A held worker (WorkerProcess(held=True)): it imports what every figure needs (torch, then the
+# modules TORCHSUITE_IMPORT names, as a worker does first), says READY_LINE, waits until its requests
+# arrive on stdin, then runs the code under test's own worker module, so older commits' workers
+# (ab, bisect) start held too. The optimizers' constructors import torch._dynamo (1.4 s of a 2-core
+# VM's 5.5 s ab process): a worker timing a train step pays it anyway.
 READY_LINE = '{"ready": true}'
 HELD_START = f"""
-import importlib, runpy, select, sys
-for name in ("torch", "torch._dynamo", "suite.timing.core"):
+import faulthandler, importlib, os, runpy, select, sys
+faulthandler.enable(file=2, all_threads=False)  # a module that kills it leaves its stack, as in a worker
+first = [name.strip() for name in os.environ.get({IMPORT_ENV!r}, "").split(",") if name.strip()]
+for name in ["torch", *first, "torch._dynamo", "suite.timing.core"]:
     try:
         importlib.import_module(name)
     except Exception:  # the worker's own import says what is wrong, as an unheld worker's would
