@@ -144,14 +144,34 @@ def test_the_session_goes_on_while_undecided(monkeypatch, tmp_path):
 @pytest.mark.parametrize("difference, unit_sd", [(math.log(1.2), 0.2), (math.log(1.02), 0.05), (math.log(0.9), 0.3)])
 def test_processes_to_decide_is_the_count_at_which_the_estimate_decides(difference, unit_sd):
     now = LogRatio(difference, unit_sd / 2, 3, 4)
-    needed = now.processes_to_decide(1.05, compare.SIGNIFICANCE)
+    needed = now.processes_to_decide(1.05, compare.SIGNIFICANCE, compare.INTERVAL)
     at = LogRatio(difference, unit_sd / math.sqrt(needed), needed - 1, needed)
     before = LogRatio(difference, unit_sd / math.sqrt(needed - 1), needed - 2, needed - 1)
     assert needed > 4
     for estimate, decided in ((at, True), (before, False)):
-        verdict = compare.judge(math.exp(difference), estimate.interval(), *estimate.p_values(), 1.05)
+        verdict = compare.judge(math.exp(difference), estimate.interval(compare.INTERVAL), *estimate.p_values(), 1.05)
         assert (verdict != "undecided") == decided, (needed, verdict)
-    assert LogRatio(math.log(1.05), 0.01, 3, 4).processes_to_decide(1.05, compare.SIGNIFICANCE) is None
+    assert LogRatio(math.log(1.05), 0.01, 3, 4).processes_to_decide(1.05, compare.SIGNIFICANCE, compare.INTERVAL) is None
+
+
+def test_unchanged_is_two_one_sided_tests_at_five_percent_each():
+    # TOST: "slower beyond the margin" and "faster beyond it", each a one-sided t test at 5%;
+    # `unchanged` exactly where both reject. With the 95% interval (2.5% a side) the grid's middle
+    # band would be undecided.
+    from scipy.stats import t
+
+    edge, verdicts = math.log(1.05), set()
+    for difference in np.linspace(-0.04, 0.04, 17):
+        for standard_error in np.linspace(0.002, 0.03, 29):
+            estimate = LogRatio(float(difference), float(standard_error), 7, 8)
+            p_beyond_up = t.cdf((difference - edge) / standard_error, 7)
+            p_beyond_down = t.sf((difference + edge) / standard_error, 7)
+            tost = max(p_beyond_up, p_beyond_down) < compare.EQUIVALENCE
+            verdict = compare.judge(math.exp(difference), estimate.interval(compare.INTERVAL),
+                                    *estimate.p_values(), 1.05)
+            assert (verdict == "unchanged") == tost, (difference, standard_error, verdict)
+            verdicts.add((verdict, tost and max(p_beyond_up, p_beyond_down) > compare.EQUIVALENCE / 2))
+    assert ("unchanged", True) in verdicts  # decided by TOST at 5% where 2.5% a side would not
 
 
 @pytest.mark.parametrize("name, train, eval_", [

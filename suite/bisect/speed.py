@@ -6,9 +6,9 @@ figure, judged on the session's rounds, each the two sides' processes back to ba
 
     bad        when compare calls it `regressed` against the good end (slower beyond the
                threshold, p < 0.01);
-    good       when it is no slower than the threshold and the upper end of its ratio's 95%
-               interval is below the bad end's ratio: not merely no evidence of the regression,
-               but evidence that it is absent;
+    good       when it is no slower than the threshold and the upper end of its ratio's 90%
+               interval (compare's; a one-sided 95% bound) is below the bad end's ratio: not
+               merely no evidence of the regression, but evidence that it is absent;
     undecided  otherwise: slower beyond the threshold without significance, an interval that
                still reaches the bad end's ratio, or `untrusted` (too few rounds where a
                disturbance hit both sides alike).

@@ -1,7 +1,7 @@
 """`torchsuite compare BASELINE NEW`: did anything get slower, for real?
 
 For every figure both files hold (same model, mode, setup, world size, batch, dtype, memory
-format, threads), the ratio of medians NEW / BASELINE, its 95% interval and a verdict. A run's
+format, threads), the ratio of medians NEW / BASELINE, its 90% interval and a verdict. A run's
 figure comes from several fresh processes (suite.timing.processes), and what repeats is judged
 on them: the spread that matters is between processes, not between one process's samples (five
 quiet reruns of one plan moved 4-7% while each claimed 1%).
@@ -15,7 +15,8 @@ quiet reruns of one plan moved 4-7% while each claimed 1%).
                 threshold plus ONE_PROCESS_ALLOWANCE, the rerun-to-rerun movement one process
                 cannot see
     improved    faster by more than the threshold, and significantly (the mirror tests)
-    unchanged   the ratio's 95% interval lies within [1/margin, margin]: a change is ruled out
+    unchanged   the ratio's 90% interval lies within [1/margin, margin]: a change beyond the
+                threshold either way is ruled out by two one-sided tests at 5% each (TOST)
     undecided   neither: with the processes a side that would decide it at the spread seen
     regressed   also: a figure or check the baseline has whose case crashed, hung or ran out of
                 memory in NEW (suite.isolation): a kernel that kills its process is the worst
@@ -55,6 +56,11 @@ from suite.timing.processes import DISTURBED
 from suite.timing.stats import LogRatio, paired_log_ratio
 
 SIGNIFICANCE = 0.01
+# `unchanged` is an equivalence test: two one-sided tests (TOST), each that the change is beyond the
+# threshold one way, each at 5%. Both reject exactly when the ratio's 90% interval lies inside the
+# margin, so that is the interval compare judges `unchanged` on, prints, and gives bisect.
+EQUIVALENCE = 0.05
+INTERVAL = 1 - 2 * EQUIVALENCE
 
 # Raw samples a side needs before Mann-Whitney may judge it (a figure is *sampled* to 10, 5 quick:
 # suite.timing.options.MIN_SAMPLES).
@@ -293,10 +299,10 @@ def _row(label: str, r: dict, threshold: float, machine_moved: str | None, paire
         if machine_moved:
             return row("untrusted", machine_moved)
     if estimate is not None:
-        p, interval = estimate.p_values(), estimate.interval()
-        needed = estimate.processes_to_decide(margin, significance)
+        p, interval = estimate.p_values(), estimate.interval(INTERVAL)
+        needed = estimate.processes_to_decide(margin, significance, INTERVAL)
     else:  # one process a side: its samples, with the rerun-to-rerun movement one process cannot see
-        interval = tables.median_ratio_interval(r["samples_new"], r["samples_base"])  # median(new) / median(base)
+        interval = tables.median_ratio_interval(r["samples_new"], r["samples_base"], INTERVAL)  # median(new) / median(base)
         interval = None if math.isnan(interval[0]) else interval
         samples = tables.as_samples(r["samples_base"]), tables.as_samples(r["samples_new"])
         if min(map(len, samples)) < MIN_SAMPLES_TO_JUDGE:
@@ -355,7 +361,7 @@ def format_table(header: dict, rows: list[Row]) -> str:
     lines.append("")
     table = pd.DataFrame([{
         "ratio": f"{r.ratio:.3f}" if math.isfinite(r.ratio) else "lost",
-        "95% interval": f"[{r.ratio_ci_low:.3f}, {r.ratio_ci_high:.3f}]" if r.ratio_ci_low is not None else "",
+        f"{INTERVAL:.0%} interval": f"[{r.ratio_ci_low:.3f}, {r.ratio_ci_high:.3f}]" if r.ratio_ci_low is not None else "",
         "baseline": _ms(r.baseline_median_s), "new": _ms(r.new_median_s),
         "verdict": r.verdict, "figure": r.figure, "why": r.why} for r in rows])
     lines.append(table.to_string(index=False, justify="left", formatters={

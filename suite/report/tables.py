@@ -151,7 +151,7 @@ def choose_baseline(loaded, baseline: str | None) -> str:
     return baseline
 
 
-def median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
+def median_ratio_interval(baseline_samples, samples, confidence: float) -> tuple[float, float]:
     """A bootstrap interval of median(baseline_samples) / median(samples): the regression gate's
     (suite.report.compare), over one process's raw samples."""
     a, b = as_samples(baseline_samples), as_samples(samples)
@@ -160,7 +160,8 @@ def median_ratio_interval(baseline_samples, samples) -> tuple[float, float]:
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     med_a = np.median(a[rng.integers(0, len(a), (BOOTSTRAP_RESAMPLES, len(a)))], axis=1)
     med_b = np.median(b[rng.integers(0, len(b), (BOOTSTRAP_RESAMPLES, len(b)))], axis=1)
-    low, high = np.percentile(med_a / med_b, [2.5, 97.5])
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(med_a / med_b, [tail, 100 - tail])
     return float(low), float(high)
 
 

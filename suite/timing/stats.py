@@ -152,15 +152,15 @@ class LogRatio:
         statistic = self.difference / self.standard_error
         return float(t.sf(statistic, self.df)), float(t.cdf(statistic, self.df))
 
-    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
-        """The ratio's two-sided interval."""
+    def interval(self, confidence: float) -> tuple[float, float]:
+        """The ratio's two-sided interval at `confidence`."""
         half = t_quantile(1 - (1 - confidence) / 2, self.df) * self.standard_error
         return math.exp(self.difference - half), math.exp(self.difference + half)
 
-    def processes_to_decide(self, margin: float, significance: float, confidence: float = 0.95) -> int | None:
+    def processes_to_decide(self, margin: float, significance: float, confidence: float) -> int | None:
         """Processes a side at which this estimate, with the spread it has now, would be decided:
-        significant beyond `margin` (regressed or improved), or its interval inside [1/margin,
-        margin] (unchanged). None when no count up to MAX_PROCESSES_TO_DECIDE would (the estimate
+        significant beyond `margin` (regressed or improved), or its interval at `confidence` inside
+        [1/margin, margin] (unchanged). None when no count up to MAX_PROCESSES_TO_DECIDE would (the estimate
         sits on the margin)."""
         edge, size = math.log(margin), abs(self.difference)
         extra_df = self.df - (self.n - 1)  # two unpaired sides have more degrees of freedom than n - 1
