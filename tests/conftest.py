@@ -62,6 +62,21 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+# -- reports without their pictures ------------------------------------------------------------
+#
+# A report draws four matplotlib figures (suite.report.plots): 0.6 s a report on 2 cores, 15 s of
+# this process over the default run, nearly all of it in tests that read only the report's tables
+# and text. Those take `tables_only`, and the report is written without its PNGs (its HTML embeds
+# the pictures that exist). The tests that look at the pictures draw them: test_report.py's marked
+# `draws_plots`, the launched `torchsuite run` of test_run.py, the fleet's and convergence's own.
+
+@pytest.fixture
+def tables_only(monkeypatch):
+    from suite.report import plots
+
+    monkeypatch.setattr(plots, "write_plots", lambda *args, **kwargs: [])
+
+
 # -- one real quick run, which the report's and compare's tests share ----------------------------
 
 def two_verdicts(device, quick):
@@ -206,6 +221,9 @@ class Launch:
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "draws_plots: a test of tests/test_report.py that looks at the report's PNGs, which "
+                   "the others there leave out (tables_only)")
     config.addinivalue_line(
         "markers", "vec_isa: the test uses inductor's check of the CPU's vector instruction sets, which "
                    "runs on a thread from the end of collection; the test waits for it")

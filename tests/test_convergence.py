@@ -269,7 +269,7 @@ def _with_a_training_timing(data):
     return out
 
 
-def test_the_report_shows_time_to_target_and_the_speedups_side_by_side(speech_results, tmp_path):
+def test_the_report_shows_time_to_target_and_the_speedups_side_by_side(speech_results, tmp_path, tables_only):
     base = _with_a_training_timing(results.load(speech_results))
     files = []
     for name, data in [("alpha", base),

@@ -122,7 +122,7 @@ def test_an_ingest_that_dies_half_way_leaves_the_store_as_it_was(fleet_files, tm
     assert store.machine_count(target) == 4 and not any(p.exists() for p in orphans)
 
 
-def test_a_small_store_gives_the_report_what_its_files_give(fleet_files, tmp_path):
+def test_a_small_store_gives_the_report_what_its_files_give(fleet_files, tmp_path, tables_only):
     small = tmp_path / "store"
     store.ingest(fleet_files[:2], small)
     assert store.load_inputs([small]) == store.load_inputs(fleet_files[:2])  # what the report is made of

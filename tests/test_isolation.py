@@ -314,7 +314,7 @@ def _figure(name, median):
             "median_s": median, "iqr_s": median * 0.01, "samples": [median] * 6, "flags": []}
 
 
-def test_the_report_counts_crashes_apart_and_compare_calls_a_lost_figure_or_check_a_regression(tmp_path):
+def test_the_report_counts_crashes_apart_and_compare_calls_a_lost_figure_or_check_a_regression(tmp_path, tables_only):
     from suite.report import build_report
     from suite.report.compare import compare
 

@@ -118,7 +118,7 @@ def test_a_run_has_a_limits_step_per_limit_after_the_calibration():
     assert [s.kind for s in only] == ["calibration"]
 
 
-def test_the_reports_first_screen_shows_the_machine_limits(tmp_path):
+def test_the_reports_first_screen_shows_the_machine_limits(tmp_path, tables_only):
     path = run_suite(device_request="cpu", quick=True, out_dir=tmp_path / "r", report_dir=tmp_path / "report",
                      verdict_sources=[], timing=NO_TIMINGS, stream=io.StringIO(), limit_names=CASES.names())
     records = results.load(path)["records"]

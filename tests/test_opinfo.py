@@ -191,7 +191,7 @@ def _results_file(path, machine: str, records: list[dict]):
     return path
 
 
-def test_the_report_of_two_machines_lists_the_ops_whose_verdicts_differ(tmp_path, wrong_neg):
+def test_the_report_of_two_machines_lists_the_ops_whose_verdicts_differ(tmp_path, wrong_neg, tables_only):
     good = [record(v, "cpu") for v in check_ops(["neg", "abs"], dtypes=["bfloat16"], samples=1).verdicts]
     wrong_neg()
     bad = [record(v, "cpu") for v in check_ops(["neg", "abs"], dtypes=["bfloat16"], samples=1).verdicts]

@@ -14,6 +14,12 @@ REPORT_FILES = ["comparison.csv", "report.md", "report.html", "throughput.png", 
                 "scaling.png", "peak_fraction.png"]
 
 
+@pytest.fixture(autouse=True)
+def _pictures_only_where_looked_at(request):
+    if request.node.get_closest_marker("draws_plots") is None:
+        request.getfixturevalue("tables_only")
+
+
 def twice_as_fast(data: dict, name: str) -> dict:
     """The same run as if on a machine exactly twice as fast."""
     faster = copy.deepcopy(data)
@@ -40,6 +46,7 @@ def read_comparison(out):
     return pd.read_csv(out / "comparison.csv")
 
 
+@pytest.mark.draws_plots
 def test_a_machine_twice_as_fast_shows_speedup_two_in_every_row(real_run, tmp_path, capsys):
     beta = write(tmp_path / "beta.json", twice_as_fast(results.load(real_run), "beta"))
     out = tmp_path / "report"
@@ -148,6 +155,7 @@ def test_like_for_like_machines_are_not_marked(real_run, tmp_path):
     assert "not comparable" not in (out / "report.md").read_text().split("## How to read")[0]
 
 
+@pytest.mark.draws_plots
 def test_report_shows_environments_conformance_and_escapes_html(real_run, tmp_path):
     out = tmp_path / "report"
     build_report([real_run], out_dir=out)
@@ -406,6 +414,7 @@ def test_tables_show_each_figures_interval_and_none_where_the_record_has_none(in
     assert measured[["throughput_ci_low", "throughput_ci_high"]].isna().sum().tolist() == [2, 2]  # beta lenet, gamma
 
 
+@pytest.mark.draws_plots
 def test_plots_draw_a_whisker_for_every_interval_and_none_without(interval_report, tmp_path, monkeypatch):
     from matplotlib.container import ErrorbarContainer
 

@@ -196,7 +196,7 @@ NO_TIMINGS = TimingApi(open_worker=None, calibrate=lambda device, quick: {"flops
                        iter_setups=lambda devices, quick, models: [])
 
 
-def test_a_crashing_checker_becomes_an_error_record_and_the_run_goes_on(tmp_path):
+def test_a_crashing_checker_becomes_an_error_record_and_the_run_goes_on(tmp_path, tables_only):
     stream = io.StringIO()
     path = run_suite(device_request="cpu", quick=True, out_dir=tmp_path / "r", report_dir=tmp_path / "report",
                      verdict_sources=[VerdictSource(crashing_source)] * 2, timing=NO_TIMINGS, stream=stream)
