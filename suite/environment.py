@@ -1,6 +1,7 @@
 """What machine and PyTorch stack a result came from."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -60,7 +61,7 @@ def capture(name: str | None = None) -> dict:
         # A container or taskset may allow fewer cores than "cores"; timings depend on these.
         "usable_cores": usable_cores(),
         "cpu_backends": _cpu_backends(),
-        "collect_env": _collect_env_summary(),
+        "collect_env": dict(_collect_env_summary()),
     }
     return info
 
@@ -114,7 +115,11 @@ _COLLECT_ENV_FIELDS = ("os", "libc_version", "gcc_version", "is_debug_build", "c
                        "cpu_info")
 
 
+@functools.cache
 def _collect_env_summary() -> dict:
+    """torch.utils.collect_env's fields, once a process: it shells out (pip, lscpu, nvidia-smi; 0.25 s
+    on an idle 2-core VM, ten times that beside busy processes), and what it reports cannot change
+    under a running interpreter. `bisect` and `ab` capture a machine every session."""
     try:
         from torch.utils import collect_env
 

@@ -102,6 +102,21 @@ def test_the_machine_section_names_the_hardware_and_the_stack():
     json.dumps(machine)  # JSON-ready as it is
 
 
+def test_collect_env_shells_out_once_a_process_and_each_capture_gets_its_own_copy(monkeypatch):
+    from torch.utils import collect_env
+
+    from suite import environment
+
+    calls = []
+    real = collect_env.get_env_info
+    monkeypatch.setattr(collect_env, "get_env_info", lambda: calls.append(1) or real())
+    environment._collect_env_summary.cache_clear()
+    first, second = environment.capture("a"), environment.capture("b")
+    assert len(calls) == 1 and first["collect_env"] == second["collect_env"]
+    first["collect_env"]["planted"] = True
+    assert "planted" not in second["collect_env"] and "planted" not in environment.capture()["collect_env"]
+
+
 def test_an_unusable_results_directory_is_a_results_file_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
