@@ -220,7 +220,21 @@ class Launch:
                 pass
 
 
+# pytest rewrites the asserts of every module of a distribution that registers a pytest plugin:
+# all of suite (torchsuite's plugin, suite.pytest_plugin) and all of hypothesis (which op_db
+# imports), 190 modules parsed and compiled again in every run (PYTHONDONTWRITEBYTECODE keeps no
+# cache), 2 s of this process. Their asserts are not what these tests check; the test files' are.
+_NOT_REWRITTEN = ("suite", "hypothesis")
+
+
+def _rewrite_only_the_tests(config) -> None:
+    marked = getattr(config.pluginmanager.rewrite_hook, "_must_rewrite", None)  # pytest's own set
+    if isinstance(marked, set):
+        marked.difference_update(_NOT_REWRITTEN)
+
+
 def pytest_configure(config):
+    _rewrite_only_the_tests(config)
     config.addinivalue_line(
         "markers", "draws_plots: a test of tests/test_report.py that looks at the report's PNGs, which "
                    "the others there leave out (tables_only)")
