@@ -22,7 +22,7 @@ from suite.timing.options import TimingOptions, sampling_rules
 from suite.timing.settings import current_settings, preserved_settings
 from suite.timing.stats import median_interval
 
-QUICK_LENET = {"mode": "train", "quick": True}
+QUICK_LENET = {"mode": "train", "quick": True, "batch_size": 8, "min_run_time": 0.05}  # a record's shape, not its speed
 
 
 # -- the rules, on synthetic inputs --------------------------------------------------------------
