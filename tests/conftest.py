@@ -117,7 +117,8 @@ def make_quick_run():
     return quick_run
 
 
-# Its 17 s run in an interpreter of its own, launched when collection ends (below) if a test needs it.
+# Its run (17 s alone, 50 s beside the tests) in an interpreter of its own, launched when collection
+# ends (below) if a test needs it, first in the line of launched commands.
 _REAL_RUN = "real_run"
 _REAL_RUN_SCRIPT = """
 import sys
@@ -126,7 +127,9 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from conftest import quick_run, two_verdicts
 from suite.conformance.sources import VerdictSource
+from suite.report import plots
 
+plots.write_plots = lambda *args, **kwargs: []  # its report is read for its text only (tables_only)
 print(quick_run(Path(sys.argv[2]), "results", [VerdictSource(two_verdicts)]))
 """
 
@@ -150,10 +153,12 @@ def real_run(request) -> Path:
 # started in the background from the end of collection on, in a session of its own with its
 # output in a file, so those seconds run on the core the tests before it leave idle. The test
 # reads it through the `launched` fixture. The commands (and the shared quick run, real_run) run
-# one at a time, in the order their tests come (all at once, they crowded the first tests and one
-# another). A test that reaches its command before its turn starts it there and then, and while it
-# waits, the next command in line starts too (_start_next). The tests that read them run last
-# (pytest_collection_modifyitems).
+# one at a time, in the order their tests come, the ones marked `early` (the long ones) first (all at
+# once, they crowded the first tests and one another). A test that reaches its command before its
+# turn starts it there and then, and while it waits, the next command in line starts too
+# (_start_next). The tests that read them run last (pytest_collection_modifyitems). That line of
+# commands ends a run: the long ones go first so that what is left when this process runs out of
+# tests is short commands, which it starts two at a time.
 #
 # Tests whose markers name the same `share` run one command between them: the first one's command
 # followed by every one's `args`, in their order (one interpreter, one import of torch, one
@@ -166,7 +171,8 @@ class Launch:
     """A command started for a test, in a directory of its own (`directory`, which "{dir}" in the
     command's arguments names), its stdout and stderr together in `log`."""
 
-    def __init__(self, command: list[str], env: dict | None = None):
+    def __init__(self, command: list[str], env: dict | None = None, early: bool = False):
+        self.early = early  # first in line
         self.directory = Path(tempfile.mkdtemp(prefix="torchsuite-launch-"))
         self.log = self.directory / "output.txt"
         self.command = [arg.replace("{dir}", str(self.directory)) for arg in command]
@@ -242,7 +248,7 @@ def pytest_configure(config):
         "markers", "vec_isa: the test uses inductor's check of the CPU's vector instruction sets, which "
                    "runs on a thread from the end of collection; the test waits for it")
     config.addinivalue_line(
-        "markers", "launch(command, env=None, share=None, args=()): the test launches its own interpreters; "
+        "markers", "launch(command, env=None, share=None, args=(), early=False): the test launches its own interpreters; "
                    "the command starts when collection ends ({dir} in it: a directory of its own), the "
                    "test reads it through `launched`; tests of one `share` run one command, with all their args")
     if _whole_suite_with_distributed_tests(config):
@@ -305,13 +311,14 @@ def pytest_collection_finish(session):
             shared_args.setdefault(marker.kwargs["share"], []).extend(marker.kwargs.get("args", ()))
     for item in session.items:  # in the order the tests run
         if _REAL_RUN in getattr(item, "fixturenames", ()) and _REAL_RUN not in launches:
-            launches[_REAL_RUN] = Launch([sys.executable, "-c", _REAL_RUN_SCRIPT, str(Path(__file__).parent), "{dir}"])
+            launches[_REAL_RUN] = Launch([sys.executable, "-c", _REAL_RUN_SCRIPT, str(Path(__file__).parent), "{dir}"],
+                                         early=True)
         marker = markers.get(item)
         if marker is not None and _launch_key(item, marker) not in launches:
             share = marker.kwargs.get("share")
             launches[_launch_key(item, marker)] = Launch([*marker.args[0], *shared_args.get(share, ())],
-                                                         marker.kwargs.get("env"))
-    _IN_LINE[:] = launches.values()
+                                                         marker.kwargs.get("env"), marker.kwargs.get("early", False))
+    _IN_LINE[:] = sorted(launches.values(), key=lambda launch: not launch.early)  # stable: test order otherwise
     threading.Thread(target=_in_turn, args=(list(_IN_LINE),), daemon=True).start()
     if any(item.get_closest_marker("vec_isa") and not item.get_closest_marker("skip") for item in session.items):
         from suite.vec_isa import start_vec_isa_probe

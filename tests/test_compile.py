@@ -63,7 +63,7 @@ def _marks(case):
     if _in_background(case):
         if not (inductor and NO_CXX):  # a skipped test needs no check
             marks.append(pytest.mark.launch([sys.executable, "-c", _CHECK_IN_BACKGROUND], share="compile-checks",
-                                            args=[case.name]))
+                                            args=[case.name], early=True))
     elif inductor:
         marks.append(pytest.mark.vec_isa)
     # Inductor's first compile in a process takes 10 to 17 s here, a recurrent layer's seconds

@@ -55,7 +55,7 @@ def only_file(directory):
 # the quick plan's three are tests/test_processes.py's.
 @pytest.mark.launch([sys.executable, "-m", "suite", "run", "--device", "cpu", "--models", "speech_cnn", "--quick",
                      "--out", "{dir}/results", "--report-dir", "{dir}/report", "--machine-name", "ci box",
-                     "--limits", "launch_latency", "--processes", "2", "--checks", "autograd,resume"])
+                     "--limits", "launch_latency", "--processes", "2", "--checks", "autograd,resume"], early=True)
 def test_a_one_model_quick_run_writes_one_results_file_and_a_report(launched):
     # 253 s once on 2 cores that other test runs shared: a bound that only catches a hang
     returncode, output = launched.wait(timeout=540)
