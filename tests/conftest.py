@@ -70,11 +70,16 @@ def _one_torch_thread():
 # the pictures that exist). The tests that look at the pictures draw them: test_report.py's marked
 # `draws_plots`, the launched `torchsuite run` of test_run.py, the fleet's and convergence's own.
 
+def no_plots(*args, **kwargs) -> list:
+    """suite.report.plots.write_plots that draws nothing."""
+    return []
+
+
 @pytest.fixture
 def tables_only(monkeypatch):
     from suite.report import plots
 
-    monkeypatch.setattr(plots, "write_plots", lambda *args, **kwargs: [])
+    monkeypatch.setattr(plots, "write_plots", no_plots)
 
 
 # -- one real quick run, which the report's and compare's tests share ----------------------------
@@ -125,11 +130,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
-from conftest import quick_run, two_verdicts
+from conftest import no_plots, quick_run, two_verdicts
 from suite.conformance.sources import VerdictSource
 from suite.report import plots
 
-plots.write_plots = lambda *args, **kwargs: []  # its report is read for its text only (tables_only)
+plots.write_plots = no_plots  # its report is read for its text only (tables_only)
 print(quick_run(Path(sys.argv[2]), "results", [VerdictSource(two_verdicts)]))
 """
 
